@@ -1,0 +1,137 @@
+"""
+recbole_derrd.data
+##################
+Data preparation around RecBole's own ``create_dataset`` / ``data_preparation``:
+
+- a missing dataset is downloaded the way RecBole would (RecBole 1.2.1's own download calls
+  ``torch.distributed.barrier()`` even in a single process and crashes after downloading),
+  and where it cannot be fetched the error says where to put the atomic files;
+- RecBole silently unpickles stale ``saved/<dataset>-*.pth`` dataset and dataloader caches
+  whenever they exist; here they are used only when the user turned them on;
+- :func:`split_fingerprint` identifies a training split, so that a teacher trained on other
+  data (or another split) is refused.
+"""
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import uuid
+from logging import getLogger
+
+import numpy as np
+import yaml
+
+from recbole.data import create_dataset as recbole_create_dataset
+from recbole.data import data_preparation as recbole_data_preparation
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset's atomic files are missing and cannot be downloaded."""
+
+
+def atomic_inter_files(config):
+    """The interaction files RecBole will read for this configuration."""
+    name, path = config["dataset"], config["data_path"]
+    suffixes = config["benchmark_filename"] or [None]
+    return [
+        os.path.join(path, f"{name}.inter" if suffix is None else f"{name}.{suffix}.inter")
+        for suffix in suffixes
+    ]
+
+
+def _recbole_download_url(dataset_name):
+    import recbole
+
+    url_file = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")
+    with open(url_file, encoding="utf-8") as handle:
+        return (yaml.safe_load(handle) or {}).get(dataset_name)
+
+
+def ensure_dataset(config):
+    """Make sure the atomic files of ``config['dataset']`` are present, downloading them from
+    RecBole's servers if RecBole knows the dataset.
+
+    Raises:
+        DatasetNotFoundError: missing and not downloadable; the message names the expected files.
+    """
+    missing = [path for path in atomic_inter_files(config) if not os.path.isfile(path)]
+    if not missing:
+        return
+    name, path = config["dataset"], config["data_path"]
+    where = (
+        f"Put the RecBole atomic files of '{name}' under {os.path.abspath(path)}/ "
+        f"(at least {', '.join(os.path.basename(p) for p in missing)}), or point `data_path` "
+        f"at the folder that contains a '{name}/' folder."
+    )
+    url = _recbole_download_url(name)
+    if url is None:
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' not found: {missing[0]} does not exist and RecBole knows no "
+            f"download for this name. {where}"
+        )
+    if config["local_rank"] not in (None, 0):
+        return  # rank 0 downloads; RecBole's dataset code waits at its own barrier
+    from recbole.utils.url import download_url, extract_zip, rename_atomic_files
+
+    logger = getLogger()
+    logger.info(f"Dataset '{name}' not found under {path}: downloading it from {url}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        archive = download_url(url, path)
+        extract_zip(archive, path)
+        os.unlink(archive)
+        rename_atomic_files(path, os.path.splitext(os.path.basename(archive))[0], name)
+    except Exception as error:  # no network, proxy, disk full...: say where the files go
+        raise DatasetNotFoundError(
+            f"Dataset '{name}' not found under {path} and the download from {url} failed "
+            f"({type(error).__name__}: {error}). {where}"
+        ) from None
+    still_missing = [p for p in atomic_inter_files(config) if not os.path.isfile(p)]
+    if still_missing:
+        raise DatasetNotFoundError(
+            f"Downloaded '{name}' from {url}, but {still_missing[0]} is still missing. {where}"
+        )
+
+
+@contextlib.contextmanager
+def _recbole_caches_only_if_asked(config):
+    """Point RecBole's cache lookups at a path that cannot exist, unless the user opted in."""
+    sentinel = os.path.join(tempfile.gettempdir(), f"recbole-derrd-no-cache-{uuid.uuid4().hex}")
+    overridden = {}
+    if not (config["save_dataset"] or config["dataset_save_path"]):
+        overridden["dataset_save_path"] = config["dataset_save_path"]
+    if not (config["save_dataloaders"] or config["dataloaders_save_path"]):
+        overridden["dataloaders_save_path"] = config["dataloaders_save_path"]
+    for key in overridden:
+        config[key] = sentinel
+    try:
+        yield
+    finally:
+        for key, value in overridden.items():
+            config[key] = value
+
+
+def create_dataset(config):
+    """RecBole's ``create_dataset``, after :func:`ensure_dataset`, without stale caches."""
+    ensure_dataset(config)
+    with _recbole_caches_only_if_asked(config):
+        return recbole_create_dataset(config)
+
+
+def data_preparation(config, dataset):
+    """RecBole's ``data_preparation`` without silently reused dataloader caches."""
+    with _recbole_caches_only_if_asked(config):
+        return recbole_data_preparation(config, dataset)
+
+
+def split_fingerprint(dataset):
+    """A short hash of a training split: its user/item counts and its (user, item) pairs,
+    in internal ids. Two models can share knowledge only if their fingerprints agree."""
+    users = dataset.inter_feat[dataset.uid_field].numpy().astype(np.int64)
+    items = dataset.inter_feat[dataset.iid_field].numpy().astype(np.int64)
+    n_users, n_items = dataset.user_num, dataset.item_num
+    pairs = np.sort(users * n_items + items)
+    digest = hashlib.sha256(np.array([n_users, n_items], dtype=np.int64).tobytes())
+    digest.update(pairs.tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,184 @@
+"""
+recbole_derrd.model.distiller
+#############################
+What every distiller of this plugin shares: a RecBole student backbone trained with its own
+loss plus distillation terms from a frozen teacher.
+
+- The student is the backbone itself (``student_model``, e.g. RecBole's ``BPR``), held as
+  ``self.student``; ``predict`` / ``full_sort_predict`` are the student's, untouched by any
+  teacher tensor or sample, and the exported model is this backbone alone.
+- The teacher is loaded (and checked against the student's data) when the model is built;
+  :meth:`Distiller.prepare` trains or finds it before that, in a run.
+- Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
+  the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
+  samples are reproducible (and identical on every process of a distributed run).
+"""
+
+import os
+
+import torch
+import yaml
+
+import recbole
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType, ModelType
+
+from recbole_derrd.config import plugin_properties_file
+from recbole_derrd.model.backbones import backbone_of
+from recbole_derrd.ranking import teacher_topn, train_interactions
+from recbole_derrd.teacher import load_teacher, prepare_teacher
+from recbole_derrd.utils import get_model
+from recbole_derrd.validation import ConfigChecker
+
+
+def recbole_model_yaml(model_name):
+    """RecBole's own defaults file of a built-in model (None if it has none)."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+class Distiller(GeneralRecommender):
+    r"""Base class: a student backbone, a frozen teacher, and the loss reduction convention.
+
+    Subclasses add their distillation losses in ``calculate_loss`` and may override
+    :meth:`start_epoch`, :meth:`check_keys` and :meth:`data_requirements`.
+    """
+
+    is_distiller = True
+    input_type = InputType.PAIRWISE
+    #: Student backbones this distiller supports.
+    student_models = ("BPR",)
+    #: Names of the parts ``calculate_loss`` returns, for the training log.
+    loss_names = ("base",)
+
+    # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
+
+    @classmethod
+    def config_layers(cls, config):
+        """YAML layers, lowest priority first: RecBole's defaults of the student backbone,
+        this distiller's defaults, then its tuned defaults for that backbone (if shipped)."""
+        own = plugin_properties_file("model", f"{cls.__name__}.yaml")
+        with open(own, encoding="utf-8") as handle:
+            defaults = yaml.load(handle, Loader=config.yaml_loader) or {}
+        student = config.external_config_dict.get("student_model", defaults.get("student_model"))
+        layers = [recbole_model_yaml(student), own]
+        layers.append(plugin_properties_file("model", cls.__name__, f"{student}.yaml"))
+        return [layer for layer in layers if layer]
+
+    @classmethod
+    def resolve_input_type(cls, final_config_dict):
+        """The student backbone's input type (pairwise for BPR, pointwise for NeuMF)."""
+        student = final_config_dict.get("student_model")
+        if student not in cls.student_models:
+            return cls.input_type  # check_config reports the bad name
+        return get_model(student).input_type
+
+    @classmethod
+    def check_config(cls, config):
+        """Validate every plugin key once, when the configuration is built."""
+        checker = ConfigChecker(config)
+        cls.check_keys(checker)
+        checker.raise_if_any()
+
+    @classmethod
+    def check_keys(cls, checker):
+        student = checker.choice("student_model", cls.student_models)
+        teacher = checker.config["teacher_model"]
+        try:
+            teacher_class = get_model(teacher)
+            if teacher_class.type != ModelType.GENERAL or getattr(teacher_class, "is_distiller", False):
+                checker.fail(f"teacher_model must be a RecBole general recommender, got {teacher}")
+        except ValueError as error:
+            checker.fail(f"teacher_model: {error}")
+        if student is not None:
+            checker.integer("embedding_size", minimum=1)
+        checker.integer("teacher_embedding_size", minimum=1)
+        checker.existing_file("teacher_checkpoint")
+        checker.boolean("trust_checkpoint")
+        teacher_config = checker.config["teacher_config"]
+        if isinstance(teacher_config, str):
+            checker.existing_file("teacher_config")
+        elif teacher_config is not None and not isinstance(teacher_config, dict):
+            checker.fail(f"teacher_config must be a dict or a YAML file path, got {teacher_config!r}")
+        checker.integer("teacher_score_batch_size", minimum=1)
+        checker.choice("loss_reduction", ("mean", "sum"))
+
+    @classmethod
+    def data_requirements(cls, config, dataset):
+        """Checks of the configuration against the data (raise ConfigValueError)."""
+
+    @classmethod
+    def prepare(cls, config, train_dataset):
+        """Before the model is built in a run: check the data allows the configuration, then
+        find or train the teacher (sets ``config['teacher_checkpoint']``)."""
+        cls.data_requirements(config, train_dataset)
+        return prepare_teacher(config, train_dataset)
+
+    # ----- the model -----
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        if not config["teacher_checkpoint"]:  # built outside run(): prepare here
+            self.prepare(config, dataset)
+        else:
+            self.data_requirements(config, dataset)
+        self.student = get_model(config["student_model"])(config, dataset)
+        self.student_backbone = backbone_of(self.student)
+        self.teacher = load_teacher(config, dataset)
+        self.teacher_backbone = backbone_of(self.teacher.model)
+        self.loss_reduction = config["loss_reduction"]
+        self.seed = config["seed"]
+        self.teacher_score_batch_size = config["teacher_score_batch_size"]
+        self.show_progress = config["show_progress"]
+        self.training_interactions = train_interactions(dataset)
+
+    def reduce(self, losses):
+        """Per-entity losses to one number, by the configured convention (mean or sum)."""
+        return losses.sum() if self.loss_reduction == "sum" else losses.mean()
+
+    def base_loss(self, interaction):
+        """The student backbone's own RecBole loss; RecBole's losses are batch means, so the
+        sum convention scales them by the batch size."""
+        loss = self.student.calculate_loss(interaction)
+        return loss * len(interaction) if self.loss_reduction == "sum" else loss
+
+    def epoch_generator(self, epoch):
+        """A generator seeded from (seed, epoch), on the model's device."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        return generator
+
+    def start_epoch(self, epoch):
+        """Per-epoch work before the epoch's first batch (annealing, resampling)."""
+
+    def compute_teacher_topn(self, topn):
+        """The teacher's top-``topn`` items of every user, training items excluded."""
+        indptr, items = self.training_interactions
+        chunk_users = max(1, self.teacher_score_batch_size // self.n_items)
+        return teacher_topn(
+            self.teacher_backbone.score_users,
+            self.n_users,
+            self.n_items,
+            indptr,
+            items,
+            topn,
+            chunk_users,
+            self.device,
+            show_progress=self.show_progress,
+        ).to(self.device)
+
+    def student_parameter_count(self):
+        """Parameters of the deployed student (the backbone alone)."""
+        return sum(parameter.numel() for parameter in self.student.parameters())
+
+    def predict(self, interaction):
+        return self.student.predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.student.full_sort_predict(interaction)
+
+    def other_parameter(self):
+        return self.student.other_parameter()
+
+    def load_other_parameter(self, para):
+        self.student.load_other_parameter(para)

@@ -1,0 +1,210 @@
+"""
+recbole_derrd.quick_start
+#########################
+The plugin's run and objective functions. Like RecBole's, but models and trainers are looked up
+plugin-first, checkpoints are safe to load, and a distiller's run ends with its test metrics
+side by side with its teacher's. ``recbole.quick_start`` is never imported (it needs ray and
+knows RecBole's models only).
+"""
+
+import logging
+import sys
+from logging import getLogger
+
+from recbole.trainer import Trainer
+from recbole.utils import get_environment, init_seed, set_color
+from recbole.utils import init_logger as recbole_init_logger
+
+from recbole_derrd.checkpoint import read_checkpoint
+from recbole_derrd.config import Config, config_from_plain
+from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.teacher import read_teacher_checkpoint
+from recbole_derrd.utils import get_model, get_trainer, safe_trainer_class
+
+
+def init_logger(config):
+    """RecBole's logger set-up, once per run: the previous run's RecBole handlers are closed
+    and replaced (RecBole's ``basicConfig`` would otherwise keep the first run's log file);
+    handlers installed by others (pytest, the user) are kept."""
+    root = logging.getLogger()
+    foreign = [handler for handler in root.handlers if not getattr(handler, "recbole_derrd", False)]
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        if handler not in foreign:
+            handler.close()
+    recbole_init_logger(config)
+    for handler in root.handlers:
+        handler.recbole_derrd = True
+    for handler in foreign:
+        root.addHandler(handler)
+
+
+def evaluate_model(config, model, train_data, eval_data, show_progress=False):
+    """Evaluate any RecBole model with ``config``'s evaluator settings (no checkpoint read)."""
+    trainer = safe_trainer_class(Trainer)(config, model)
+    trainer.eval_collector.data_collect(train_data)
+    return trainer.evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def comparison_table(rows, columns):
+    """A plain-text table: ``rows`` is a list of (label, values...)."""
+    table = [columns] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def student_teacher_comparison(model, student_result, teacher_result):
+    """Test metrics and inference parameter counts of a distilled student and its teacher."""
+    student_params = model.student_parameter_count()
+    teacher_params = model.teacher.parameter_count
+    rows = [("parameters", f"{student_params:,}", f"{teacher_params:,}",
+             f"{student_params / teacher_params:.3f}")]
+    for metric, value in student_result.items():
+        teacher_value = teacher_result[metric]
+        ratio = f"{value / teacher_value:.3f}" if teacher_value else "-"
+        rows.append((metric, f"{value:.4f}", f"{teacher_value:.4f}", ratio))
+    student_name = f"student ({type(model).__name__}: {type(model.student).__name__})"
+    teacher_name = f"teacher ({model.teacher.name})"
+    return comparison_table(rows, ["", student_name, teacher_name, "student/teacher"])
+
+
+def run_recbole_derrd(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None
+):
+    r"""Train and test a model (a distiller of this plugin or a RecBole built-in) on a dataset.
+
+    Args:
+        model (str): model name, e.g. ``DERRD`` or ``BPR``.
+        dataset (str): dataset name.
+        config_file_list (list of str): YAML files.
+        config_dict (dict): parameters.
+        saved (bool): save checkpoints (and test the best one).
+        queue: multiprocessing queue for the result (distributed runs).
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        ``test_result``; for a distiller also ``teacher_test_result``,
+        ``student_parameters``, ``teacher_parameters`` and ``teacher_checkpoint``.
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+    model_class = config.model_class
+    distiller = getattr(model_class, "is_distiller", False)
+    if distiller and config["teacher_checkpoint"]:
+        read_teacher_checkpoint(config)  # fail on a bad teacher before loading any data
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if distiller:
+        model_class.prepare(config, train_data.dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = model_class(config, train_data.dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    logger.info(
+        "The running environment of this training is as follows:\n"
+        + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "train_loss": dict(trainer.train_loss_dict),
+    }
+    if distiller:
+        teacher_result = evaluate_model(config, model.teacher.model, train_data, test_data)
+        logger.info(
+            set_color("student vs teacher", "yellow")
+            + " (test set, same split):\n"
+            + student_teacher_comparison(model, test_result, teacher_result)
+        )
+        result.update(
+            teacher_test_result=teacher_result,
+            student_parameters=model.student_parameter_count(),
+            teacher_parameters=model.teacher.parameter_count,
+            teacher_checkpoint=config["teacher_checkpoint"],
+        )
+    result["checkpoint"] = trainer.saved_model_file if saved else None
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+):
+    """Entry point of ``run_scripts/run.py``."""
+    return run_recbole_derrd(
+        model=model,
+        dataset=dataset,
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+        saved=saved,
+    )
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    r"""Objective of RecBole's ``HyperTuning`` for this plugin's models (and RecBole's): trains
+    with ``config_dict`` and reports the validation score. No ray needed."""
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logging.getLogger().setLevel(logging.ERROR)
+    model_class = config.model_class
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if getattr(model_class, "is_distiller", False):
+        model_class.prepare(config, train_data.dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = model_class(config, train_data.dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
+    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+
+
+def load_data_and_model(model_file, trust_checkpoint=False):
+    r"""Load the data, splits and model of a checkpoint written by this plugin (for a RecBole
+    checkpoint, pass ``trust_checkpoint=True``: it unpickles Python objects).
+
+    Returns:
+        tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    checkpoint = read_checkpoint(model_file, trust=trust_checkpoint)
+    config = config_from_plain(checkpoint["config"])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,86 @@
+"""Shared fixtures: every run happens in a temporary working directory (RecBole writes
+./log, ./log_tensorboard and ./saved), with a clean command line (RecBole's Config parses
+sys.argv), on the CPU, with tiny sizes."""
+
+import hashlib
+import os
+import sys
+
+import pytest
+
+#: Small and fast settings for ml-100k runs (tests check behaviour, not quality).
+FAST = {
+    "gpu_id": "",
+    "show_progress": False,
+    "state": "ERROR",
+    "eval_batch_size": 4096000,
+    "epochs": 3,
+    "embedding_size": 8,
+    "teacher_embedding_size": 32,
+    "teacher_config": {"epochs": 4, "learning_rate": 0.01},
+    "de_num_experts": 4,
+    "rrd_topn": 50,
+    "rrd_num_interesting": 8,
+    "rrd_num_uninteresting": 8,
+    "learning_rate": 0.01,
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_command_line(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shared_saved(tmp_path_factory):
+    """A checkpoint_dir shared by the session, so the on-demand teacher is trained once."""
+    return str(tmp_path_factory.mktemp("shared") / "saved")
+
+
+@pytest.fixture
+def fast_config(shared_saved):
+    def make(**overrides):
+        config = dict(FAST, checkpoint_dir=shared_saved)
+        config.update(overrides)
+        return config
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def teacher_checkpoint(shared_saved, tmp_path_factory):
+    """Path of a small BPR teacher on ml-100k (trained on demand, once per session)."""
+    from recbole.utils import init_seed
+
+    from recbole_derrd import Config
+    from recbole_derrd.data import create_dataset, data_preparation
+    from recbole_derrd.model import DERRD
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("teacher_run"))
+    argv, sys.argv = sys.argv, ["pytest"]
+    try:
+        config = Config("DERRD", "ml-100k", config_dict=dict(FAST, checkpoint_dir=shared_saved))
+        init_seed(config["seed"], config["reproducibility"])  # RecBole's split is seeded
+        train_data = data_preparation(config, create_dataset(config))[0]
+        return DERRD.prepare(config, train_data.dataset)
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+
+
+def directory_snapshot(path):
+    """{relative path: sha256} of every file under ``path``."""
+    snapshot = {}
+    for root, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(root, name)
+            with open(full, "rb") as handle:
+                snapshot[os.path.relpath(full, path)] = hashlib.sha256(handle.read()).hexdigest()
+    return snapshot

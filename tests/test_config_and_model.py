@@ -1,0 +1,156 @@
+"""Configuration layering, command-line isolation of the teacher, and the DERRD model's
+contract: the loss parts, the plain-student inference path and what its checkpoint holds."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_derrd import DERRD, Config, get_trainer
+from recbole_derrd.config import plugin_properties_file
+from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.teacher import build_teacher_config
+from recbole_derrd.trainer import DERRDTrainer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_defaults_come_from_the_plugin_yaml(workdir):
+    config = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
+    assert config["embedding_size"] == 20 and config["teacher_embedding_size"] == 200
+    assert config["de_num_experts"] == 30 and config["rrd_topn"] == 500
+    assert config["rrd_num_interesting"] == 40 and config["rrd_num_uninteresting"] == 40
+    assert config["de_tau_end"] == pytest.approx(1e-10)
+    assert config["learning_rate"] == 0.001  # RecBole's own defaults stay
+    assert get_trainer(config["MODEL_TYPE"], "DERRD") is DERRDTrainer
+
+
+def test_command_line_overrides_reach_the_student_but_not_the_teacher(workdir, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["run.py", "--embedding_size=12", "--learning_rate=0.05"])
+    config = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
+    assert config["embedding_size"] == 12 and config["learning_rate"] == 0.05
+    teacher = build_teacher_config(config)
+    assert teacher["model"] == "BPR"
+    assert teacher["embedding_size"] == 200 and teacher["learning_rate"] == 0.001
+    assert teacher["eval_args"] == config["eval_args"] and teacher["seed"] == config["seed"]
+
+
+def test_teacher_config_overrides_apply_to_the_teacher_only(workdir, tmp_path):
+    teacher_yaml = tmp_path / "teacher.yaml"
+    teacher_yaml.write_text("learning_rate: 0.02\nepochs: 7\n")
+    config = Config("DERRD", "ml-100k", config_dict={"gpu_id": "", "teacher_config": str(teacher_yaml)})
+    teacher = build_teacher_config(config)
+    assert teacher["learning_rate"] == 0.02 and teacher["epochs"] == 7
+    assert config["learning_rate"] == 0.001 and config["epochs"] == 300
+
+
+@pytest.fixture
+def derrd_model(workdir, fast_config, teacher_checkpoint):
+    def build(**overrides):
+        config = Config(
+            "DERRD", "ml-100k",
+            config_dict=fast_config(teacher_checkpoint=teacher_checkpoint, **overrides),
+        )
+        init_seed(config["seed"], config["reproducibility"])
+        train_data = data_preparation(config, create_dataset(config))[0]
+        return config, DERRD(config, train_data.dataset), train_data
+
+    return build
+
+
+def first_batch(train_data):
+    return next(iter(train_data))
+
+
+@pytest.mark.parametrize("use_de, use_rrd, parts", [(True, True, 3), (True, False, 2), (False, True, 2)])
+def test_loss_parts_follow_the_switches(derrd_model, use_de, use_rrd, parts):
+    _, model, train_data = derrd_model(use_de=use_de, use_rrd=use_rrd)
+    batch = first_batch(train_data)
+    losses = model.calculate_loss(batch)
+    assert isinstance(losses, tuple) and len(losses) == parts == len(model.loss_names)
+    assert all(torch.isfinite(loss) and loss > 0 for loss in losses)
+    torch.testing.assert_close(losses[0], model.student.calculate_loss(batch))  # BPR's own loss
+    sum(losses).backward()
+    assert model.student.user_embedding.weight.grad is not None
+
+
+def test_sum_reduction_scales_the_base_loss_by_the_batch_size(derrd_model):
+    _, mean_model, train_data = derrd_model(loss_reduction="mean", use_de=False)
+    _, sum_model, _ = derrd_model(loss_reduction="sum", use_de=False)
+    batch = first_batch(train_data)
+    sum_model.load_state_dict(mean_model.state_dict())
+    torch.testing.assert_close(sum_model.base_loss(batch), mean_model.base_loss(batch) * len(batch))
+
+
+def test_inference_is_the_plain_student(derrd_model):
+    _, model, _ = derrd_model()
+    model.eval()
+    users = torch.tensor([1, 5, 42])
+    interaction = Interaction({"user_id": users, "item_id": torch.tensor([3, 7, 9])})
+    expected = model.student.user_embedding(users) @ model.student.item_embedding.weight.T
+    torch.testing.assert_close(model.full_sort_predict(interaction).view(3, -1), expected)
+    # experts and teacher tensors play no part: wiping them changes nothing
+    with torch.no_grad():
+        for parameter in list(model.user_experts.parameters()) + list(model.item_experts.parameters()):
+            parameter.zero_()
+        model.teacher_user_repr.zero_()
+    torch.testing.assert_close(model.full_sort_predict(interaction).view(3, -1), expected)
+    torch.testing.assert_close(model.predict(interaction), (expected[[0, 1, 2], [3, 7, 9]]))
+
+
+def test_teacher_tensors_stay_out_of_the_checkpoint_and_the_optimizer(derrd_model):
+    _, model, _ = derrd_model()
+    keys = model.state_dict().keys()
+    assert not any("teacher" in key or "topn" in key or "_items" in key for key in keys)
+    assert {key.split(".")[0] for key in keys} == {"student", "user_experts", "item_experts"}
+    assert not any(parameter is teacher_parameter
+                   for parameter in model.parameters()
+                   for teacher_parameter in model.teacher.model.parameters())
+    assert model.student_parameter_count() == (944 + 1683) * 8
+
+
+def test_epoch_samples_are_resampled_and_reproducible(derrd_model):
+    _, model, _ = derrd_model()
+    model.start_epoch(0)
+    first = model.interesting_items.clone(), model.uninteresting_items.clone()
+    model.start_epoch(1)
+    assert not torch.equal(first[0], model.interesting_items)
+    model.start_epoch(0)
+    assert torch.equal(first[0], model.interesting_items)
+    assert torch.equal(first[1], model.uninteresting_items)
+    assert model.selection_tau == pytest.approx(1.0)
+    model.start_epoch(3)
+    assert model.selection_tau == pytest.approx(1e-10)  # epochs = 3 in the test settings
+
+
+def test_yaml_defaults_ship_with_a_non_editable_install(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), REPO],
+        check=True, capture_output=True,
+    )
+    probe = (
+        "import recbole_derrd.config as c, os; p = c.plugin_properties_file('model', 'DERRD.yaml');"
+        "print(p); assert p and p.startswith(os.environ['TARGET']), p"
+    )
+    env = dict(os.environ, PYTHONPATH=str(target), TARGET=str(target))
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env,
+                               capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert plugin_properties_file("model", "DERRD.yaml") is not None
+
+
+def test_readme_documents_every_plugin_key():
+    import yaml
+
+    with open(plugin_properties_file("model", "DERRD.yaml"), encoding="utf-8") as handle:
+        keys = yaml.safe_load(handle)
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    undocumented = [key for key in keys if f"| `{key}` |" not in readme]
+    assert not undocumented, undocumented
