@@ -14,7 +14,6 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 """
 
 import os
-from importlib.resources import files
 from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
@@ -25,14 +24,15 @@ from recbole_derrd.utils import get_model
 def plugin_properties_file(*parts):
     """Path of a YAML file shipped in ``properties/`` (None if absent).
 
-    Installed, ``properties/`` is the package ``recbole_derrd.properties``; imported from a
-    source checkout it is the folder beside the package.
+    Installed, ``properties/`` is package data inside the package (``recbole_derrd/properties``);
+    in a source checkout (editable install, worktree) it is the folder beside the package.
     """
-    try:
-        path = files("recbole_derrd.properties").joinpath(*parts)
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parent.parent.joinpath("properties", *parts)
-    return str(path) if path.is_file() else None
+    package_dir = Path(__file__).resolve().parent
+    for root in (package_dir / "properties", package_dir.parent / "properties"):
+        path = root.joinpath(*parts)
+        if path.is_file():
+            return str(path)
+    return None
 
 
 class Config(RecBoleConfig):
