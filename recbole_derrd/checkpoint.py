@@ -58,6 +58,19 @@ def plain_config(config):
     return to_plain(dict(final))
 
 
+def tensor_other_parameters(model):
+    """The model's ``other_parameter()`` entries that are tensors (or None).
+
+    Other entries (EASE's and ItemKNN's NumPy/SciPy matrices) cannot be stored without
+    pickling; those models recompute them from the training data when they are built.
+    """
+    return {
+        name: value
+        for name, value in (model.other_parameter() or {}).items()
+        if value is None or isinstance(value, torch.Tensor)
+    }
+
+
 def unique_path(path):
     """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite."""
     if not os.path.exists(path):
@@ -155,7 +168,7 @@ class SafeCheckpointMixin:
             "cur_step": self.cur_step,
             "best_valid_score": float(self.best_valid_score),
             "state_dict": self.model.state_dict(),
-            "other_parameter": to_plain(self.model.other_parameter()),
+            "other_parameter": tensor_other_parameters(self.model),
             "optimizer": self.optimizer.state_dict(),
             "split_fingerprint": self.split_fingerprint,
         }

@@ -11,12 +11,20 @@ The teacher's ranking and RRD's per-epoch sampling (Section 3.2 of Kang et al., 
 - :class:`UninterestingSampler`: ``L`` items per user drawn uniformly (with replacement) from the
   items that are neither training items nor in the user's top-N. Exact and vectorised: no
   ``users x items`` structure and no rejection loop (see :meth:`UninterestingSampler.sample`).
+- :func:`cached_teacher_topn`: the top-N is stored on disk next to the teacher, under a name
+  that holds the teacher file's hash and the training split's fingerprint, so it is reused
+  while both are unchanged and recomputed (under another name) when either changes.
 """
+
+import os
+from logging import getLogger
 
 import torch
 from tqdm import tqdm
 
 from recbole.utils import set_color
+
+from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
 
 def train_interactions(dataset):
@@ -72,6 +80,37 @@ def teacher_topn(
         scores[rows, columns] = -torch.inf
         result[start:end] = scores.topk(topn, dim=1).indices.cpu()
     return result
+
+
+def topn_cache_path(teacher_path, topn, split_fingerprint, teacher_digest):
+    """Where the top-``topn`` of this teacher file on this training split is cached."""
+    stem = os.path.splitext(teacher_path)[0]
+    return f"{stem}.top{topn}-{split_fingerprint}-{teacher_digest[:12]}.pth"
+
+
+def cached_teacher_topn(cache_path, compute, identity, write=True):
+    """The top-N stored at ``cache_path`` if its ``identity`` (teacher digest, split
+    fingerprint, N, id counts) matches, else ``compute()``, stored there when ``write``.
+
+    A cache that cannot be read or written is only a lost speed-up: it is logged, not raised.
+    """
+    logger = getLogger()
+    if os.path.isfile(cache_path):
+        try:
+            cached = torch.load(cache_path, map_location="cpu", weights_only=True)
+            if all(cached.get(key) == value for key, value in identity.items()):
+                logger.info(set_color("Reusing the teacher's cached top-N", "green") + f": {cache_path}")
+                return cached["items"]
+            logger.warning(f"Ignoring {cache_path}: it belongs to another teacher or split")
+        except Exception as error:  # corrupt or truncated file
+            logger.warning(f"Ignoring unreadable top-N cache {cache_path}: {error}")
+    items = compute()
+    if write:
+        try:
+            save_checkpoint(dict(identity, format=CHECKPOINT_FORMAT, items=items), cache_path)
+        except OSError as error:
+            logger.warning(f"Could not cache the teacher's top-N at {cache_path}: {error}")
+    return items
 
 
 def rank_discount_weights(topn, temperature, device=None):
@@ -152,3 +191,16 @@ class UninterestingSampler:
         excluded_below = torch.searchsorted(self.gap_keys, queries, right=True)
         excluded_below -= self.row_starts.unsqueeze(1)
         return free_index + 1 + excluded_below
+
+
+@torch.no_grad()
+def sort_by_teacher(pair_scores, items, chunk_users=65536):
+    """Each row of ``items`` (``[n_users, L]``, row u belongs to user u) sorted by the
+    teacher's score, best first. ``pair_scores(users, items)`` is the teacher's scoring."""
+    ordered = torch.empty_like(items)
+    for start in range(0, items.shape[0], chunk_users):
+        end = min(start + chunk_users, items.shape[0])
+        users = torch.arange(start, end, device=items.device)
+        scores = pair_scores(users, items[start:end])
+        ordered[start:end] = items[start:end].gather(1, scores.argsort(dim=1, descending=True))
+    return ordered

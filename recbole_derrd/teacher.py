@@ -17,6 +17,7 @@ against the student's data, and frozen.
 """
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -58,8 +59,20 @@ RUNTIME_KEYS = [
     "reproducibility",
 ]
 
-#: Hyperparameters that set a teacher's size, per architecture (default: ``embedding_size``).
-SIZE_KEYS = {"NeuMF": ["mf_embedding_size", "mlp_embedding_size"]}
+#: Models a teacher can be: user-item recommenders (RecBole's general and traditional ones).
+TEACHER_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)
+
+
+def size_parameters(model_name, size):
+    """The hyperparameters that give ``model_name`` the size ``size`` (``embedding_size``;
+    NeuMF: both embedding tables and a [size, size / 2] MLP tower)."""
+    if model_name == "NeuMF":
+        return {
+            "mf_embedding_size": size,
+            "mlp_embedding_size": size,
+            "mlp_hidden_size": [size, max(1, size // 2)],
+        }
+    return {"embedding_size": size}
 
 
 class TeacherError(ValueError):
@@ -122,7 +135,7 @@ def read_teacher_checkpoint(config):
         raise TeacherError(
             f"'{path}' holds a {name} student; export its backbone first to use it as a teacher."
         )
-    if model_class.type != ModelType.GENERAL:
+    if model_class.type not in TEACHER_TYPES:
         raise TeacherError(
             f"'{path}' holds {name}, a {model_class.type.name.lower()} recommender; the teacher "
             "must be a general recommender (user-item collaborative filtering)."
@@ -154,8 +167,7 @@ def teacher_config_dict(config):
     parameters = {key: config[key] for key in MATCH_KEYS + RUNTIME_KEYS if key in config}
     parameters.pop("dataset")
     parameters["data_path"] = data_path_root(config)
-    for size_key in SIZE_KEYS.get(config["teacher_model"], ["embedding_size"]):
-        parameters[size_key] = config["teacher_embedding_size"]
+    parameters.update(size_parameters(config["teacher_model"], config["teacher_embedding_size"]))
     parameters.update(teacher_overrides(config))
     return parameters
 
@@ -245,6 +257,15 @@ def train_teacher(teacher_config, path, data_fingerprint):
         os.remove(trainer.saved_model_file)
 
 
+def file_digest(path, block_size=1 << 22):
+    """SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(block_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class FrozenTeacher:
     """A loaded teacher: the RecBole model (eval mode, no gradients) and where it came from.
 
@@ -264,6 +285,11 @@ class FrozenTeacher:
     @property
     def parameter_count(self):
         return sum(parameter.numel() for parameter in self.model.parameters())
+
+    @functools.cached_property
+    def digest(self):
+        """Hash of the teacher file: what its cached top-N is keyed by."""
+        return file_digest(self.path)
 
 
 def load_teacher(config, dataset):

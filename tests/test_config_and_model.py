@@ -96,9 +96,10 @@ def test_inference_is_the_plain_student(derrd_model):
     torch.testing.assert_close(model.full_sort_predict(interaction).view(3, -1), expected)
     # experts and teacher tensors play no part: wiping them changes nothing
     with torch.no_grad():
-        for parameter in list(model.user_experts.parameters()) + list(model.item_experts.parameters()):
+        for parameter in model.experts.parameters():
             parameter.zero_()
         model.teacher_user_repr.zero_()
+        model.teacher_topn.zero_()
     torch.testing.assert_close(model.full_sort_predict(interaction).view(3, -1), expected)
     torch.testing.assert_close(model.predict(interaction), (expected[[0, 1, 2], [3, 7, 9]]))
 
@@ -107,7 +108,9 @@ def test_teacher_tensors_stay_out_of_the_checkpoint_and_the_optimizer(derrd_mode
     _, model, _ = derrd_model()
     keys = model.state_dict().keys()
     assert not any("teacher" in key or "topn" in key or "_items" in key for key in keys)
-    assert {key.split(".")[0] for key in keys} == {"student", "user_experts", "item_experts"}
+    assert {".".join(key.split(".")[:2]) for key in keys if key.startswith("experts")} == {
+        "experts.user", "experts.item"}
+    assert {key.split(".")[0] for key in keys} == {"student", "experts"}
     assert not any(parameter is teacher_parameter
                    for parameter in model.parameters()
                    for teacher_parameter in model.teacher.model.parameters())

@@ -66,3 +66,22 @@ def test_large_scores_give_the_exact_loss():
     expected = brute_force_rrd(interesting.double(), uninteresting.double()).float()
     shifted = rrd_loss(interesting + 1e4, uninteresting + 1e4)
     torch.testing.assert_close(shifted, expected, rtol=1e-3, atol=1e-2)
+
+
+def test_fast_reverse_logcumsumexp_equals_torch_including_extreme_rows():
+    from recbole_derrd.model.rrd import reverse_logcumsumexp
+
+    generator = torch.Generator().manual_seed(3)
+    ordinary = torch.randn(50, 12, generator=generator) * 4
+    extreme = torch.tensor([[1e4, -1e4, 5e3, 0.0], [-300.0, 0.0, -200.0, 100.0]])
+    for scores in (ordinary, extreme, torch.cat([ordinary[:, :4], extreme])):
+        fast_input = scores.clone().requires_grad_(True)
+        exact_input = scores.clone().requires_grad_(True)
+        fast = reverse_logcumsumexp(fast_input)
+        exact = torch.logcumsumexp(exact_input.flip(-1), dim=-1).flip(-1)
+        torch.testing.assert_close(fast, exact)
+        weights = torch.rand(scores.shape, generator=generator)
+        (fast * weights).sum().backward()
+        (exact * weights).sum().backward()
+        assert torch.isfinite(fast_input.grad).all()
+        torch.testing.assert_close(fast_input.grad, exact_input.grad)

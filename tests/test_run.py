@@ -82,6 +82,6 @@ def test_de_only_and_rrd_only(workdir, fast_config, teacher_checkpoint, switches
         config_dict=fast_config(epochs=1, teacher_checkpoint=teacher_checkpoint, **switches),
     )
     checkpoint = torch.load(result["checkpoint"], weights_only=True)
-    has_experts = any(key.startswith("user_experts") for key in checkpoint["state_dict"])
+    has_experts = any(key.startswith("experts.") for key in checkpoint["state_dict"])
     assert has_experts == switches["use_de"]
     assert result["test_result"]["hit@10"] > 0.0

@@ -3,29 +3,50 @@ recbole_derrd.model.backbones
 #############################
 What distillation needs from a RecBole general recommender, per architecture:
 
-- its scores for a batch of users against all items (the teacher's top-N);
+- its scores for a batch of users against all items (the teacher's top-N), through the model's
+  own ``full_sort_predict`` or, failing that, its pairwise scoring in bounded chunks;
 - its scores for a batch of (user, sampled items) pairs (the student's side of RRD);
-- the representations DE distils: user and item tables for matrix-factorisation-like models
-  (BPR: the embeddings; LightGCN: the propagated final embeddings).
+- the representations DE distils (METHOD.md, "Which representation"):
+
+  * *side tables*: one representation per user id and per item id, named (``user``, ``item``
+    for BPR; LightGCN's propagated final embeddings; NeuMF's four embedding tables);
+  * *pair representations* of a (user, item) pair, for models that encode them jointly
+    (NeuMF: ``joint``, the input of its prediction layer, i.e. the GMF product next to the
+    MLP tower's output, the paper's choice; ``hidden``, the MLP tower's last hidden layer).
 
 A model without a defined representation can still teach RRD; asking for its representation
 raises :class:`RepresentationUndefinedError`.
 """
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 
 from recbole.data.interaction import Interaction
 
 
 class RepresentationUndefinedError(ValueError):
-    """No DE representation is defined for this architecture."""
+    """No DE representation of the requested kind is defined for this architecture."""
 
 
 class Backbone:
-    """Generic access to a RecBole general recommender through its own scoring methods."""
+    """Generic access to a RecBole general recommender through its own scoring methods.
 
-    def __init__(self, model):
+    Args:
+        model: the RecBole model.
+        pair_chunk (int): (user, item) pairs scored at once when the model has no
+            ``full_sort_predict`` (bounds memory for MLP-based models).
+    """
+
+    #: Pair representation layers this architecture defines.
+    pair_layers = ()
+    #: What DE distils by default: ``embeddings`` (side tables) or a pair layer.
+    default_de_layer = "embeddings"
+
+    def __init__(self, model, pair_chunk=262144):
         self.model = model
+        self.pair_chunk = pair_chunk
 
     @property
     def name(self):
@@ -33,74 +54,167 @@ class Backbone:
 
     def score_users(self, users):
         """Scores of ``users`` against every item id, ``[len(users), n_items]``."""
-        interaction = Interaction({self.model.USER_ID: users})
         try:
-            scores = self.model.full_sort_predict(interaction)
+            scores = self.model.full_sort_predict(Interaction({self.model.USER_ID: users}))
+            return scores.view(len(users), -1)
         except NotImplementedError:
             n_items = self.model.n_items
-            items = torch.arange(n_items, device=users.device)
-            pairs = Interaction(
-                {
-                    self.model.USER_ID: users.repeat_interleave(n_items),
-                    self.model.ITEM_ID: items.repeat(len(users)),
-                }
-            )
-            scores = self.model.predict(pairs)
-        return scores.view(len(users), -1)
+            items = torch.arange(n_items, device=users.device).expand(len(users), n_items)
+            return self.pair_scores(users, items)
 
     def pair_scores(self, users, items):
-        """Scores of ``users[b]`` with each of ``items[b]``: ``[B]`` x ``[B, S]`` -> ``[B, S]``."""
-        interaction = Interaction(
-            {
-                self.model.USER_ID: users.repeat_interleave(items.shape[1]),
-                self.model.ITEM_ID: items.reshape(-1),
-            }
-        )
-        return self.model.predict(interaction).view(items.shape)
+        """Scores of ``users[b]`` with each of ``items[b]``: ``[B]`` x ``[B, S]`` -> ``[B, S]``,
+        through the model's ``predict``, at most ``pair_chunk`` pairs at a time."""
+        flat_users = users.repeat_interleave(items.shape[1])
+        flat_items = items.reshape(-1)
+        scores = [
+            self.model.predict(
+                Interaction({self.model.USER_ID: chunk_users, self.model.ITEM_ID: chunk_items})
+            )
+            for chunk_users, chunk_items in zip(
+                flat_users.split(self.pair_chunk), flat_items.split(self.pair_chunk)
+            )
+        ]
+        return torch.cat(scores).view(items.shape)
 
     def side_tables(self):
-        """``(user_table, item_table)``: the representation of every user and item id."""
+        """``{name: (side, table)}``: the representation of every user / item id."""
         raise RepresentationUndefinedError(
             f"No DE representation is defined for {self.name}: it can teach RRD (set "
-            f"use_de=False), but DE needs a teacher/student of {', '.join(BACKBONES)}."
+            f"use_de=False), but DE needs {', '.join(BACKBONES)} on both sides."
         )
 
-    @property
-    def has_side_tables(self):
-        return type(self).side_tables is not Backbone.side_tables
+    def pair_representation(self, users, items, layer):
+        """Representation of the pairs ``(users[p], items[p])``, ``[P, d]``."""
+        raise RepresentationUndefinedError(
+            f"{self.name} has no joint (user, item) representation '{layer}' for DE; "
+            f"pair layers exist for NeuMF on both sides (de_layer: joint or hidden)."
+        )
+
+    @classmethod
+    def defines_side_tables(cls):
+        return cls.side_tables is not Backbone.side_tables
+
+    def side_representation(self, side):
+        """One table per side: the named table if the model has a single one for ``side``,
+        else the concatenation of its tables of that side (NeuMF: [GMF ; MLP])."""
+        tables = [table for table_side, table in self.side_tables().values() if table_side == side]
+        return tables[0] if len(tables) == 1 else torch.cat(tables, dim=1)
+
+    @contextlib.contextmanager
+    def training_step(self):
+        """Within one training step, let every consumer share one evaluation of expensive
+        representations (see :class:`LightGCNBackbone`)."""
+        yield
 
 
 class MatrixFactorizationBackbone(Backbone):
     """BPR: user and item embedding tables; a score is their inner product."""
 
     def side_tables(self):
-        return self.model.user_embedding.weight, self.model.item_embedding.weight
+        return {
+            "user": ("user", self.model.user_embedding.weight),
+            "item": ("item", self.model.item_embedding.weight),
+        }
 
     @staticmethod
     def table_scores(user_table, item_table, users, items):
-        """Inner products of ``users[b]`` with ``items[b, s]``, without a ``[B, S, d]`` copy
-        of the user vectors."""
-        user_vectors = user_table[users].unsqueeze(-1)  # [B, d, 1]
-        return torch.bmm(item_table[items], user_vectors).squeeze(-1)
+        """Inner products of ``users[b]`` with ``items[b, s]``, without a ``[B, S, d]`` copy of
+        the user vectors (``F.embedding`` gathers: their backward is much faster on the CPU
+        than that of tensor indexing)."""
+        item_vectors = F.embedding(items, item_table)
+        user_vectors = F.embedding(users, user_table).unsqueeze(-1)
+        return torch.bmm(item_vectors, user_vectors).squeeze(-1)
 
     def pair_scores(self, users, items):
-        user_table, item_table = self.side_tables()
-        return self.table_scores(user_table, item_table, users, items)
+        tables = self.side_tables()
+        return self.table_scores(tables["user"][1], tables["item"][1], users, items)
 
 
 class LightGCNBackbone(MatrixFactorizationBackbone):
-    """LightGCN: the propagated (layer-averaged) user and item embeddings."""
+    """LightGCN: the propagated (layer-averaged) user and item embeddings.
+
+    Propagation over the whole graph is the expensive part of a step; inside
+    :meth:`training_step` it runs once and LightGCN's own loss, DE and RRD all use that result
+    (one graph, one backward pass).
+    """
+
+    def __init__(self, model, pair_chunk=262144):
+        super().__init__(model, pair_chunk)
+        self.shared = None
+
+    def propagated(self):
+        return self.shared if self.shared is not None else self.model.forward()
 
     def side_tables(self):
-        return self.model.forward()
+        users, items = self.propagated()
+        return {"user": ("user", users), "item": ("item", items)}
+
+    @contextlib.contextmanager
+    def training_step(self):
+        self.shared = self.model.forward()
+        shared = self.shared
+        self.model.forward = lambda: shared  # LightGCN.calculate_loss calls self.forward()
+        try:
+            yield
+        finally:
+            del self.model.forward  # the instance attribute; the class method is back
+            self.shared = None
+
+
+class NeuMFBackbone(Backbone):
+    """NeuMF: four embedding tables, and joint representations of a (user, item) pair.
+
+    Scores are NeuMF's logits (``forward``), not its sigmoid ``predict``: a ranking loss over
+    probabilities squeezed into (0, 1) would barely separate items.
+    """
+
+    pair_layers = ("joint", "hidden")
+    default_de_layer = "joint"
+
+    def side_tables(self):
+        model = self.model
+        return {
+            "user_mf": ("user", model.user_mf_embedding.weight),
+            "item_mf": ("item", model.item_mf_embedding.weight),
+            "user_mlp": ("user", model.user_mlp_embedding.weight),
+            "item_mlp": ("item", model.item_mlp_embedding.weight),
+        }
+
+    def pair_representation(self, users, items, layer):
+        if layer not in self.pair_layers:
+            return super().pair_representation(users, items, layer)
+        model = self.model
+        mlp_input = torch.cat([model.user_mlp_embedding(users), model.item_mlp_embedding(items)], -1)
+        hidden = model.mlp_layers(mlp_input)
+        if layer == "hidden":
+            return hidden
+        return torch.cat([model.user_mf_embedding(users) * model.item_mf_embedding(items), hidden], -1)
+
+    def pair_scores(self, users, items):
+        flat_users = users.repeat_interleave(items.shape[1])
+        flat_items = items.reshape(-1)
+        scores = [
+            self.model.forward(chunk_users, chunk_items)
+            for chunk_users, chunk_items in zip(
+                flat_users.split(self.pair_chunk), flat_items.split(self.pair_chunk)
+            )
+        ]
+        return torch.cat(scores).view(items.shape)
 
 
 BACKBONES = {
     "BPR": MatrixFactorizationBackbone,
     "LightGCN": LightGCNBackbone,
+    "NeuMF": NeuMFBackbone,
 }
 
 
 def backbone_of(model):
     """The :class:`Backbone` adapter for a RecBole model instance."""
     return BACKBONES.get(type(model).__name__, Backbone)(model)
+
+
+def backbone_class(model_name):
+    """The adapter class for a model name (generic :class:`Backbone` if none is defined)."""
+    return BACKBONES.get(model_name, Backbone)

@@ -21,12 +21,13 @@ import yaml
 
 import recbole
 from recbole.model.abstract_recommender import GeneralRecommender
-from recbole.utils import InputType, ModelType
+from recbole.utils import InputType
 
 from recbole_derrd.config import plugin_properties_file
 from recbole_derrd.model.backbones import backbone_of
-from recbole_derrd.ranking import teacher_topn, train_interactions
-from recbole_derrd.teacher import load_teacher, prepare_teacher
+from recbole_derrd.data import split_fingerprint
+from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path, train_interactions
+from recbole_derrd.teacher import TEACHER_TYPES, load_teacher, prepare_teacher
 from recbole_derrd.utils import get_model
 from recbole_derrd.validation import ConfigChecker
 
@@ -47,7 +48,7 @@ class Distiller(GeneralRecommender):
     is_distiller = True
     input_type = InputType.PAIRWISE
     #: Student backbones this distiller supports.
-    student_models = ("BPR",)
+    student_models = ("BPR", "LightGCN", "NeuMF")
     #: Names of the parts ``calculate_loss`` returns, for the training log.
     loss_names = ("base",)
 
@@ -86,11 +87,11 @@ class Distiller(GeneralRecommender):
         teacher = checker.config["teacher_model"]
         try:
             teacher_class = get_model(teacher)
-            if teacher_class.type != ModelType.GENERAL or getattr(teacher_class, "is_distiller", False):
+            if teacher_class.type not in TEACHER_TYPES or getattr(teacher_class, "is_distiller", False):
                 checker.fail(f"teacher_model must be a RecBole general recommender, got {teacher}")
         except ValueError as error:
             checker.fail(f"teacher_model: {error}")
-        if student is not None:
+        if student in ("BPR", "LightGCN"):
             checker.integer("embedding_size", minimum=1)
         checker.integer("teacher_embedding_size", minimum=1)
         checker.existing_file("teacher_checkpoint")
@@ -122,6 +123,7 @@ class Distiller(GeneralRecommender):
             self.prepare(config, dataset)
         else:
             self.data_requirements(config, dataset)
+        self.LABEL = config["LABEL_FIELD"]
         self.student = get_model(config["student_model"])(config, dataset)
         self.student_backbone = backbone_of(self.student)
         self.teacher = load_teacher(config, dataset)
@@ -131,6 +133,9 @@ class Distiller(GeneralRecommender):
         self.teacher_score_batch_size = config["teacher_score_batch_size"]
         self.show_progress = config["show_progress"]
         self.training_interactions = train_interactions(dataset)
+        self.split_fingerprint = split_fingerprint(dataset)
+        # only one process writes files in a distributed run
+        self.writes_files = config["local_rank"] in (None, 0)
 
     def reduce(self, losses):
         """Per-entity losses to one number, by the configured convention (mean or sum)."""
@@ -152,20 +157,26 @@ class Distiller(GeneralRecommender):
         """Per-epoch work before the epoch's first batch (annealing, resampling)."""
 
     def compute_teacher_topn(self, topn):
-        """The teacher's top-``topn`` items of every user, training items excluded."""
+        """The teacher's top-``topn`` items of every user, training items excluded; read from
+        the cache next to the teacher when the teacher file and the split are unchanged."""
         indptr, items = self.training_interactions
         chunk_users = max(1, self.teacher_score_batch_size // self.n_items)
-        return teacher_topn(
-            self.teacher_backbone.score_users,
-            self.n_users,
-            self.n_items,
-            indptr,
-            items,
-            topn,
-            chunk_users,
-            self.device,
-            show_progress=self.show_progress,
-        ).to(self.device)
+
+        def compute():
+            return teacher_topn(
+                self.teacher_backbone.score_users, self.n_users, self.n_items, indptr, items,
+                topn, chunk_users, self.device, show_progress=self.show_progress,
+            )
+
+        identity = {
+            "teacher_sha256": self.teacher.digest,
+            "split_fingerprint": self.split_fingerprint,
+            "topn": topn,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+        }
+        path = topn_cache_path(self.teacher.path, topn, self.split_fingerprint, self.teacher.digest)
+        return cached_teacher_topn(path, compute, identity, write=self.writes_files).to(self.device)
 
     def student_parameter_count(self):
         """Parameters of the deployed student (the backbone alone)."""

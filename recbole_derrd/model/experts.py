@@ -21,6 +21,10 @@ Gumbel-softmax) which expert reconstructs it:
 
 with the temperature annealed per epoch, :math:`\tau(e) = \tau_0 (\tau_P/\tau_0)^{e/P}`.
 The experts are training-only: the deployed student never calls them.
+
+The paper's ablation (Table 4) replaces the selection with ``attention`` (a softmax mix of all
+experts, no sampling), ``single`` (one expert of the normal size) or ``single_large`` (one expert
+as large as all M experts together); ``selection`` chooses among them.
 """
 
 import math
@@ -50,19 +54,29 @@ class DistillationExperts(nn.Module):
         student_dim (int): dimension of the student representation ``h_s``.
         teacher_dim (int): dimension of the teacher representation ``h_t``.
         num_experts (int): number of experts ``M``.
+        selection (str): ``gumbel`` (the paper's), ``attention``, ``single`` or ``single_large``.
     """
 
-    def __init__(self, student_dim, teacher_dim, num_experts):
+    selections = ("gumbel", "attention", "single", "single_large")
+
+    def __init__(self, student_dim, teacher_dim, num_experts, selection="gumbel"):
         super().__init__()
+        if selection not in self.selections:
+            raise ValueError(f"selection must be one of {self.selections}, got {selection!r}")
         self.student_dim = student_dim
         self.teacher_dim = teacher_dim
-        self.num_experts = num_experts
+        self.selection_mode = selection
         self.hidden_dim = (student_dim + teacher_dim) // 2
+        if selection.startswith("single"):
+            # one expert; single_large has the capacity of all M experts together
+            self.hidden_dim *= num_experts if selection == "single_large" else 1
+            num_experts = 1
+        self.num_experts = num_experts
         self.first_weight = nn.Parameter(torch.empty(num_experts, student_dim, self.hidden_dim))
         self.first_bias = nn.Parameter(torch.empty(num_experts, self.hidden_dim))
         self.second_weight = nn.Parameter(torch.empty(num_experts, self.hidden_dim, teacher_dim))
         self.second_bias = nn.Parameter(torch.empty(num_experts, teacher_dim))
-        self.selection = nn.Linear(teacher_dim, num_experts)
+        self.selection = nn.Linear(teacher_dim, num_experts) if num_experts > 1 else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -74,19 +88,26 @@ class DistillationExperts(nn.Module):
             bound = 1.0 / math.sqrt(weight.shape[1])
             nn.init.uniform_(weight, -bound, bound)
             nn.init.uniform_(bias, -bound, bound)
-        self.selection.reset_parameters()
+        if self.selection is not None:
+            self.selection.reset_parameters()
 
     def selection_logits(self, teacher_repr):
         r"""Logits of :math:`\alpha`, shape ``[n_entities, M]``."""
         return self.selection(teacher_repr)
 
     def selection_weights(self, teacher_repr, tau):
-        r"""Soft Gumbel-softmax selection :math:`s`, shape ``[n_entities, M]``, rows sum to 1.
+        r"""Selection :math:`s`, shape ``[n_entities, M]``, rows sum to 1.
 
-        ``gumbel_softmax`` on the logits equals the paper's form on :math:`\log\alpha`, which
-        differs from the logits by a per-row constant.
+        ``gumbel``: a soft Gumbel-softmax sample; ``gumbel_softmax`` on the logits equals the
+        paper's form on :math:`\log\alpha`, which differs from the logits by a per-row
+        constant. ``attention``: :math:`\alpha` itself. A single expert: all ones.
         """
-        return F.gumbel_softmax(self.selection_logits(teacher_repr), tau=tau, hard=False)
+        if self.selection is None:
+            return teacher_repr.new_ones(teacher_repr.shape[0], 1)
+        logits = self.selection_logits(teacher_repr)
+        if self.selection_mode == "attention":
+            return torch.softmax(logits, dim=-1)
+        return F.gumbel_softmax(logits, tau=tau, hard=False)
 
     def expert_hidden(self, student_repr):
         """First layer of every expert, ``[n_entities, M, hidden]``."""
