@@ -110,6 +110,15 @@ class DERRD(Distiller):
             )
             self.sampled_epoch = epoch
 
+    def shared_state(self):
+        """The teacher's representations and top-N, and this epoch's RRD samples."""
+        state = []
+        if self.use_de:
+            state += [self.teacher_user_repr, self.teacher_item_repr]
+        if self.use_rrd:
+            state += [self.teacher_topn, self.interesting_items, self.uninteresting_items]
+        return state
+
     def de_loss(self, interaction, batch_users, student_tables):
         r""":math:`\mathcal{L}_{DE}` of the batch: users + 0.5 x (positive + negative items)."""
         student_users, student_items = student_tables
