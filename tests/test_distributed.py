@@ -10,8 +10,13 @@ import sys
 import pytest
 import torch
 
-from recbole_derrd import Config, run, run_recbole_derrd
-from recbole_derrd.distributed import DistributedSettingsError, check_launch_settings
+from recbole.utils import init_seed
+
+import recbole_derrd.trainer
+from recbole_derrd import DERRD, Config, DERRDTrainer, run, run_recbole_derrd
+from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.distributed import DistributedSettingsError, check_launch_settings, writes_files
+from recbole_derrd.trainer import DistributionMismatchError, tensors_digest
 from recbole_derrd.teacher import teacher_config_dict
 
 #: Largest difference allowed between a 2-process and a 1-process run, per test metric.
@@ -120,3 +125,26 @@ def test_an_on_demand_teacher_gets_no_process_settings(workdir):
     parameters = teacher_config_dict(process)
     assert not {"local_rank", "world_size", "nproc", "offset", "ip", "port",
                 "single_spec"} & set(parameters)
+
+
+def test_files_are_written_by_the_first_process_of_each_machine():
+    assert writes_files({"single_spec": True, "local_rank": 0})
+    assert writes_files({"single_spec": False, "local_rank": 0, "offset": 4})
+    assert not writes_files({"single_spec": False, "local_rank": 1, "offset": 0})
+
+
+def test_processes_holding_other_samples_stop_the_run(workdir, fast_config, teacher_checkpoint,
+                                                      monkeypatch):
+    config = Config("DERRD", "ml-100k",
+                    config_dict=fast_config(teacher_checkpoint=teacher_checkpoint))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data = data_preparation(config, create_dataset(config))[0]
+    trainer = DERRDTrainer(config, DERRD(config, train_data.dataset))
+    trainer.model.start_epoch(0)
+    own = tensors_digest(trainer.model.shared_state())
+    # what gather_objects returns in a 2-process run: one digest per process
+    monkeypatch.setattr(recbole_derrd.trainer, "gather_objects", lambda value, config: [value, own])
+    trainer.check_shared_state(0)  # the other process holds the same tensors
+    trainer.model.start_epoch(1)  # now this process holds epoch 1's samples, the other epoch 0's
+    with pytest.raises(DistributionMismatchError, match="Epoch 1: the processes hold different"):
+        trainer.check_shared_state(1)
