@@ -8,11 +8,18 @@ torch >= 2.6 refuses to load them by default, and loading them with ``weights_on
 runs arbitrary pickled code. This plugin writes plain dictionaries of tensors and primitives
 instead, and unpickles a foreign RecBole checkpoint only when the user asked for it
 (``trust_checkpoint=True``).
+
+Besides the best model (written when validation improves, as RecBole does), a run writes a
+**resume file** at the start of every epoch, ``<best model stem>.resume.pth``: the model,
+optimizer, early-stopping state and random generators at that point, so that a run stopped
+during an epoch continues from that epoch's start exactly as if it had not stopped
+(:meth:`SafeCheckpointMixin.resume_checkpoint`).
 """
 
 import enum
 import os
 import pickle
+from collections import OrderedDict
 from logging import getLogger
 
 import numpy as np
@@ -21,9 +28,21 @@ import torch
 from recbole.utils import set_color
 
 from recbole_derrd.data import split_fingerprint
+from recbole_derrd.distributed import (
+    barrier,
+    gather_objects,
+    global_rank,
+    is_distributed,
+    writes_files,
+)
+from recbole_derrd.keys import learned_from
+from recbole_derrd.random_state import run_random_state, set_run_random_state
 
 #: Written into every checkpoint of this plugin, so that a reader knows the layout.
 CHECKPOINT_FORMAT = "recbole-derrd/1"
+
+#: ``kind`` of a resume file (other checkpoints of the plugin have no ``kind``).
+RESUME_KIND = "resume"
 
 
 class CheckpointError(ValueError):
@@ -71,15 +90,31 @@ def tensor_other_parameters(model):
     }
 
 
-def unique_path(path):
-    """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite."""
-    if not os.path.exists(path):
-        return path
+def unique_path(path, companion=None):
+    """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite.
+
+    Args:
+        companion (callable): maps a candidate to another file written with it (a best-model
+            file's resume file); a candidate is free only if its companion is free too.
+    """
+
+    def free(candidate):
+        return not os.path.exists(candidate) and (
+            companion is None or not os.path.exists(companion(candidate))
+        )
+
     stem, extension = os.path.splitext(path)
-    index = 1
-    while os.path.exists(f"{stem}-{index}{extension}"):
+    candidate, index = path, 0
+    while not free(candidate):
         index += 1
-    return f"{stem}-{index}{extension}"
+        candidate = f"{stem}-{index}{extension}"
+    return candidate
+
+
+def resume_path(model_file):
+    """The resume file written beside a best-model file: ``<stem>.resume<ext>``."""
+    stem, extension = os.path.splitext(model_file)
+    return f"{stem}.{RESUME_KIND}{extension}"
 
 
 def save_checkpoint(state, path):
@@ -138,25 +173,118 @@ def read_checkpoint(path, trust=False, map_location="cpu"):
     return checkpoint
 
 
+def read_resume_file(path, config):
+    r"""Read the resume file of an interrupted run and check that ``config`` continues it.
+
+    Args:
+        path (str): a resume file, or the best-model file of a run (its resume file, written
+            beside it, is read).
+        config (Config): the configuration of the run that continues.
+
+    Returns:
+        tuple: ``(resume file path, checkpoint)``.
+
+    Raises:
+        CheckpointError: missing, unreadable, not a resume file, or of another model or dataset.
+    """
+    path = str(path)
+    if os.path.isfile(resume_path(path)):
+        path = resume_path(path)
+    try:
+        checkpoint = read_checkpoint(path)
+    except UntrustedCheckpointError:
+        checkpoint = {}  # RecBole's own checkpoints are no resume files: reported below
+    if checkpoint.get("kind") != RESUME_KIND:
+        raise CheckpointError(
+            f"'{path}' is not a resume file. Runs of recbole-derrd write one at the start of "
+            "every epoch beside their best-model file, '<best model>.resume.pth'; pass that "
+            "file (or the best-model file it sits beside)."
+        )
+    stored = checkpoint["config"]
+    for key in ("model", "dataset"):
+        if str(stored[key]).lower() != str(config[key]).lower():
+            raise CheckpointError(
+                f"Cannot resume from '{path}': it continues a run of {key} {stored[key]}, this "
+                f"run's {key} is {config[key]}."
+            )
+    return path, checkpoint
+
+
+def differing_settings(stored, current):
+    """Keys that decide what a model learns on which two plain configurations disagree, as
+    ``{key: (stored, current)}``."""
+    stored, current = learned_from(stored), learned_from(current)
+    return {
+        key: (stored.get(key), current.get(key))
+        for key in sorted(set(stored) | set(current))
+        if stored.get(key) != current.get(key)
+    }
+
+
 class SafeCheckpointMixin:
-    r"""Mixed into a RecBole ``Trainer``: checkpoints that load with ``weights_only=True``.
+    r"""Mixed into a RecBole ``Trainer``: checkpoints that load with ``weights_only=True``, and
+    runs that resume where they stopped.
 
     RecBole's layout is kept (``config``, ``epoch``, ``cur_step``, ``best_valid_score``,
     ``state_dict``, ``other_parameter``, ``optimizer``) with the config as a plain dict, plus
     ``format`` and ``model``. A new checkpoint never overwrites an existing file (RecBole's
     names have one-second resolution).
+
+    RecBole saves the model only when validation improves, so resuming from that file would
+    go back to the best epoch. Here every epoch starts by writing :attr:`resume_file` (this
+    run's own, overwritten each epoch): the checkpoint state plus ``kind: resume``, the best
+    validation result, the training losses so far, the best-model file's name and the random
+    generators of every process (:mod:`recbole_derrd.random_state`). A resumed run restores all
+    of it and continues writing the same two files.
     """
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.saved_model_file = unique_path(self.saved_model_file)
+        self.saved_model_file = unique_path(self.saved_model_file, companion=resume_path)
+        #: This run's resume file; None: not written.
+        self.resume_file = resume_path(self.saved_model_file)
         self.split_fingerprint = None
+        self.writes_resume_file = False
+        self.resumed_split = None
+        self.resumed_random_state = None
 
-    def fit(self, train_data, *args, **kwargs):
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
         # Recorded in every checkpoint, so that a model used later as a teacher can be
         # checked against the student's training split.
         self.split_fingerprint = split_fingerprint(train_data.dataset)
-        return super().fit(train_data, *args, **kwargs)
+        if self.resumed_split is not None and self.resumed_split != self.split_fingerprint:
+            raise CheckpointError(
+                f"Cannot resume from '{self.resume_file}': it was trained on another training "
+                "split than this run's (same dataset name, different interactions or split "
+                "settings)."
+            )
+        self.writes_resume_file = saved and self.resume_file is not None
+        return super().fit(
+            train_data,
+            valid_data,
+            verbose=verbose,
+            saved=saved,
+            show_progress=show_progress,
+            callback_fn=callback_fn,
+        )
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.resumed_random_state is not None:
+            set_run_random_state(self.resumed_random_state, train_data)
+            self.resumed_random_state = None
+        elif self.writes_resume_file:
+            self._save_resume_file(epoch_idx - 1, train_data)
+        return super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
 
     def checkpoint_state(self, epoch):
         """The dictionary written by :meth:`_save_checkpoint`; subclasses extend it."""
@@ -177,38 +305,104 @@ class SafeCheckpointMixin:
         """Inverse of :meth:`checkpoint_state` beyond RecBole's fields; subclasses extend it."""
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not writes_files(self.config):
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         save_checkpoint(self.checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    def resume_state(self, epoch, train_data):
+        """The dictionary of :attr:`resume_file` after ``epoch`` (-1: before the first).
+
+        Every process takes part (its random generators are gathered); the result is only
+        meaningful where :func:`~recbole_derrd.distributed.writes_files` holds.
+        """
+        random_states = gather_objects(run_random_state(train_data), self.config)
+        state = self.checkpoint_state(epoch)
+        state.update(
+            kind=RESUME_KIND,
+            best_model_file=os.path.basename(self.saved_model_file),
+            best_valid_result=to_plain(self.best_valid_result),
+            train_loss=[[epoch_idx, loss] for epoch_idx, loss in self.train_loss_dict.items()],
+            random_states=random_states,
+        )
+        return state
+
+    def _save_resume_file(self, epoch, train_data):
+        state = self.resume_state(epoch, train_data)
+        if writes_files(self.config):
+            save_checkpoint(state, self.resume_file)
+
     def _load_model_state(self, checkpoint):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
 
     def resume_checkpoint(self, resume_file):
-        resume_file = str(resume_file)
-        checkpoint = read_checkpoint(
-            resume_file, trust=bool(self.config["trust_checkpoint"]), map_location=self.device
-        )
-        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+        r"""Continue an interrupted run from its resume file (or its best-model file, beside
+        which the resume file is): from the epoch it was in, with its model, optimizer,
+        early-stopping state, training losses and random generators, writing its best-model
+        and resume files on.
+
+        Raises:
+            CheckpointError: not a resume file, another model or dataset, parameters that do
+                not fit, no epoch left to train, or a missing best-model file. Another training
+                split is reported by :meth:`fit`, before the first epoch.
+        """
+        resume_file, checkpoint = read_resume_file(resume_file, self.config)
+        start_epoch = checkpoint["epoch"] + 1
+        if start_epoch >= self.epochs:
             raise CheckpointError(
-                f"Cannot resume: '{resume_file}' holds a {checkpoint['config']['model']} model, "
-                f"this run trains {self.config['model']}."
+                f"Cannot resume from '{resume_file}': it stopped at the start of epoch "
+                f"{start_epoch} and this run has epochs={self.epochs}: nothing is left to train."
             )
-        self.saved_model_file = resume_file
-        self.start_epoch = checkpoint["epoch"] + 1
+        best_model_file = os.path.join(os.path.dirname(resume_file), checkpoint["best_model_file"])
+        if checkpoint["best_valid_result"] is not None and not os.path.isfile(best_model_file):
+            raise CheckpointError(
+                f"Cannot resume from '{resume_file}': its best model, {best_model_file}, is "
+                "missing (it was saved there before the run stopped)."
+            )
+        try:
+            self._load_model_state(checkpoint)
+            self.optimizer.load_state_dict(checkpoint["optimizer"])  # moved to the parameters' device
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"Cannot resume from '{resume_file}': its parameters do not fit this model "
+                f"(was the run started with other settings?): {error}"
+            ) from None
+        self.start_epoch = start_epoch
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
-        self._load_model_state(checkpoint)
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["best_valid_result"] is not None:
+            self.best_valid_result = OrderedDict(checkpoint["best_valid_result"])
+        self.train_loss_dict = {epoch: loss for epoch, loss in checkpoint["train_loss"]}
+        self.saved_model_file = best_model_file
+        self.resume_file = resume_file
+        self.resumed_split = checkpoint["split_fingerprint"]
+        random_states = checkpoint["random_states"]
+        if len(random_states) == (self.config["world_size"] if is_distributed(self.config) else 1):
+            self.resumed_random_state = random_states[global_rank(self.config)]
+        else:
+            self.logger.warning(
+                f"'{resume_file}' was written by a run of {len(random_states)} process(es): the "
+                "random generators are not restored, so the run continues, but not exactly as "
+                "the interrupted one would have."
+            )
         self.restore_state(checkpoint)
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        differing = differing_settings(checkpoint["config"], plain_config(self.config))
+        if differing:
+            self.logger.warning(
+                "Resuming with other settings than the interrupted run: "
+                + "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differing.items())
+            )
+        self.logger.info(
+            f"Resuming {resume_file}: training continues at epoch {self.start_epoch}, the best "
+            f"model is kept in {self.saved_model_file}"
+        )
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
+            barrier(self.config)  # the best model may just have been written by another process
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = read_checkpoint(
                 checkpoint_file,

@@ -4,12 +4,14 @@ recbole_derrd.config
 The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 
 - model names resolved plugin-first (``DERRD``, ...), then among RecBole's built-ins;
-- this plugin's YAML defaults (``properties/model/<Model>.yaml``, shipped as package data)
-  layered over RecBole's, and, for a distiller, the student backbone's own RecBole defaults
-  beneath them;
+- this plugin's YAML defaults (``properties/overall.yaml`` for every model, then
+  ``properties/model/<Model>.yaml``, shipped as package data) layered over RecBole's, and, for a
+  distiller, the student backbone's own RecBole defaults beneath them;
 - ``parse_command_line=False`` for configurations built inside a run (the teacher's), so the
   student's ``--key=value`` overrides cannot leak into them (RecBole's Config parses
-  ``sys.argv`` every time);
+  ``sys.argv`` every time); the launcher's own flags (``--resume``, ``--nproc``...) are never
+  read as configuration keys;
+- multi-process runs over ``gloo`` on the CPU besides RecBole's NCCL on GPUs (``dist_backend``);
 - the model's own key validation run once, when the configuration is built.
 """
 
@@ -18,7 +20,13 @@ from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_derrd.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
+from recbole_derrd.keys import DERIVED_KEYS
 from recbole_derrd.utils import get_model
+
+#: Flags of ``run_scripts/run.py`` that are arguments of :func:`recbole_derrd.run`, not keys:
+#: ``run`` passes the multi-process ones to every process itself, as RecBole's ``run`` does.
+LAUNCHER_FLAGS = ("resume", "nproc", "world_size", "ip", "port", "group_offset")
 
 
 def plugin_properties_file(*parts):
@@ -64,7 +72,10 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         if not self.parse_command_line:
             return dict()
-        return super()._load_cmd_line()
+        command_line = super()._load_cmd_line()
+        for flag in LAUNCHER_FLAGS:
+            command_line.pop(flag, None)
+        return command_line
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -80,11 +91,12 @@ class Config(RecBoleConfig):
 
     def _plugin_yaml_files(self, model, model_class):
         """The plugin's YAML layers for ``model``, lowest priority first."""
+        overall = [plugin_properties_file("overall.yaml")]
         layers = getattr(model_class, "config_layers", None)
         if layers is not None:
-            return layers(self)
+            return overall + layers(self)
         own = plugin_properties_file("model", f"{model}.yaml")
-        return [own] if own else []
+        return overall + ([own] if own else [])
 
     def _set_default_parameters(self):
         super()._set_default_parameters()
@@ -94,27 +106,21 @@ class Config(RecBoleConfig):
         if resolve is not None:
             self.final_config_dict["MODEL_INPUT_TYPE"] = resolve(self.final_config_dict)
 
-
-#: Keys a final configuration derives from the others (or from the process), never set by users.
-DERIVED_KEYS = {
-    "model",
-    "dataset",
-    "data_path",
-    "device",
-    "single_spec",
-    "local_rank",
-    "world_size",
-    "nproc",
-    "ip",
-    "port",
-    "offset",
-    "MODEL_TYPE",
-    "MODEL_INPUT_TYPE",
-    "eval_type",
-    "valid_metric_bigger",
-    "valid_neg_sample_args",
-    "test_neg_sample_args",
-}
+    def _init_device(self):
+        """RecBole's device set-up; a process of a multi-process run with ``dist_backend: gloo``
+        joins its process group over gloo and runs on the CPU (RecBole hard-wires NCCL)."""
+        settings = self.final_config_dict
+        backend = settings["dist_backend"]
+        if backend not in BACKENDS:
+            raise DistributedSettingsError(
+                f"dist_backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
+        if "local_rank" not in settings or backend == "nccl":
+            return super()._init_device()
+        local_rank = settings.pop("local_rank")
+        super()._init_device()  # the single-process set-up: gpu_id, CUDA_VISIBLE_DEVICES
+        settings["local_rank"] = local_rank
+        join_cpu_process_group(settings)
 
 
 def data_path_root(config):

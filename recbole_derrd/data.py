@@ -20,6 +20,7 @@ import uuid
 from logging import getLogger
 
 import numpy as np
+import torch
 import yaml
 
 from recbole.data import create_dataset as recbole_create_dataset
@@ -56,8 +57,15 @@ def ensure_dataset(config):
         DatasetNotFoundError: missing and not downloadable; the message names the expected files.
     """
     missing = [path for path in atomic_inter_files(config) if not os.path.isfile(path)]
-    if not missing:
-        return
+    if missing:
+        _download_dataset(config, missing)
+    # RecBole's own download waits at a barrier only when the files are missing, which may
+    # not be the same on every process: here every process waits once, at the same point.
+    if not config["single_spec"]:
+        torch.distributed.barrier()
+
+
+def _download_dataset(config, missing):
     name, path = config["dataset"], config["data_path"]
     where = (
         f"Put the RecBole atomic files of '{name}' under {os.path.abspath(path)}/ "
@@ -70,8 +78,8 @@ def ensure_dataset(config):
             f"Dataset '{name}' not found: {missing[0]} does not exist and RecBole knows no "
             f"download for this name. {where}"
         )
-    if config["local_rank"] not in (None, 0):
-        return  # rank 0 downloads; RecBole's dataset code waits at its own barrier
+    if config["local_rank"] != 0:
+        return  # the first process of the machine downloads, the others wait at the barrier
     from recbole.utils.url import download_url, extract_zip, rename_atomic_files
 
     logger = getLogger()

@@ -2,22 +2,31 @@
 recbole_derrd.quick_start
 #########################
 The plugin's run and objective functions. Like RecBole's, but models and trainers are looked up
-plugin-first, checkpoints are safe to load, and a distiller's run ends with its test metrics
-side by side with its teacher's. ``recbole.quick_start`` is never imported (it needs ray and
-knows RecBole's models only).
+plugin-first, checkpoints are safe to load, runs resume where they stopped, and a distiller's
+run ends with its test metrics side by side with its teacher's. ``recbole.quick_start`` is never
+imported (it needs ray and knows RecBole's models only).
+
+Multi-process runs follow RecBole's ``run``: :func:`run` spawns ``nproc`` processes, each runs
+:func:`run_recbole_derrd` with its ``local_rank``, and the first one's result is returned.
 """
 
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
 from logging import getLogger
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from recbole.trainer import Trainer
 from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
-from recbole_derrd.checkpoint import read_checkpoint
+from recbole_derrd.checkpoint import read_checkpoint, read_resume_file
 from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.distributed import check_launch_settings, is_distributed
 from recbole_derrd.teacher import read_teacher_checkpoint
 from recbole_derrd.utils import get_model, get_trainer, safe_trainer_class
 
@@ -25,7 +34,10 @@ from recbole_derrd.utils import get_model, get_trainer, safe_trainer_class
 def init_logger(config):
     """RecBole's logger set-up, once per run: the previous run's RecBole handlers are closed
     and replaced (RecBole's ``basicConfig`` would otherwise keep the first run's log file);
-    handlers installed by others (pytest, the user) are kept."""
+    handlers installed by others (pytest, the user) are kept. The log folder is created first,
+    race-free: the processes of a multi-process run set up their loggers at the same moment,
+    and RecBole's check-then-create fails in all but one of them."""
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     root = logging.getLogger()
     foreign = [handler for handler in root.handlers if not getattr(handler, "recbole_derrd", False)]
     for handler in list(root.handlers):
@@ -71,7 +83,13 @@ def student_teacher_comparison(model, student_result, teacher_result):
 
 
 def run_recbole_derrd(
-    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    queue=None,
+    resume=None,
 ):
     r"""Train and test a model (a distiller of this plugin or a RecBole built-in) on a dataset.
 
@@ -82,11 +100,15 @@ def run_recbole_derrd(
         config_dict (dict): parameters.
         saved (bool): save checkpoints (and test the best one).
         queue: multiprocessing queue for the result (distributed runs).
+        resume (str): resume file of an interrupted run of the same model, dataset and
+            settings (or the best-model file it sits beside): the run continues from the epoch
+            it stopped in.
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``; for a distiller also ``teacher_test_result``,
-        ``student_parameters``, ``teacher_parameters`` and ``teacher_checkpoint``.
+        ``test_result``, ``train_loss``, ``checkpoint`` and ``resume_file``; for a distiller
+        also ``teacher_test_result``, ``student_parameters``, ``teacher_parameters`` and
+        ``teacher_checkpoint``.
     """
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -94,6 +116,8 @@ def run_recbole_derrd(
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if resume is not None:
+        read_resume_file(resume, config)  # fail on a bad resume file before loading any data
     model_class = config.model_class
     distiller = getattr(model_class, "is_distiller", False)
     if distiller and config["teacher_checkpoint"]:
@@ -109,6 +133,8 @@ def run_recbole_derrd(
     model = model_class(config, train_data.dataset).to(config["device"])
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if resume is not None:
+        trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -142,9 +168,22 @@ def run_recbole_derrd(
             teacher_checkpoint=config["teacher_checkpoint"],
         )
     result["checkpoint"] = trainer.saved_model_file if saved else None
+    result["resume_file"] = trainer.resume_file if saved else None
+    if is_distributed(config):
+        dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def run_recbole_derrds(rank, *args):
+    """One process of a multi-process run (``mp.spawn`` target): :func:`run_recbole_derrd` with
+    ``local_rank`` set to ``rank``. The last argument holds its keyword arguments."""
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"The last argument must be a dict of keyword arguments, got {type(kwargs)}")
+    kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
+    run_recbole_derrd(*args[:-1], **kwargs)
 
 
 def run(
@@ -153,15 +192,61 @@ def run(
     config_file_list=None,
     config_dict=None,
     saved=True,
+    resume=None,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
 ):
-    """Entry point of ``run_scripts/run.py``."""
-    return run_recbole_derrd(
-        model=model,
-        dataset=dataset,
-        config_file_list=config_file_list,
-        config_dict=config_dict,
-        saved=saved,
+    r"""Entry point of ``run_scripts/run.py``: one process, or RecBole's multi-process mode.
+
+    Args:
+        model, dataset, config_file_list, config_dict, saved, resume: as for
+            :func:`run_recbole_derrd`.
+        nproc (int): processes started on this machine (one per GPU with ``dist_backend``
+            ``nccl``).
+        world_size (int): processes on all machines; -1: ``nproc`` (one machine).
+        ip (str), port (str or int): address of the machine running global rank 0.
+        group_offset (int): global rank of this machine's first process.
+
+    Returns:
+        dict: the result of the (first) process, as :func:`run_recbole_derrd`'s.
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_derrd(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_file_list,
+            config_dict=config_dict,
+            saved=saved,
+            resume=resume,
+        )
+    # Bad settings fail here, once, before any process starts.
+    config = Config(model, dataset, config_file_list, config_dict)
+    world_size = check_launch_settings(
+        config["dist_backend"], nproc, world_size, ip, port, group_offset, config["gpu_id"]
     )
+    if resume is not None:
+        read_resume_file(resume, config)
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(
+        config_dict or {},
+        world_size=world_size,
+        ip=ip,
+        port=port,
+        nproc=nproc,
+        offset=group_offset,
+    )
+    kwargs = {"config_dict": config_dict, "saved": saved, "queue": queue, "resume": resume}
+    mp.spawn(
+        run_recbole_derrds,
+        args=(model, dataset, config_file_list, kwargs),
+        nprocs=nproc,
+        join=True,
+    )
+    return None if queue.empty() else queue.get()
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

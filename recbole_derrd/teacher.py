@@ -16,16 +16,12 @@ against the student's data, and frozen.
   teacher's configuration is built without the student's command line.
 """
 
-import contextlib
 import functools
 import hashlib
 import json
 import os
-import random
 from logging import getLogger
 
-import numpy as np
-import torch
 import yaml
 
 from recbole.utils import ModelType, init_seed, set_color
@@ -39,25 +35,15 @@ from recbole_derrd.checkpoint import (
     to_plain,
     unique_path,
 )
-from recbole_derrd.config import DERIVED_KEYS, Config, config_from_plain, data_path_root
+from recbole_derrd.config import Config, config_from_plain, data_path_root
 from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
+from recbole_derrd.distributed import barrier, writes_files
+from recbole_derrd.keys import RUNTIME_KEYS, learned_from
+from recbole_derrd.random_state import preserved_random_state
 from recbole_derrd.utils import get_model, get_trainer
 
 #: Keys that decide which data (and split) a model is trained on: teacher and student must agree.
 MATCH_KEYS = ["dataset"] + list(dataset_arguments) + ["eval_args", "seed", "repeatable"]
-
-#: Keys passed from the student to an on-demand teacher that do not change what it learns.
-RUNTIME_KEYS = [
-    "data_path",
-    "checkpoint_dir",
-    "gpu_id",
-    "use_gpu",
-    "worker",
-    "state",
-    "show_progress",
-    "eval_batch_size",
-    "reproducibility",
-]
 
 #: Models a teacher can be: user-item recommenders (RecBole's general and traditional ones).
 TEACHER_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)
@@ -81,22 +67,6 @@ class TeacherError(ValueError):
 
 class TeacherMismatchError(TeacherError):
     """The teacher was trained on other data, another split or other ids than the student."""
-
-
-@contextlib.contextmanager
-def preserved_rng_state():
-    """Run a block without disturbing the global random generators (Python, NumPy, torch)."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    torch_state = torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 def mismatched_keys(student_config, teacher_plain):
@@ -185,12 +155,10 @@ def build_teacher_config(config):
 def teacher_fingerprint(teacher_config, data_fingerprint):
     """Hash of what a teacher learns from: its configuration (runtime keys aside) and the
     training split."""
-    learned_from = {
-        key: value
-        for key, value in plain_config(teacher_config).items()
-        if key not in set(RUNTIME_KEYS) | (DERIVED_KEYS - {"model", "dataset"})
-    }
-    payload = json.dumps({"config": learned_from, "split": data_fingerprint}, sort_keys=True)
+    payload = json.dumps(
+        {"config": learned_from(plain_config(teacher_config)), "split": data_fingerprint},
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
 
 
@@ -207,6 +175,10 @@ def prepare_teacher(config, train_dataset):
     The global random state is left as it was, so the student's run is the same whether the
     teacher was trained or read from the cache.
 
+    In a multi-process run the process that writes files trains the teacher (in a
+    single-process configuration of its own) while the others wait for it at a barrier, then
+    every process reads the same file.
+
     Returns:
         str: the teacher checkpoint path.
     """
@@ -218,13 +190,18 @@ def prepare_teacher(config, train_dataset):
     path = teacher_cache_path(config, teacher_config, data_fingerprint)
     if os.path.isfile(path):
         logger.info(set_color("Reusing cached teacher", "green") + f": {path}")
-    else:
+    elif writes_files(config):
         logger.info(
             set_color("Training the teacher", "green")
             + f" {teacher_config['model']} on {config['dataset']} (no cached teacher at {path})"
         )
-        with preserved_rng_state():
+        with preserved_random_state():
             train_teacher(teacher_config, path, data_fingerprint)
+    barrier(config)
+    if not os.path.isfile(path):
+        raise TeacherError(
+            f"The teacher trained by the first process of this machine is missing at {path}."
+        )
     config["teacher_checkpoint"] = path
     return path
 
@@ -247,6 +224,7 @@ def train_teacher(teacher_config, path, data_fingerprint):
         teacher_config, model
     )
     trainer.saved_model_file = unique_path(path + ".training")
+    trainer.resume_file = None  # an interrupted on-demand teacher is trained again, not resumed
     trainer.fit(train_data, valid_data, saved=True, show_progress=teacher_config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=True)
     getLogger().info(set_color("teacher test result", "yellow") + f": {dict(test_result)}")

@@ -5,24 +5,57 @@ Trainers of the plugin's distillers: RecBole's ``Trainer`` with
 
 - the distiller's per-epoch work (temperature annealing, RRD resampling) done at the start of
   every epoch, through ``_train_epoch``;
-- checkpoints that load with ``torch.load(weights_only=True)`` (:mod:`recbole_derrd.checkpoint`);
+- checkpoints that load with ``torch.load(weights_only=True)`` and resume files
+  (:mod:`recbole_derrd.checkpoint`);
+- RecBole's multi-process mode on GPUs and CPUs (:mod:`recbole_derrd.distributed`), where every
+  process checks, each epoch, that it holds the same teacher top-N and samples as the others;
 - the loss parts logged by name (``base``, ``de``, ``rrd``).
 """
+
+import hashlib
 
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_derrd.checkpoint import SafeCheckpointMixin
+from recbole_derrd.distributed import DistributedTrainerBase, gather_objects, is_distributed
 
 
-class DistillationTrainer(SafeCheckpointMixin, Trainer):
+class DistributionMismatchError(RuntimeError):
+    """The processes of a multi-process run computed different teacher rankings or samples."""
+
+
+def tensors_digest(tensors):
+    """A hash of the values (and shapes) of ``tensors``."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
     r"""Trainer for :class:`recbole_derrd.model.distiller.Distiller` models."""
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.start_epoch(epoch_idx)
+        if is_distributed(self.config):
+            self.check_shared_state(epoch_idx)
         return super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
+
+    def check_shared_state(self, epoch_idx):
+        """Every process computes the teacher's top-N and the epoch's samples itself (from the
+        same teacher, with a generator seeded by (seed, epoch)); they must agree, or the
+        processes would distil different targets."""
+        digests = gather_objects(tensors_digest(self.model.shared_state()), self.config)
+        if len(set(digests)) > 1:
+            raise DistributionMismatchError(
+                f"Epoch {epoch_idx}: the processes hold different teacher top-N items or "
+                "samples (teacher scoring is not deterministic across them?); digests by rank: "
+                + ", ".join(digests)
+            )
 
     def checkpoint_state(self, epoch):
         state = super().checkpoint_state(epoch)

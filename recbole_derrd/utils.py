@@ -11,6 +11,7 @@ from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_derrd.checkpoint import SafeCheckpointMixin
+from recbole_derrd.distributed import DistributedTrainerBase
 
 
 class UnknownModelError(ValueError):
@@ -49,12 +50,16 @@ _SAFE_TRAINERS = {}
 
 
 def safe_trainer_class(trainer_class):
-    """``trainer_class`` with checkpoints that load with ``torch.load(weights_only=True)``."""
+    """``trainer_class`` with checkpoints that load with ``torch.load(weights_only=True)``,
+    resume files, and a multi-process wrap that works on the CPU too
+    (:class:`~recbole_derrd.distributed.DistributedTrainerBase`, beneath the trainer)."""
     if issubclass(trainer_class, SafeCheckpointMixin):
         return trainer_class
     if trainer_class not in _SAFE_TRAINERS:
         _SAFE_TRAINERS[trainer_class] = type(
-            trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {}
+            trainer_class.__name__,
+            (SafeCheckpointMixin, trainer_class, DistributedTrainerBase),
+            {},
         )
     return _SAFE_TRAINERS[trainer_class]
 

@@ -75,6 +75,26 @@ def teacher_checkpoint(shared_saved, tmp_path_factory):
         sys.argv = argv
 
 
+@pytest.fixture(scope="session")
+def derrd_run(teacher_checkpoint, tmp_path_factory):
+    """One uninterrupted DERRD run on ml-100k (3 epochs, the session teacher), in its own
+    working directory and checkpoint_dir: the reference of the export, resume and
+    reproducibility tests. Returns ``(config_dict, result)``."""
+    from recbole_derrd import run_recbole_derrd
+
+    directory = tmp_path_factory.mktemp("derrd_run")
+    config_dict = dict(FAST, checkpoint_dir=str(directory / "saved"),
+                       teacher_checkpoint=teacher_checkpoint)
+    cwd = os.getcwd()
+    os.chdir(directory)
+    argv, sys.argv = sys.argv, ["pytest"]
+    try:
+        return config_dict, run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+
+
 def directory_snapshot(path):
     """{relative path: sha256} of every file under ``path``."""
     snapshot = {}

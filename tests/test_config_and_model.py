@@ -149,11 +149,13 @@ def test_yaml_defaults_ship_with_a_non_editable_install(tmp_path):
     assert plugin_properties_file("model", "DERRD.yaml") is not None
 
 
-def test_readme_documents_every_plugin_key():
+@pytest.mark.parametrize("parts", [("overall.yaml",), ("model", "DERRD.yaml")])
+def test_readme_documents_every_plugin_key(parts):
     import yaml
 
-    with open(plugin_properties_file("model", "DERRD.yaml"), encoding="utf-8") as handle:
+    with open(plugin_properties_file(*parts), encoding="utf-8") as handle:
         keys = yaml.safe_load(handle)
+    assert keys
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     undocumented = [key for key in keys if f"| `{key}` |" not in readme]
     assert not undocumented, undocumented

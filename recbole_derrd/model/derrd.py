@@ -255,6 +255,15 @@ class DERRD(Distiller):
         if self.use_rrd and self.sampled_epoch != epoch:
             self.resample(epoch)
 
+    def shared_state(self):
+        """The teacher's representations and top-N, and this epoch's RRD samples."""
+        state = []
+        if self.use_de and self.de_pair_layer is None:
+            state += [self.de_target(name) for name in self.experts]
+        if self.use_rrd:
+            state += [self.teacher_topn, self.interesting_items, self.uninteresting_items]
+        return state
+
     def calculate_loss(self, interaction):
         r"""``(L_base, lambda_DE * L_DE, lambda_RRD * L_RRD)`` (the parts switched on), so that
         RecBole logs each part; RecBole sums them for the backward pass."""

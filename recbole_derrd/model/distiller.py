@@ -156,6 +156,11 @@ class Distiller(GeneralRecommender):
     def start_epoch(self, epoch):
         """Per-epoch work before the epoch's first batch (annealing, resampling)."""
 
+    def shared_state(self):
+        """Tensors derived from the teacher and the epoch that every process of a
+        multi-process run computes itself and must hold identically (checked by the trainer)."""
+        return []
+
     def compute_teacher_topn(self, topn):
         """The teacher's top-``topn`` items of every user, training items excluded; read from
         the cache next to the teacher when the teacher file and the split are unchanged."""

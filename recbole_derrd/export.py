@@ -1,0 +1,115 @@
+"""
+recbole_derrd.export
+####################
+A distilled student leaves the plugin as an ordinary RecBole model.
+
+A distiller's checkpoint holds its student backbone (``student.*`` entries), the distillation
+experts and an optimizer. :func:`export_student` keeps the backbone alone and writes it in
+RecBole's checkpoint layout (``config``, ``epoch``, ``cur_step``, ``best_valid_score``,
+``state_dict``, ``other_parameter``) with ``model`` naming the RecBole model (e.g. ``BPR``), the
+configuration stripped of the plugin's keys, and nothing pickled: with torch >= 2.6, RecBole's
+own ``torch.load(path)`` reads it, so the student is served without this plugin installed.
+"""
+
+import os
+from logging import getLogger
+
+import yaml
+
+from recbole_derrd.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    read_checkpoint,
+    save_checkpoint,
+    unique_path,
+)
+from recbole_derrd.config import plugin_properties_file
+from recbole_derrd.model.distiller import recbole_model_yaml
+from recbole_derrd.utils import UnknownModelError, get_model
+
+#: Prefix of the student's entries in a distiller's state dict (the attribute ``student``).
+STUDENT_PREFIX = "student."
+
+
+def yaml_keys(path):
+    """Top-level keys of a YAML file (none for a missing file)."""
+    if path is None:
+        return set()
+    with open(path, encoding="utf-8") as handle:
+        return set(yaml.safe_load(handle) or {})
+
+
+def plugin_only_keys(distiller_name, student_name):
+    """Keys a distiller's configuration has that its plain backbone does not: those of the
+    plugin's YAML layers that are not keys of RecBole's own defaults for the backbone."""
+    plugin_layers = [
+        plugin_properties_file("overall.yaml"),
+        plugin_properties_file("model", f"{distiller_name}.yaml"),
+        plugin_properties_file("model", distiller_name, f"{student_name}.yaml"),
+    ]
+    keys = set().union(*(yaml_keys(layer) for layer in plugin_layers))
+    return keys - yaml_keys(recbole_model_yaml(student_name))
+
+
+def default_export_path(checkpoint_path, student_name):
+    """``<folder>/<Backbone>-from-<checkpoint stem>.pth``, beside the distiller's checkpoint."""
+    folder, name = os.path.split(checkpoint_path)
+    return os.path.join(folder, f"{student_name}-from-{os.path.splitext(name)[0]}.pth")
+
+
+def export_student(checkpoint_path, output_path=None):
+    r"""Write the student backbone of a distiller's checkpoint as a plain RecBole checkpoint.
+
+    Args:
+        checkpoint_path (str): checkpoint of a distiller (``DERRD``) written by this plugin.
+        output_path (str): where to write; default :func:`default_export_path`. An existing
+            file is never overwritten: the next free ``<stem>-<n>.pth`` is used instead.
+
+    Returns:
+        str: the path written.
+
+    Raises:
+        CheckpointError: unreadable, or not a distiller's checkpoint.
+    """
+    checkpoint = read_checkpoint(checkpoint_path)
+    config = checkpoint.get("config") or {}
+    distiller_name = config.get("model")
+    try:
+        distiller = getattr(get_model(distiller_name), "is_distiller", False)
+    except UnknownModelError:
+        distiller = False
+    if not distiller:
+        raise CheckpointError(
+            f"'{checkpoint_path}' holds a {distiller_name} model, not a distiller of this plugin: "
+            "there is no student to export."
+        )
+    student_name = config["student_model"]
+    state_dict = {
+        key[len(STUDENT_PREFIX):]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(STUDENT_PREFIX)
+    }
+    if not state_dict:
+        raise CheckpointError(f"'{checkpoint_path}' holds no student parameters ('student.*').")
+    removed = plugin_only_keys(distiller_name, student_name)
+    student_config = {key: value for key, value in config.items() if key not in removed}
+    student_config["model"] = student_name
+    exported = {
+        "format": CHECKPOINT_FORMAT,
+        "model": student_name,
+        "config": student_config,
+        "epoch": checkpoint["epoch"],
+        "cur_step": checkpoint["cur_step"],
+        "best_valid_score": checkpoint["best_valid_score"],
+        "state_dict": state_dict,
+        "other_parameter": checkpoint.get("other_parameter"),
+        "split_fingerprint": checkpoint.get("split_fingerprint"),
+        "derrd": {"role": "exported student", "distiller": distiller_name,
+                  "source": os.path.basename(checkpoint_path)},
+    }
+    requested = output_path or default_export_path(checkpoint_path, student_name)
+    output_path = unique_path(requested)
+    if output_path != requested:
+        getLogger().warning(f"{requested} exists: the student is written to {output_path}")
+    save_checkpoint(exported, output_path)
+    return output_path

@@ -1,0 +1,50 @@
+"""
+recbole_derrd.keys
+##################
+Configuration keys by role. Two configurations describe the same training when they agree on
+every key outside :data:`DERIVED_KEYS` and :data:`RUNTIME_KEYS` (:func:`learned_from`): this
+decides whether a cached teacher fits and whether a resumed run continues the same training.
+"""
+
+#: Keys a final configuration derives from the others (or from the process), never set by users.
+DERIVED_KEYS = {
+    "model",
+    "dataset",
+    "data_path",
+    "device",
+    "single_spec",
+    "local_rank",
+    "world_size",
+    "nproc",
+    "ip",
+    "port",
+    "offset",
+    "MODEL_TYPE",
+    "MODEL_INPUT_TYPE",
+    "eval_type",
+    "valid_metric_bigger",
+    "valid_neg_sample_args",
+    "test_neg_sample_args",
+}
+
+
+#: Keys that say where and how a run executes, not what a model learns from it.
+RUNTIME_KEYS = [
+    "data_path",
+    "checkpoint_dir",
+    "gpu_id",
+    "use_gpu",
+    "worker",
+    "state",
+    "show_progress",
+    "eval_batch_size",
+    "reproducibility",
+    "dist_backend",
+]
+
+
+def learned_from(plain):
+    """The keys of a plain final configuration that decide what a model learns (model and
+    dataset included; derived and runtime keys left out)."""
+    ignored = set(RUNTIME_KEYS) | (DERIVED_KEYS - {"model", "dataset"})
+    return {key: value for key, value in plain.items() if key not in ignored}

@@ -1,0 +1,24 @@
+"""Export the student of a distiller's checkpoint as a plain RecBole model:
+
+    python run_scripts/export.py saved/DERRD-<date>.pth [--output=saved/BPR-student.pth]
+
+The written file has RecBole's checkpoint layout (``model``: the backbone, e.g. BPR) and loads
+with ``torch.load(path)`` (weights only) where this plugin is not installed. An existing file
+is never overwritten. The path written is printed.
+"""
+
+import argparse
+import sys
+
+from recbole_derrd.checkpoint import CheckpointError
+from recbole_derrd.export import export_student
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="checkpoint of a distiller (e.g. saved/DERRD-<date>.pth)")
+    parser.add_argument("--output", "-o", default=None, help="file to write (default: beside it)")
+    args = parser.parse_args()
+    try:
+        print(export_student(args.checkpoint, args.output))
+    except CheckpointError as error:
+        sys.exit(f"error: {error}")

@@ -1,0 +1,169 @@
+"""Resume and reproducibility: a run stopped during an epoch and resumed ends exactly where an
+uninterrupted run ends; the same seed gives the same metrics; bad resume files are refused
+before training, and nothing saved is overwritten."""
+
+import glob
+import os
+import shutil
+
+import pytest
+import torch
+
+from recbole.trainer import Trainer
+
+from recbole_derrd import run_recbole_derrd
+from recbole_derrd.checkpoint import CheckpointError
+
+from conftest import directory_snapshot
+
+
+class Stop(Exception):
+    """Stands for a crash or a kill in the middle of a run."""
+
+
+@pytest.fixture(scope="module")
+def interrupted_saved(derrd_run, tmp_path_factory):
+    """The reference run's configuration, stopped when epoch 2 of 3 starts training (RecBole's
+    loop raises, as a crash or a kill would): its checkpoint_dir holds the best-model file and
+    the resume file."""
+    config_dict, _ = derrd_run
+    directory = tmp_path_factory.mktemp("interrupted")
+    config = dict(config_dict, checkpoint_dir=str(directory / "saved"))
+    train_epoch = Trainer._train_epoch
+
+    def stopping(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 2:
+            raise Stop("stopped in epoch 2")
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.setattr(Trainer, "_train_epoch", stopping)
+        with pytest.raises(Stop):
+            run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config))
+    return config, directory / "saved"
+
+
+@pytest.fixture
+def interrupted(interrupted_saved, workdir):
+    """A copy of the interrupted run's checkpoint_dir for one test: ``(config, folder)``."""
+    config, saved = interrupted_saved
+    copy = workdir / "saved"
+    shutil.copytree(saved, copy)
+    return dict(config, checkpoint_dir=str(copy)), copy
+
+
+def files_of(saved):
+    """``(best-model file, resume file)`` of the interrupted run."""
+    best_file, resume_file = sorted(glob.glob(str(saved / "DERRD-*.pth")), key=len)
+    return best_file, resume_file
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(derrd_run, interrupted):
+    _, uninterrupted = derrd_run
+    config, saved = interrupted
+    best_file, resume_file = files_of(saved)
+    assert resume_file == best_file[: -len(".pth")] + ".resume.pth"
+    state = torch.load(resume_file, weights_only=True)
+    assert state["kind"] == "resume" and state["epoch"] == 1  # written when epoch 2 started
+    assert state["best_model_file"] == os.path.basename(best_file)
+    assert len(state["random_states"]) == 1 and "optimizer" in state
+
+    resumed = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
+    assert dict(resumed["test_result"]) == dict(uninterrupted["test_result"])
+    assert dict(resumed["best_valid_result"]) == dict(uninterrupted["best_valid_result"])
+    assert resumed["train_loss"] == uninterrupted["train_loss"]  # every epoch, same losses
+    # it went on writing the interrupted run's own two files, and no others
+    assert resumed["checkpoint"] == best_file and resumed["resume_file"] == resume_file
+    assert sorted(os.listdir(saved)) == sorted(map(os.path.basename, (best_file, resume_file)))
+    assert torch.load(resume_file, weights_only=True)["epoch"] == 1  # last started: epoch 2
+
+
+def test_resuming_from_the_best_model_file_finds_its_resume_file(derrd_run, interrupted):
+    _, uninterrupted = derrd_run
+    config, saved = interrupted
+    best_file, _ = files_of(saved)
+    resumed = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=best_file)
+    assert dict(resumed["test_result"]) == dict(uninterrupted["test_result"])
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(derrd_run, workdir, fast_config):
+    config_dict, first = derrd_run
+    second = run_recbole_derrd(
+        "DERRD", "ml-100k", config_dict=dict(config_dict, checkpoint_dir=str(workdir / "again"))
+    )
+    assert dict(second["test_result"]) == dict(first["test_result"])
+    assert second["train_loss"] == first["train_loss"]
+    # another seed is another split and initialisation (and so another teacher, trained on demand)
+    other = run_recbole_derrd(
+        "DERRD", "ml-100k", config_dict=fast_config(seed=2021, teacher_config={"epochs": 1},
+                                                   checkpoint_dir=str(workdir / "other"))
+    )
+    assert dict(other["test_result"]) != dict(first["test_result"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": "BPR"}, "continues a run of model DERRD, this run's model is BPR"),
+        ({"dataset": "ml-1m"}, "continues a run of dataset ml-100k, this run's dataset is ml-1m"),
+        ({"epochs": 2}, "nothing is left to train"),
+        ({"embedding_size": 4}, "parameters do not fit this model"),
+    ],
+)
+def test_resume_of_another_run_fails_before_training(interrupted, monkeypatch, change, message):
+    config, saved = interrupted
+    _, resume_file = files_of(saved)
+    before = directory_snapshot(saved)
+    model = change.pop("model", "DERRD")
+    dataset = change.pop("dataset", "ml-100k")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a bad resume must be reported before training")
+
+    monkeypatch.setattr(Trainer, "_train_epoch", no_training)
+    with pytest.raises(CheckpointError, match=message):
+        run_recbole_derrd(model, dataset, config_dict=dict(config, **change), resume=resume_file)
+    assert directory_snapshot(saved) == before
+
+
+def test_a_file_that_is_no_resume_file_is_refused(interrupted, teacher_checkpoint, tmp_path):
+    config, saved = interrupted
+    lone_checkpoint = tmp_path / "lone.pth"  # a best-model file without its resume file
+    shutil.copy(files_of(saved)[0], lone_checkpoint)
+    before = directory_snapshot(saved)
+    for path, message in [
+        (str(lone_checkpoint), "is not a resume file"),
+        (teacher_checkpoint, "is not a resume file"),
+        (str(tmp_path / "missing.resume.pth"), "does not exist"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=path)
+    assert directory_snapshot(saved) == before
+
+
+def test_resume_on_changed_data_fails_before_training(interrupted, monkeypatch):
+    # the dataset files changed since the run stopped: same settings, another training split
+    config, saved = interrupted
+    _, resume_file = files_of(saved)
+    state = torch.load(resume_file, weights_only=True)
+    state["split_fingerprint"] = "0123456789abcdef"
+    torch.save(state, resume_file)
+    before = directory_snapshot(saved)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a bad resume must be reported before training")
+
+    monkeypatch.setattr(Trainer, "_train_epoch", no_training)
+    with pytest.raises(CheckpointError, match="another training split"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
+    assert directory_snapshot(saved) == before
+
+
+def test_resume_without_the_best_model_file_fails(interrupted):
+    config, saved = interrupted
+    best_file, resume_file = files_of(saved)
+    os.remove(best_file)
+    with pytest.raises(CheckpointError, match="its best model, .* is missing"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
+    assert os.listdir(saved) == [os.path.basename(resume_file)]
