@@ -21,7 +21,6 @@ raises :class:`RepresentationUndefinedError`.
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 from recbole.data.interaction import Interaction
 
@@ -117,14 +116,26 @@ class MatrixFactorizationBackbone(Backbone):
             "item": ("item", self.model.item_embedding.weight),
         }
 
-    @staticmethod
-    def table_scores(user_table, item_table, users, items):
-        """Inner products of ``users[b]`` with ``items[b, s]``, without a ``[B, S, d]`` copy of
-        the user vectors (``F.embedding`` gathers: their backward is much faster on the CPU
-        than that of tensor indexing)."""
-        item_vectors = F.embedding(items, item_table)
-        user_vectors = F.embedding(users, user_table).unsqueeze(-1)
-        return torch.bmm(item_vectors, user_vectors).squeeze(-1)
+    #: Score all items and gather when the catalogue is at most this many times the sampled
+    #: items per user: a [B, n_items] matrix product then beats gathering B x S item vectors
+    #: (measured on a 2-core CPU: 2.6 ms instead of 4.7 ms per ml-100k batch, forward and
+    #: backward; 2.4x slower at 5,000 items).
+    dense_scoring_factor = 24
+
+    @classmethod
+    def table_scores(cls, user_table, item_table, users, items):
+        """Inner products of ``users[b]`` with ``items[b, s]``, ``[B]`` x ``[B, S]`` -> ``[B, S]``.
+
+        Large catalogues: item vectors gathered with ``index_select`` (its backward, an
+        ``index_add``, is about 10x faster on the CPU than that of ``F.embedding`` or tensor
+        indexing for the many repeated ids of a batch), then one batched product, without a
+        ``[B, S, d]`` copy of the user vectors.
+        """
+        user_vectors = user_table.index_select(0, users)
+        if item_table.shape[0] <= cls.dense_scoring_factor * items.shape[1]:
+            return (user_vectors @ item_table.T).gather(1, items)
+        item_vectors = item_table.index_select(0, items.reshape(-1)).view(*items.shape, -1)
+        return torch.bmm(item_vectors, user_vectors.unsqueeze(-1)).squeeze(-1)
 
     def pair_scores(self, users, items):
         tables = self.side_tables()

@@ -174,10 +174,10 @@ class DERRD(Distiller):
             target = self.de_target(name)
             if side == "user":
                 total = total + self.reduce(
-                    experts(table[batch_users], target[batch_users], self.selection_tau)
+                    experts(table.index_select(0, batch_users), target[batch_users], self.selection_tau)
                 )
             else:
-                losses = experts(table[items], target[items], self.selection_tau)[occurrence]
+                losses = experts(table.index_select(0, items), target[items], self.selection_tau)[occurrence]
                 positive_losses, negative_losses = losses.split([len(positive), len(negative)])
                 total = total + 0.5 * (self.reduce(positive_losses) + self.reduce(negative_losses))
         return total
