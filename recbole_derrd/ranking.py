@@ -194,13 +194,19 @@ class UninterestingSampler:
 
 
 @torch.no_grad()
-def sort_by_teacher(pair_scores, items, chunk_users=65536):
-    """Each row of ``items`` (``[n_users, L]``, row u belongs to user u) sorted by the
-    teacher's score, best first. ``pair_scores(users, items)`` is the teacher's scoring."""
-    ordered = torch.empty_like(items)
+def teacher_pair_scores(pair_scores, items, chunk_users=65536):
+    """The teacher's scores of ``items`` (``[n_users, S]``, row u belongs to user u), computed
+    in chunks of users. ``pair_scores(users, items)`` is the teacher's scoring."""
+    scores = torch.empty(items.shape, dtype=torch.float, device=items.device)
     for start in range(0, items.shape[0], chunk_users):
         end = min(start + chunk_users, items.shape[0])
         users = torch.arange(start, end, device=items.device)
-        scores = pair_scores(users, items[start:end])
-        ordered[start:end] = items[start:end].gather(1, scores.argsort(dim=1, descending=True))
-    return ordered
+        scores[start:end] = pair_scores(users, items[start:end])
+    return scores
+
+
+def sort_by_teacher(pair_scores, items, chunk_users=65536):
+    """Each row of ``items`` (``[n_users, L]``, row u belongs to user u) sorted by the
+    teacher's score, best first."""
+    scores = teacher_pair_scores(pair_scores, items, chunk_users)
+    return items.gather(1, scores.argsort(dim=1, descending=True))

@@ -81,3 +81,11 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
 
 class DERRDTrainer(DistillationTrainer):
     r"""Trainer of :class:`recbole_derrd.model.DERRD`."""
+
+
+class RDTrainer(DistillationTrainer):
+    r"""Trainer of :class:`recbole_derrd.model.RD`."""
+
+
+class CDTrainer(DistillationTrainer):
+    r"""Trainer of :class:`recbole_derrd.model.CD`."""

@@ -149,7 +149,13 @@ def test_yaml_defaults_ship_with_a_non_editable_install(tmp_path):
     assert plugin_properties_file("model", "DERRD.yaml") is not None
 
 
-@pytest.mark.parametrize("parts", [("overall.yaml",), ("model", "DERRD.yaml")])
+PLUGIN_KEY_FILES = [("overall.yaml",), ("distiller.yaml",)] + [
+    ("model", name) for name in sorted(os.listdir(os.path.join(REPO, "properties", "model")))
+    if name.endswith(".yaml")
+]
+
+
+@pytest.mark.parametrize("parts", PLUGIN_KEY_FILES)
 def test_readme_documents_every_plugin_key(parts):
     import yaml
 

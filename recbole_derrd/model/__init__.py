@@ -1,5 +1,7 @@
 """The plugin's models: distillers with a RecBole backbone as the student."""
 
+from recbole_derrd.model.cd import CD
 from recbole_derrd.model.derrd import DERRD
+from recbole_derrd.model.rd import RD
 
-__all__ = ["DERRD"]
+__all__ = ["DERRD", "RD", "CD"]

@@ -56,14 +56,24 @@ class Distiller(GeneralRecommender):
 
     @classmethod
     def config_layers(cls, config):
-        """YAML layers, lowest priority first: RecBole's defaults of the student backbone,
-        this distiller's defaults, then its tuned defaults for that backbone (if shipped)."""
+        """YAML layers, lowest priority first: RecBole's defaults of the student backbone, the
+        keys every distiller shares (``distiller.yaml``) and their defaults for that backbone
+        (``distiller/<student>.yaml``), this distiller's own defaults (``model/<Model>.yaml``),
+        then its tuned defaults for that backbone (``model/<Model>/<student>.yaml``)."""
+        shared = plugin_properties_file("distiller.yaml")
         own = plugin_properties_file("model", f"{cls.__name__}.yaml")
-        with open(own, encoding="utf-8") as handle:
-            defaults = yaml.load(handle, Loader=config.yaml_loader) or {}
+        defaults = {}
+        for path in (shared, own):
+            with open(path, encoding="utf-8") as handle:
+                defaults.update(yaml.load(handle, Loader=config.yaml_loader) or {})
         student = config.external_config_dict.get("student_model", defaults.get("student_model"))
-        layers = [recbole_model_yaml(student), own]
-        layers.append(plugin_properties_file("model", cls.__name__, f"{student}.yaml"))
+        layers = [
+            recbole_model_yaml(student),
+            shared,
+            plugin_properties_file("distiller", f"{student}.yaml"),
+            own,
+            plugin_properties_file("model", cls.__name__, f"{student}.yaml"),
+        ]
         return [layer for layer in layers if layer]
 
     @classmethod
