@@ -19,6 +19,7 @@ during an epoch continues from that epoch's start exactly as if it had not stopp
 import enum
 import os
 import pickle
+import time
 from collections import OrderedDict
 from logging import getLogger
 
@@ -247,6 +248,9 @@ class SafeCheckpointMixin:
         self.writes_resume_file = False
         self.resumed_split = None
         self.resumed_random_state = None
+        #: Wall time of every training epoch of this run (the per-epoch work of a distiller
+        #: included, evaluation excluded).
+        self.epoch_seconds = []
 
     def fit(
         self,
@@ -282,9 +286,12 @@ class SafeCheckpointMixin:
             self.resumed_random_state = None
         elif self.writes_resume_file:
             self._save_resume_file(epoch_idx - 1, train_data)
-        return super()._train_epoch(
+        start = time.perf_counter()
+        losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return losses
 
     def checkpoint_state(self, epoch):
         """The dictionary written by :meth:`_save_checkpoint`; subclasses extend it."""

@@ -153,6 +153,12 @@ def run_recbole_derrd(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "train_loss": dict(trainer.train_loss_dict),
+        "train_epoch_seconds": list(trainer.epoch_seconds),
+        "parameters": (
+            model.student_parameter_count()
+            if distiller
+            else sum(parameter.numel() for parameter in model.parameters())
+        ),
     }
     if distiller:
         teacher_result = evaluate_model(config, model.teacher.model, train_data, test_data)

@@ -7,8 +7,8 @@
 Parts (results/speed/<device>.json, then results/speed.md is rebuilt from every JSON there):
 
 - ``epoch``: one training epoch of DE, RRD and DE-RRD against the same student trained alone
-  (BPR, d = 20, RecBole's batch size and dataloader), on ml-100k and on synthetic data at
-  ML-20M scale. ml-100k: whole epochs, repeated and interleaved, medians. ML-20M scale: an
+  (BPR, d = 20, RecBole's batch size and dataloader; the 200-d BPR teacher has random weights:
+  what it learned does not change the cost), on ml-100k and on synthetic data at ML-20M scale. ml-100k: whole epochs, repeated and interleaved, medians. ML-20M scale: an
   epoch is thousands of batches, so each variant trains windows of batches (interleaved), and
   an epoch is estimated as batches x median step time + the per-epoch resampling time.
 - ``topn``: the teacher's top-500 of every user, chunked, at ML-20M and Amazon-Book scale
@@ -78,9 +78,28 @@ def machine(device):
 # --------------------------------------------------------------------------- epoch
 
 
+def untrained_teacher(config, train_dataset):
+    """A 200-d BPR teacher checkpoint with random weights for this split: the timing of
+    distillation does not depend on what the teacher learned, and training one at ML-20M scale
+    costs more than the whole benchmark."""
+    from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, save_checkpoint
+    from recbole_derrd.data import split_fingerprint
+    from recbole_derrd.teacher import build_teacher_config
+    from recbole_derrd.utils import get_model
+
+    teacher_config = build_teacher_config(config)
+    fingerprint = split_fingerprint(train_dataset)
+    path = os.path.join(config["checkpoint_dir"], f"untrained-teacher-{config['dataset']}-{fingerprint}.pth")
+    if not os.path.isfile(path):
+        model = get_model(teacher_config["model"])(teacher_config, train_dataset)
+        save_checkpoint({"format": CHECKPOINT_FORMAT, "model": teacher_config["model"],
+                         "config": plain_config(teacher_config), "state_dict": model.state_dict(),
+                         "other_parameter": {}, "split_fingerprint": fingerprint}, path)
+    return path
+
+
 def epoch_setup(dataset, data_path, device, batch_size):
-    """Config, data, teacher (1 epoch: quality does not change the timing) and the four
-    models with their trainers."""
+    """Config, data, an untrained teacher and the four models with their trainers."""
     from recbole.utils import init_seed
 
     from recbole_derrd import DERRD, Config, get_trainer
@@ -94,7 +113,6 @@ def epoch_setup(dataset, data_path, device, batch_size):
         "checkpoint_dir": os.path.join(REPO, ".bench", "saved"),
         "train_batch_size": batch_size,
         "embedding_size": 20,
-        "teacher_config": {"epochs": 1},
     }
     if data_path:
         common["data_path"] = data_path
@@ -104,9 +122,7 @@ def epoch_setup(dataset, data_path, device, batch_size):
     start = time.perf_counter()
     train_data = data_preparation(config, create_dataset(config))[0]
     load_time = time.perf_counter() - start
-    start = time.perf_counter()
-    DERRD.prepare(config, train_data.dataset)
-    teacher_time = time.perf_counter() - start
+    config["teacher_checkpoint"] = untrained_teacher(config, train_data.dataset)
 
     variants = {}
     student_config = Config("BPR", dataset, config_dict=dict(common))
@@ -121,8 +137,7 @@ def epoch_setup(dataset, data_path, device, batch_size):
         model = DERRD(variant_config, train_data.dataset).to(config["device"])
         build_times[name] = time.perf_counter() - start
         variants[name] = get_trainer(variant_config["MODEL_TYPE"], "DERRD")(variant_config, model)
-    return train_data, variants, {"load_s": load_time, "teacher_s": teacher_time,
-                                  "model_build_s": build_times}
+    return train_data, variants, {"load_s": load_time, "model_build_s": build_times}
 
 
 def step_times(trainer, train_data, batches, epoch, device):
@@ -319,8 +334,8 @@ def write_markdown():
         info = report["machine"]
         where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores, {info['threads']} torch threads"
         lines += [f"## {info['device']}: {where}", "",
-                  f"torch {info['torch']}, Python {info['python']}, {report['date']}. "
-                  f"Command: `{report['command']}`", ""]
+                  f"torch {info['torch']}, Python {info['python']}, {report['date']}. Commands: "
+                  + "; ".join(f"`{command}`" for command in report.get("commands") or [report["command"]]), ""]
         if report.get("epoch"):
             lines += ["### One training epoch, relative to the student trained alone", "",
                       "| data | how | batches | student | DE | RRD | DE-RRD | resampling (DE-RRD) |",
@@ -370,6 +385,21 @@ def write_markdown():
             lines.append("")
     with open(os.path.join(RESULTS, "speed.md"), "w") as handle:
         handle.write("\n".join(lines))
+
+
+def merge_reports(previous, report):
+    """``report`` over ``previous``: a partial run replaces the entries it measured (by dataset
+    or scale) and keeps the others of earlier runs on the same device."""
+    merged = dict(previous, machine=report["machine"], date=report["date"])
+    commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
+    merged["commands"] = [c for c in commands if c != report["command"]] + [report["command"]]
+    merged.pop("command", None)
+    for part in ("epoch", "topn", "sampling", "inference"):
+        if part in report:
+            entries = {entry.get("dataset", entry.get("scale")): entry for entry in previous.get(part, [])}
+            entries.update({entry.get("dataset", entry.get("scale")): entry for entry in report[part]})
+            merged[part] = list(entries.values())
+    return merged
 
 
 def main():
@@ -425,9 +455,8 @@ def main():
     os.makedirs(os.path.join(RESULTS, "speed"), exist_ok=True)
     path = os.path.join(RESULTS, "speed", f"{torch.device(args.device).type}.json")
     previous = json.load(open(path)) if os.path.isfile(path) else {}
-    previous.update(report)  # a partial run keeps the other parts of the last full one
     with open(path, "w") as handle:
-        json.dump(previous, handle, indent=1)
+        json.dump(merge_reports(previous, report), handle, indent=1)
     write_markdown()
     print(open(os.path.join(RESULTS, "speed.md")).read())
 

@@ -1,0 +1,57 @@
+"""Hyperparameter search on the validation split with RecBole's HyperTuning (hyperopt, no ray),
+through the plugin's own objective function:
+
+    python run_scripts/run_hyper.py --model=DERRD --dataset=ml-100k \\
+        --config_files=properties/experiments/protocol_recbole.yaml \\
+        --params_file=properties/experiments/hyper_derrd.test --output_file=results/hyper/DERRD-BPR.md
+
+The params file has one line per key: ``<key> choice [v1,v2,...]`` (or RecBole's ``uniform`` /
+``loguniform`` / ``quniform``). Models, datasets and fixed keys come from the command line and
+the config files, as for run.py (e.g. ``--student_model=LightGCN``). Each trial trains on the
+training split, is scored on the validation split (``valid_metric``) and also tested; the
+output lists every trial and the best one.
+"""
+
+import argparse
+import os
+
+from recbole.trainer.hyper_tuning import HyperTuning
+
+from recbole_derrd.quick_start import objective_function
+
+
+def markdown_report(tuner, title):
+    lines = [f"# {title}", "", "| parameters | best valid score | valid result | test result |",
+             "|---|---|---|---|"]
+    for parameters, result in tuner.params2result.items():
+        valid = ", ".join(f"{k} {v:.4f}" for k, v in result["best_valid_result"].items())
+        test = ", ".join(f"{k} {v:.4f}" for k, v in result["test_result"].items())
+        lines.append(f"| {parameters} | {result['best_valid_score']:.4f} | {valid} | {test} |")
+    lines += ["", f"Best (validation): `{tuner.params2str(tuner.best_params)}`, "
+              f"score {tuner.best_score:.4f}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML files")
+    parser.add_argument("--params_file", type=str, required=True, help="the search space")
+    parser.add_argument("--output_file", type=str, default="hyper_result.md")
+    parser.add_argument("--algo", type=str, default="exhaustive", help="exhaustive, random or bayes")
+    parser.add_argument("--max_evals", type=int, default=100)
+    args, _ = parser.parse_known_args()
+
+    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    tuner = HyperTuning(
+        objective_function,
+        algo=args.algo,
+        max_evals=args.max_evals,
+        params_file=args.params_file,
+        fixed_config_file_list=config_file_list,
+    )
+    tuner.run()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
+    with open(args.output_file, "w", encoding="utf-8") as handle:
+        handle.write(markdown_report(tuner, f"Hyperparameter search ({tuner.model})"))
+    print("best params:", tuner.best_params)
+    print("best valid score:", tuner.best_score)

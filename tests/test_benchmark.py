@@ -1,0 +1,87 @@
+"""Issue 4: the benchmark runs end to end on a tiny configuration, writes a well-formed table,
+CSV and plot, and resumes without redoing finished cells; the hyperparameter search runs."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "run_scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = """
+embedding_size: 8
+teacher_embedding_size: 16
+rrd_topn: 50
+rrd_num_interesting: 8
+rrd_num_uninteresting: 8
+de_num_experts: 4
+learning_rate: 0.01
+"""
+
+
+def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
+    benchmark = load_script("benchmark")
+    (workdir / "tiny.yaml").write_text(TINY)
+    argv = ["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+            "--epochs=1", "--methods=student,RRD", "--inference_repeats=2",
+            f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
+            f"--work={workdir / 'work'}"]
+    benchmark.main(argv)
+    folder = workdir / "results" / "ml-100k"
+    table = (folder / "BPR-recbole.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["method", "teacher", "student", "RRD"]
+    header = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    assert "ndcg@10" in header and "recall@20" in header and "inference" in header
+    assert all(len(row.split("|")) == len(rows[0].split("|")) for row in rows)
+    with open(folder / "BPR-recbole.csv") as handle:
+        records = list(csv.DictReader(handle))
+    assert [record["method"] for record in records] == ["teacher", "student", "RRD"]
+    teacher = records[0]
+    assert float(teacher["ndcg@10_mean"]) > 0 and float(teacher["inference_seconds"]) > 0
+    assert int(records[1]["parameters"]) == (944 + 1683) * 8 == int(records[2]["parameters"])
+    assert float(records[2]["ndcg@10_ratio_to_teacher"]) == pytest.approx(
+        float(records[2]["ndcg@10_mean"]) / float(teacher["ndcg@10_mean"]))
+    png = (folder / "BPR-recbole.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    assert set(cells) == {"teacher|16|2020", "student|8|2020", "RRD|8|2020"}
+
+    # a second run finds every cell done: nothing is trained again
+    import recbole_derrd
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", must_not_train)
+    benchmark.main(argv)
+    assert json.loads((folder / "BPR-recbole.cells.json").read_text()) == cells
+
+
+def test_hyperparameter_search_runs_on_the_validation_split(workdir):
+    (workdir / "tiny.yaml").write_text(TINY + "epochs: 1\ngpu_id: ''\nshow_progress: False\n")
+    (workdir / "space.test").write_text("lambda_rrd choice [0.01,0.1]\n")
+    output = workdir / "hyper.md"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_scripts", "run_hyper.py"), "--model=DERRD",
+         "--dataset=ml-100k", "--use_de=False",
+         f"--config_files={workdir / 'tiny.yaml'} {os.path.join(REPO, 'properties/experiments/protocol_recbole.yaml')}",
+         f"--params_file={workdir / 'space.test'}", f"--output_file={output}"],
+        cwd=workdir, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = output.read_text()
+    assert report.count("| lambda_rrd:") == 2 and "Best (validation)" in report
+    assert "ndcg@10" in report
