@@ -205,8 +205,15 @@ def bench_epoch(dataset, data_path, device, batch_size, repeats, window):
 
 
 def synthetic_split(scale, seed=0):
+    """CSR training split at ``scale`` (RecBole's padding id 0 included), generated once and
+    kept under .bench/splits (every part and child process reads the same split)."""
     from recbole_derrd.synthetic import synthetic_interactions
 
+    cache = os.path.join(REPO, ".bench", "splits", f"{scale}-{seed}.npz")
+    if os.path.isfile(cache):
+        stored = np.load(cache)
+        return (int(stored["n_users"]), int(stored["n_items"]),
+                torch.from_numpy(stored["indptr"]), torch.from_numpy(stored["items"]))
     n_users, n_items, n_interactions = SCALES[scale]
     users, items = synthetic_interactions(n_users, n_items, n_interactions, seed=seed)
     n_users, n_items = n_users + 1, n_items + 1  # RecBole's padding id 0
@@ -214,7 +221,10 @@ def synthetic_split(scale, seed=0):
     order = np.lexsort((items, users))
     indptr = np.zeros(n_users + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=n_users), out=indptr[1:])
-    return n_users, n_items, torch.from_numpy(indptr), torch.from_numpy(items[order].astype(np.int64))
+    items = items[order].astype(np.int64)
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    np.savez(cache, n_users=n_users, n_items=n_items, indptr=indptr, items=items)
+    return n_users, n_items, torch.from_numpy(indptr), torch.from_numpy(items)
 
 
 def memory_mb(field):
