@@ -363,6 +363,8 @@ def write_markdown():
         lines += [f"## {info['device']}: {where}", "",
                   f"torch {info['torch']}, Python {info['python']}, {report['date']}. Commands: "
                   + "; ".join(f"`{command}`" for command in report.get("commands") or [report["command"]]), ""]
+        if report.get("notes"):
+            lines += [report["notes"], ""]
         if report.get("epoch"):
             lines += ["### One training epoch, relative to the student trained alone", "",
                       "| data | how | batches | student | DE | RRD | DE-RRD | resampling (DE-RRD) |",
