@@ -42,11 +42,8 @@ def yaml_keys(path):
 def plugin_only_keys(distiller_name, student_name):
     """Keys a distiller's configuration has that its plain backbone does not: those of the
     plugin's YAML layers that are not keys of RecBole's own defaults for the backbone."""
-    plugin_layers = [
-        plugin_properties_file("overall.yaml"),
-        plugin_properties_file("model", f"{distiller_name}.yaml"),
-        plugin_properties_file("model", distiller_name, f"{student_name}.yaml"),
-    ]
+    plugin_layers = [plugin_properties_file("overall.yaml")]
+    plugin_layers += get_model(distiller_name).plugin_layers(student_name)
     keys = set().union(*(yaml_keys(layer) for layer in plugin_layers))
     return keys - yaml_keys(recbole_model_yaml(student_name))
 

@@ -56,10 +56,8 @@ class Distiller(GeneralRecommender):
 
     @classmethod
     def config_layers(cls, config):
-        """YAML layers, lowest priority first: RecBole's defaults of the student backbone, the
-        keys every distiller shares (``distiller.yaml``) and their defaults for that backbone
-        (``distiller/<student>.yaml``), this distiller's own defaults (``model/<Model>.yaml``),
-        then its tuned defaults for that backbone (``model/<Model>/<student>.yaml``)."""
+        """YAML layers, lowest priority first: RecBole's defaults of the student backbone, then
+        :meth:`plugin_layers` for that backbone."""
         shared = plugin_properties_file("distiller.yaml")
         own = plugin_properties_file("model", f"{cls.__name__}.yaml")
         defaults = {}
@@ -67,11 +65,18 @@ class Distiller(GeneralRecommender):
             with open(path, encoding="utf-8") as handle:
                 defaults.update(yaml.load(handle, Loader=config.yaml_loader) or {})
         student = config.external_config_dict.get("student_model", defaults.get("student_model"))
+        return [layer for layer in [recbole_model_yaml(student)] + cls.plugin_layers(student) if layer]
+
+    @classmethod
+    def plugin_layers(cls, student):
+        """This plugin's YAML layers for a student backbone, lowest priority first: the keys
+        every distiller shares (``distiller.yaml``) and their defaults for that backbone
+        (``distiller/<student>.yaml``), this distiller's own defaults (``model/<Model>.yaml``),
+        then its tuned defaults for that backbone (``model/<Model>/<student>.yaml``)."""
         layers = [
-            recbole_model_yaml(student),
-            shared,
+            plugin_properties_file("distiller.yaml"),
             plugin_properties_file("distiller", f"{student}.yaml"),
-            own,
+            plugin_properties_file("model", f"{cls.__name__}.yaml"),
             plugin_properties_file("model", cls.__name__, f"{student}.yaml"),
         ]
         return [layer for layer in layers if layer]
