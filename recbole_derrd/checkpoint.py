@@ -31,6 +31,7 @@ from recbole.utils import set_color
 from recbole_derrd.data import split_fingerprint
 from recbole_derrd.distributed import (
     barrier,
+    broadcast_object,
     gather_objects,
     global_rank,
     is_distributed,
@@ -110,6 +111,23 @@ def unique_path(path, companion=None):
         index += 1
         candidate = f"{stem}-{index}{extension}"
     return candidate
+
+
+def reserve_path(path, companion=None):
+    """Create ``path``, or the next free ``<stem>-N<ext>``, empty and exclusively (``O_EXCL``),
+    and return it: two runs that start in the same second (RecBole's file names have one-second
+    resolution) never write to the same file."""
+    stem, extension = os.path.splitext(path)
+    candidate, index = path, 0
+    while True:
+        if companion is None or not os.path.exists(companion(candidate)):
+            try:
+                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                return candidate
+            except FileExistsError:
+                pass
+        index += 1
+        candidate = f"{stem}-{index}{extension}"
 
 
 def resume_path(model_file):
@@ -248,6 +266,7 @@ class SafeCheckpointMixin:
         self.writes_resume_file = False
         self.resumed_split = None
         self.resumed_random_state = None
+        self.files_reserved = False
         #: Wall time of every training epoch of this run (the per-epoch work of a distiller
         #: included, evaluation excluded).
         self.epoch_seconds = []
@@ -271,7 +290,7 @@ class SafeCheckpointMixin:
                 "settings)."
             )
         self.writes_resume_file = saved and self.resume_file is not None
-        return super().fit(
+        result = super().fit(
             train_data,
             valid_data,
             verbose=verbose,
@@ -279,6 +298,12 @@ class SafeCheckpointMixin:
             show_progress=show_progress,
             callback_fn=callback_fn,
         )
+        if self.writes_resume_file and writes_files(self.config) and os.path.isfile(self.resume_file):
+            # the run ended (all epochs, or early stopping): resuming it would train again
+            state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
+            state["finished"] = True
+            save_checkpoint(state, self.resume_file)
+        return result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.resumed_random_state is not None:
@@ -311,7 +336,21 @@ class SafeCheckpointMixin:
     def restore_state(self, checkpoint):
         """Inverse of :meth:`checkpoint_state` beyond RecBole's fields; subclasses extend it."""
 
+    def _reserve_files(self):
+        """Claim this run's best-model file name (and with it its resume file's) at the first
+        write; every process of a multi-process run gets global rank 0's choice."""
+        if self.files_reserved:
+            return
+        path = None
+        if writes_files(self.config):
+            path = reserve_path(self.saved_model_file, companion=resume_path)
+        self.saved_model_file = broadcast_object(path, self.config)
+        if self.resume_file is not None:  # None: this run writes no resume file
+            self.resume_file = resume_path(self.saved_model_file)
+        self.files_reserved = True
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        self._reserve_files()
         if not writes_files(self.config):
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
@@ -337,7 +376,9 @@ class SafeCheckpointMixin:
         return state
 
     def _save_resume_file(self, epoch, train_data):
+        self._reserve_files()
         state = self.resume_state(epoch, train_data)
+        state["finished"] = False
         if writes_files(self.config):
             save_checkpoint(state, self.resume_file)
 
@@ -358,6 +399,11 @@ class SafeCheckpointMixin:
         """
         resume_file, checkpoint = read_resume_file(resume_file, self.config)
         start_epoch = checkpoint["epoch"] + 1
+        if checkpoint.get("finished"):
+            raise CheckpointError(
+                f"Cannot resume from '{resume_file}': that run finished (after epoch "
+                f"{checkpoint['epoch']}, all epochs or early stopping): nothing is left to train."
+            )
         if start_epoch >= self.epochs:
             raise CheckpointError(
                 f"Cannot resume from '{resume_file}': it stopped at the start of epoch "
@@ -385,6 +431,7 @@ class SafeCheckpointMixin:
         self.train_loss_dict = {epoch: loss for epoch, loss in checkpoint["train_loss"]}
         self.saved_model_file = best_model_file
         self.resume_file = resume_file
+        self.files_reserved = True  # this run's own files
         self.resumed_split = checkpoint["split_fingerprint"]
         random_states = checkpoint["random_states"]
         if len(random_states) == (self.config["world_size"] if is_distributed(self.config) else 1):

@@ -15,6 +15,7 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 - the model's own key validation run once, when the configuration is built.
 """
 
+import ast
 import os
 from pathlib import Path
 
@@ -68,6 +69,23 @@ class Config(RecBoleConfig):
         check = getattr(self.model_class, "check_config", None)
         if check is not None:
             check(self)
+
+    def _convert_config_dict(self, config_dict):
+        """String values to Python values with ``ast.literal_eval``, not RecBole's ``eval``: a
+        configuration read back from a checkpoint (or given by code) must never run code.
+        ``"1e-3"``, ``"[0.8,0.1,0.1]"``, ``"{'epochs': 2}"``, ``"None"`` convert as before;
+        ``true`` / ``false`` in any case are booleans; anything else stays a string."""
+        for key, value in config_dict.items():
+            if not isinstance(value, str):
+                continue
+            if value.lower() in ("true", "false"):
+                config_dict[key] = value.lower() == "true"
+                continue
+            try:
+                config_dict[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                pass
+        return config_dict
 
     def _load_cmd_line(self):
         if not self.parse_command_line:
@@ -138,6 +156,8 @@ def config_from_plain(plain, dataset=None, overrides=None):
     """
     parameters = {key: value for key, value in plain.items() if key not in DERIVED_KEYS}
     parameters["data_path"] = data_path_root(plain)
+    # unpickling stays the caller's decision, never the file's
+    parameters["trust_checkpoint"] = False
     parameters.update(overrides or {})
     return Config(
         model=plain["model"],

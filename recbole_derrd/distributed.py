@@ -67,6 +67,15 @@ def gather_objects(value, config):
     return values
 
 
+def broadcast_object(value, config):
+    """Global rank 0's ``value``, on every process (``value`` itself in a single process)."""
+    if not is_distributed(config):
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def check_launch_settings(backend, nproc, world_size, ip, port, group_offset, gpu_id=""):
     r"""Check the settings of a multi-process launch before any process starts.
 
@@ -175,6 +184,11 @@ class DistributedTrainerBase(AbstractTrainer):
             on_gpu = next(model.parameters()).device.type == "cuda"
             if on_gpu:  # SyncBatchNorm runs on GPUs only
                 self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # broadcast_buffers=False: every process computes the teacher's tensors and the
+            # epoch's samples itself (checked each epoch); re-sending them from rank 0 at every
+            # step would copy hundreds of MB per step at scale
             self.distributed_model = DistributedDataParallel(
-                self.model, device_ids=[config["local_rank"]] if on_gpu else None
+                self.model,
+                device_ids=[config["local_rank"]] if on_gpu else None,
+                broadcast_buffers=False,
             )

@@ -289,7 +289,7 @@ def load_data_and_model(model_file, trust_checkpoint=False):
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
     checkpoint = read_checkpoint(model_file, trust=trust_checkpoint)
-    config = config_from_plain(checkpoint["config"])
+    config = config_from_plain(checkpoint["config"], overrides={"trust_checkpoint": trust_checkpoint})
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -7,7 +7,7 @@ The teacher's ranking and RRD's per-epoch sampling (Section 3.2 of Kang et al., 
   items and the padding id, computed in chunks of users (memory: one chunk's scores plus the
   ``users x N`` result).
 - :func:`sample_interesting`: ``K`` of the top-N positions per user, without replacement, with
-  probability proportional to :math:`\exp(-rank/T)`, returned sorted by teacher rank.
+  probability proportional to :math:`\exp(-rank/T)` (Gumbel top-k), returned sorted by rank.
 - :class:`UninterestingSampler`: ``L`` items per user drawn uniformly (with replacement) from the
   items that are neither training items nor in the user's top-N. Exact and vectorised: no
   ``users x items`` structure and no rejection loop (see :meth:`UninterestingSampler.sample`).
@@ -123,20 +123,23 @@ def sample_interesting(n_users, topn, num_interesting, temperature, generator, c
     r"""Positions (0-based teacher ranks) of the interesting items of every user.
 
     ``num_interesting`` distinct positions per user, drawn without replacement with weights
-    :math:`\exp(-rank/T)`, sorted ascending (best teacher rank first).
+    :math:`\exp(-rank/T)` (successive sampling), sorted ascending (best teacher rank first).
+    Drawn as the top-K of the log-weights plus Gumbel noise (the Gumbel-top-k trick, the same
+    law as ``torch.multinomial`` without replacement): in float32 the weights themselves
+    underflow to 0 beyond rank ~100 T, and ``torch.multinomial`` then returns zero-weight ranks,
+    the same ones for every user.
 
     Returns:
         torch.LongTensor: ``[n_users, num_interesting]``, on the generator's device.
     """
     device = generator.device
-    weights = rank_discount_weights(topn, temperature, device)
+    log_weights = -torch.arange(1, topn + 1, dtype=torch.float, device=device) / temperature
     positions = torch.empty((n_users, num_interesting), dtype=torch.long, device=device)
     for start in range(0, n_users, chunk_users):
         end = min(start + chunk_users, n_users)
-        drawn = torch.multinomial(
-            weights.expand(end - start, topn), num_interesting, replacement=False, generator=generator
-        )
-        positions[start:end] = drawn.sort(dim=1).values
+        noise = torch.empty((end - start, topn), device=device).exponential_(generator=generator)
+        keys = log_weights - noise.log()  # log w + Gumbel(0, 1)
+        positions[start:end] = keys.topk(num_interesting, dim=1).indices.sort(dim=1).values
     return positions
 
 

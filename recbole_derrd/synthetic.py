@@ -71,11 +71,17 @@ def synthetic_interactions(
 
 def write_atomic_files(data_path, name, users, items, seed=0):
     """Write ``<data_path>/<name>/<name>.inter`` (user and item tokens, rating 1, a random
-    timestamp); returns the file's path."""
+    timestamp); returns the file's path.
+
+    Raises:
+        FileExistsError: the file exists (a dataset is never overwritten).
+    """
     rng = np.random.default_rng(seed)
     folder = os.path.join(data_path, name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.inter")
+    if os.path.exists(path):
+        raise FileExistsError(f"{path} exists: choose another name, or delete it first.")
     frame = pd.DataFrame(
         {
             "user_id:token": users,

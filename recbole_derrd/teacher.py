@@ -28,7 +28,6 @@ from recbole.utils import ModelType, init_seed, set_color
 from recbole.utils.argument_list import dataset_arguments
 
 from recbole_derrd.checkpoint import (
-    CheckpointError,
     plain_config,
     read_checkpoint,
     save_checkpoint,
@@ -228,11 +227,11 @@ def train_teacher(teacher_config, path, data_fingerprint):
     trainer.fit(train_data, valid_data, saved=True, show_progress=teacher_config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=True)
     getLogger().info(set_color("teacher test result", "yellow") + f": {dict(test_result)}")
-    if teacher_config["local_rank"] == 0:
-        checkpoint = read_checkpoint(trainer.saved_model_file)
-        checkpoint["derrd"] = {"role": "teacher", "test_result": to_plain(dict(test_result))}
-        save_checkpoint(checkpoint, path)
-        os.remove(trainer.saved_model_file)
+    # single-process (only one process of a multi-process run trains the teacher)
+    checkpoint = read_checkpoint(trainer.saved_model_file)
+    checkpoint["derrd"] = {"role": "teacher", "test_result": to_plain(dict(test_result))}
+    save_checkpoint(checkpoint, path)
+    os.remove(trainer.saved_model_file)
 
 
 def file_digest(path, block_size=1 << 22):

@@ -17,6 +17,7 @@ import os
 
 from recbole.trainer.hyper_tuning import HyperTuning
 
+from recbole_derrd.checkpoint import unique_path
 from recbole_derrd.quick_start import objective_function
 
 
@@ -51,7 +52,9 @@ if __name__ == "__main__":
     )
     tuner.run()
     os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
-    with open(args.output_file, "w", encoding="utf-8") as handle:
+    output_file = unique_path(args.output_file)  # an earlier report is never overwritten
+    with open(output_file, "w", encoding="utf-8") as handle:
         handle.write(markdown_report(tuner, f"Hyperparameter search ({tuner.model})"))
+    print("report:", output_file)
     print("best params:", tuner.best_params)
     print("best valid score:", tuner.best_score)

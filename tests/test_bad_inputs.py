@@ -195,3 +195,41 @@ def test_checkpoint_names_never_collide(tmp_path):
     assert second != str(first) and not os.path.exists(second)
     open(second, "wb").close()
     assert unique_path(str(first)) not in (str(first), second)
+
+
+def test_a_checkpoint_config_never_runs_code(fast_config, saved_dir, tmp_path):
+    """RecBole eval()s string values of a config dict; a configuration read back from a
+    checkpoint (which loads with weights_only=True) must not be able to run code."""
+    marker = tmp_path / "pwned"
+    payload = f"open({str(marker)!r}, 'w').write('x') and 'ok'"
+    path = modified_teacher(saved_dir, tmp_path, lambda c: c["config"].update(note=payload))
+    result = derrd(fast_config, saved_dir, teacher_checkpoint=path, epochs=1,
+                   checkpoint_dir=str(saved_dir.parent / "other-saved"))
+    assert not marker.exists()
+    assert result["teacher_checkpoint"] == path
+
+
+def test_a_checkpoint_cannot_opt_in_to_unpickling(fast_config, saved_dir, foreign_checkpoint, tmp_path):
+    """trust_checkpoint comes from the caller, never from a file: a DERRD checkpoint that stored
+    trust_checkpoint=True and a foreign teacher is refused by load_data_and_model."""
+    from recbole_derrd.quick_start import load_data_and_model
+
+    result = derrd(fast_config, saved_dir, teacher_checkpoint=foreign_checkpoint, trust_checkpoint=True,
+                   epochs=1, checkpoint_dir=str(saved_dir.parent / "trusting-saved"))
+    stored = torch.load(result["checkpoint"], weights_only=True)
+    assert stored["config"]["trust_checkpoint"] is True
+    with pytest.raises(UntrustedCheckpointError):
+        load_data_and_model(result["checkpoint"])
+    assert load_data_and_model(result["checkpoint"], trust_checkpoint=True)[1].teacher.name == "BPR"
+
+
+def test_same_second_runs_reserve_distinct_files(tmp_path):
+    from recbole_derrd.checkpoint import reserve_path, resume_path
+
+    path = str(tmp_path / "DERRD-Nov-27-2026_10-00-00.pth")
+    first = reserve_path(path, companion=resume_path)
+    second = reserve_path(path, companion=resume_path)  # the same second, another run
+    assert first == path and second != first and os.path.exists(first) and os.path.exists(second)
+    open(resume_path(str(tmp_path / "DERRD-Nov-27-2026_10-00-00-2.pth")), "wb").close()
+    third = reserve_path(path, companion=resume_path)  # -2 is taken through its resume file
+    assert third.endswith("-3.pth")

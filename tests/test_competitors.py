@@ -73,10 +73,10 @@ def test_rd_uses_the_teacher_topk_with_position_then_hybrid_weights(build):
     model.start_epoch(0)
     expected = rd_loss(model.student_backbone.pair_scores(users, model.teacher_topn[users]),
                        model.position_weights.expand(len(users), 5)).mean()
-    torch.testing.assert_close(model.rd_loss(users), expected)
+    torch.testing.assert_close(model.rd_term(users), expected)
     model.start_epoch(2)
     torch.manual_seed(3)
-    hybrid = model.rd_loss(users)
+    hybrid = model.rd_term(users)
     assert hybrid < expected  # discrepancy weights are at most 1, some below
     losses = model.calculate_loss(batch)
     assert len(losses) == 2 and all(torch.isfinite(loss) for loss in losses)
@@ -97,7 +97,7 @@ def test_cd_samples_from_the_teacher_ranking_with_soft_labels(build):
     batch = next(iter(train_data))
     batch_users = torch.unique(batch["user_id"])
     student_scores = model.student_backbone.pair_scores(batch_users, model.sampled_items[batch_users])
-    torch.testing.assert_close(model.cd_loss(batch_users),
+    torch.testing.assert_close(model.cd_term(batch_users),
                                cd_loss(student_scores, model.soft_labels[batch_users]).mean())
 
 

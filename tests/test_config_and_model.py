@@ -165,3 +165,40 @@ def test_readme_documents_every_plugin_key(parts):
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     undocumented = [key for key in keys if f"| `{key}` |" not in readme]
     assert not undocumented, undocumented
+
+
+def test_de_term_covers_batch_users_and_half_of_positive_and_negative_items(derrd_model):
+    """L_DE = mean over the batch's unique users + 0.5 (mean over unique positives + mean over
+    unique negatives), each entity reconstructed by its side's experts (same Gumbel noise)."""
+    _, model, train_data = derrd_model(use_rrd=False)
+    batch = first_batch(train_data)
+    users = torch.unique(batch["user_id"])
+    positive, negative = torch.unique(batch["item_id"]), torch.unique(batch["neg_item_id"])
+    tables = model.student_backbone.side_tables()
+    torch.manual_seed(11)
+    actual = model.de_term(batch, users)
+    torch.manual_seed(11)  # de_term draws the user bank's noise first, then the items'
+    user_part = model.experts["user"](tables["user"][1][users], model.de_target("user")[users],
+                                      model.selection_tau).mean()
+    items, occurrence = torch.unique(torch.cat([positive, negative]), return_inverse=True)
+    item_losses = model.experts["item"](tables["item"][1][items], model.de_target("item")[items],
+                                        model.selection_tau)[occurrence]
+    expected = user_part + 0.5 * (item_losses[: len(positive)].mean() + item_losses[len(positive):].mean())
+    torch.testing.assert_close(actual, expected)
+    assert model.de_target("user").shape == (model.n_users, 32)
+
+
+def test_rrd_term_ranks_the_sampled_items_of_the_batch_users(derrd_model):
+    from recbole_derrd.model.rrd import rrd_loss
+
+    _, model, train_data = derrd_model(use_de=False)
+    model.start_epoch(0)
+    users = torch.unique(first_batch(train_data)["user_id"])
+    user_vectors = model.student.user_embedding.weight[users]
+    item_table = model.student.item_embedding.weight
+    interesting = (user_vectors.unsqueeze(1) * item_table[model.interesting_items[users]]).sum(-1)
+    uninteresting = (user_vectors.unsqueeze(1) * item_table[model.uninteresting_items[users]]).sum(-1)
+    torch.testing.assert_close(model.rrd_term(users), rrd_loss(interesting, uninteresting).mean())
+    # the interesting items are the teacher's top-N entries at the sampled ranks, best first
+    ranks = (model.interesting_items[users].unsqueeze(2) == model.teacher_topn[users].unsqueeze(1)).float().argmax(2)
+    assert (ranks[:, 1:] > ranks[:, :-1]).all()

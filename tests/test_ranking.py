@@ -123,3 +123,13 @@ def test_uninteresting_items_avoid_train_and_topn_and_are_uniform(toy_split):
         counts = torch.bincount(sampled[user], minlength=n_items)[allowed].double()
         _, p_value = stats.chisquare(counts.numpy())
         assert p_value > 1e-4, (user, p_value)
+
+
+def test_small_rank_temperatures_do_not_underflow():
+    """T = 0.1: exp(-rank / T) is 0 in float32 beyond rank ~10, yet 40 distinct ranks must come
+    out, almost surely the first 40 in order (each next rank is e^10 times likelier than the
+    one after it), and not the same arbitrary zero-weight ranks for every user."""
+    positions = sample_interesting(5000, 500, 40, 0.1, torch.Generator().manual_seed(7))
+    assert (positions[:, 1:] > positions[:, :-1]).all()
+    exact = (positions == torch.arange(40)).all(dim=1).float().mean()
+    assert exact > 0.99 and positions.max() < 60

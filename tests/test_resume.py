@@ -76,7 +76,8 @@ def test_resumed_run_ends_like_an_uninterrupted_one(derrd_run, interrupted):
     # it went on writing the interrupted run's own two files, and no others
     assert resumed["checkpoint"] == best_file and resumed["resume_file"] == resume_file
     assert sorted(os.listdir(saved)) == sorted(map(os.path.basename, (best_file, resume_file)))
-    assert torch.load(resume_file, weights_only=True)["epoch"] == 1  # last started: epoch 2
+    final = torch.load(resume_file, weights_only=True)
+    assert final["finished"] is True and final["epoch"] == 1  # last started: epoch 2
 
 
 def test_resuming_from_the_best_model_file_finds_its_resume_file(derrd_run, interrupted):
@@ -167,3 +168,18 @@ def test_resume_without_the_best_model_file_fails(interrupted):
     with pytest.raises(CheckpointError, match="its best model, .* is missing"):
         run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
     assert os.listdir(saved) == [os.path.basename(resume_file)]
+
+
+def test_a_finished_run_is_not_resumed(derrd_run, workdir):
+    """The uninterrupted reference run finished: its resume file says so, and resuming it
+    (which would train again and could overwrite its best model) is refused."""
+    config, result = derrd_run
+    saved = workdir / "saved"
+    shutil.copytree(config["checkpoint_dir"], saved)
+    resume_file = str(saved / os.path.basename(result["resume_file"]))
+    assert torch.load(resume_file, weights_only=True)["finished"] is True
+    before = directory_snapshot(saved)
+    with pytest.raises(CheckpointError, match="that run finished"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config, checkpoint_dir=str(saved)),
+                          resume=resume_file)
+    assert directory_snapshot(saved) == before

@@ -63,18 +63,20 @@ class Backbone:
 
     def pair_scores(self, users, items):
         """Scores of ``users[b]`` with each of ``items[b]``: ``[B]`` x ``[B, S]`` -> ``[B, S]``,
-        through the model's ``predict``, at most ``pair_chunk`` pairs at a time."""
+        at most ``pair_chunk`` pairs at a time."""
         flat_users = users.repeat_interleave(items.shape[1])
         flat_items = items.reshape(-1)
         scores = [
-            self.model.predict(
-                Interaction({self.model.USER_ID: chunk_users, self.model.ITEM_ID: chunk_items})
-            )
+            self.score_pairs(chunk_users, chunk_items)
             for chunk_users, chunk_items in zip(
                 flat_users.split(self.pair_chunk), flat_items.split(self.pair_chunk)
             )
         ]
         return torch.cat(scores).view(items.shape)
+
+    def score_pairs(self, users, items):
+        """Scores of the pairs ``(users[p], items[p])``: the model's own ``predict``."""
+        return self.model.predict(Interaction({self.model.USER_ID: users, self.model.ITEM_ID: items}))
 
     def side_tables(self):
         """``{name: (side, table)}``: the representation of every user / item id."""
@@ -202,16 +204,8 @@ class NeuMFBackbone(Backbone):
             return hidden
         return torch.cat([model.user_mf_embedding(users) * model.item_mf_embedding(items), hidden], -1)
 
-    def pair_scores(self, users, items):
-        flat_users = users.repeat_interleave(items.shape[1])
-        flat_items = items.reshape(-1)
-        scores = [
-            self.model.forward(chunk_users, chunk_items)
-            for chunk_users, chunk_items in zip(
-                flat_users.split(self.pair_chunk), flat_items.split(self.pair_chunk)
-            )
-        ]
-        return torch.cat(scores).view(items.shape)
+    def score_pairs(self, users, items):
+        return self.model.forward(users, items)
 
 
 BACKBONES = {

@@ -78,7 +78,7 @@ class CD(Distiller):
     def shared_state(self):
         return [self.teacher_topn, self.sampled_items, self.soft_labels]
 
-    def cd_loss(self, batch_users):
+    def cd_term(self, batch_users):
         """The CD term of the batch's unique users."""
         if self.sampled_epoch is None:
             self.start_epoch(0)  # used outside the trainer
@@ -88,4 +88,4 @@ class CD(Distiller):
     def calculate_loss(self, interaction):
         batch_users = torch.unique(interaction[self.USER_ID])
         with self.student_backbone.training_step():
-            return self.base_loss(interaction), self.lambda_cd * self.cd_loss(batch_users)
+            return self.base_loss(interaction), self.lambda_cd * self.cd_term(batch_users)

@@ -159,10 +159,10 @@ class DERRD(Distiller):
         labels = interaction[self.LABEL]
         return items[labels > 0.5], items[labels <= 0.5]
 
-    def de_loss(self, interaction, batch_users):
+    def de_term(self, interaction, batch_users):
         r""":math:`\mathcal{L}_{DE}` of the batch."""
         if self.de_pair_layer is not None:
-            return self.pair_de_loss(interaction)
+            return self.pair_de_term(interaction)
         positive, negative = (torch.unique(items) for items in self.batch_items(interaction))
         # An item that is both a positive and a negative of the batch is reconstructed once
         # (one Gumbel draw) and counted in both terms.
@@ -182,7 +182,7 @@ class DERRD(Distiller):
                 total = total + 0.5 * (self.reduce(positive_losses) + self.reduce(negative_losses))
         return total
 
-    def pair_de_loss(self, interaction):
+    def pair_de_term(self, interaction):
         r""":math:`\mathcal{L}_{DE}` on the joint representations of the batch's unique pairs."""
         pairs = torch.unique(interaction[self.USER_ID] * self.n_items + interaction[self.ITEM_ID])
         users, items = pairs // self.n_items, pairs % self.n_items
@@ -232,7 +232,7 @@ class DERRD(Distiller):
             self.uninteresting_items = uninteresting
         self.sampled_epoch = epoch
 
-    def rrd_loss(self, batch_users):
+    def rrd_term(self, batch_users):
         r""":math:`\mathcal{L}_{RRD}` of the batch's unique users."""
         if self.sampled_epoch is None:
             self.resample(0)  # used outside the trainer
@@ -271,7 +271,7 @@ class DERRD(Distiller):
         with self.student_backbone.training_step():  # LightGCN propagates once per step
             losses = [self.base_loss(interaction)]
             if self.use_de:
-                losses.append(self.lambda_de * self.de_loss(interaction, batch_users))
+                losses.append(self.lambda_de * self.de_term(interaction, batch_users))
             if self.use_rrd:
-                losses.append(self.lambda_rrd * self.rrd_loss(batch_users))
+                losses.append(self.lambda_rrd * self.rrd_term(batch_users))
         return tuple(losses)

@@ -26,6 +26,7 @@ from recbole.utils import InputType
 from recbole_derrd.config import plugin_properties_file
 from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.data import split_fingerprint
+from recbole_derrd.distributed import writes_files
 from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path, train_interactions
 from recbole_derrd.teacher import TEACHER_TYPES, load_teacher, prepare_teacher
 from recbole_derrd.utils import get_model
@@ -139,7 +140,8 @@ class Distiller(GeneralRecommender):
         else:
             self.data_requirements(config, dataset)
         self.LABEL = config["LABEL_FIELD"]
-        self.student = get_model(config["student_model"])(config, dataset)
+        # on the training device at once: DE and RRD read the student while the model is built
+        self.student = get_model(config["student_model"])(config, dataset).to(self.device)
         self.student_backbone = backbone_of(self.student)
         self.teacher = load_teacher(config, dataset)
         self.teacher_backbone = backbone_of(self.teacher.model)
@@ -149,8 +151,7 @@ class Distiller(GeneralRecommender):
         self.show_progress = config["show_progress"]
         self.training_interactions = train_interactions(dataset)
         self.split_fingerprint = split_fingerprint(dataset)
-        # only one process writes files in a distributed run
-        self.writes_files = config["local_rank"] in (None, 0)
+        self.writes_cache = writes_files(config)  # one process writes in a multi-process run
 
     def reduce(self, losses):
         """Per-entity losses to one number, by the configured convention (mean or sum)."""
@@ -196,7 +197,7 @@ class Distiller(GeneralRecommender):
             "n_items": self.n_items,
         }
         path = topn_cache_path(self.teacher.path, topn, self.split_fingerprint, self.teacher.digest)
-        return cached_teacher_topn(path, compute, identity, write=self.writes_files).to(self.device)
+        return cached_teacher_topn(path, compute, identity, write=self.writes_cache).to(self.device)
 
     def student_parameter_count(self):
         """Parameters of the deployed student (the backbone alone)."""

@@ -93,7 +93,7 @@ class RD(Distiller):
     def shared_state(self):
         return [self.teacher_topn]
 
-    def rd_loss(self, batch_users):
+    def rd_term(self, batch_users):
         """The RD term of the batch's unique users."""
         topk_items = self.teacher_topn[batch_users]
         if self.epoch < self.discrepancy_start_epoch or self.sharpness == 0:
@@ -113,4 +113,4 @@ class RD(Distiller):
     def calculate_loss(self, interaction):
         batch_users = torch.unique(interaction[self.USER_ID])
         with self.student_backbone.training_step():
-            return self.base_loss(interaction), self.lambda_rd * self.rd_loss(batch_users)
+            return self.base_loss(interaction), self.lambda_rd * self.rd_term(batch_users)
