@@ -74,3 +74,29 @@ def get_trainer(model_type, model_name):
     if trainer_class is None:
         trainer_class = recbole_get_trainer(model_type, model_name)
     return safe_trainer_class(trainer_class)
+
+
+def machine_info(device):
+    """What a timing was measured on: CPU model, cores, torch and its CPU threads, the device."""
+    import os
+    import platform
+
+    import torch
+
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "python": platform.python_version(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        info["cpu"] = names[0] if names else info["cpu"]
+    except OSError:
+        pass
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

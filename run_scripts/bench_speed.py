@@ -23,7 +23,6 @@ Parts (results/speed/<device>.json, then results/speed.md is rebuilt from every 
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -53,26 +52,6 @@ def timed(function, device):
     result = function()
     synchronize(device)
     return time.perf_counter() - start, result
-
-
-def machine(device):
-    info = {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "device": device,
-        "python": platform.python_version(),
-    }
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        info["cpu"] = names[0] if names else info["cpu"]
-    except OSError:
-        pass
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 # --------------------------------------------------------------------------- epoch
@@ -452,8 +431,10 @@ def main():
     if args.child_topn:
         return topn_child(args.child_topn, args.device, args.topn)
 
+    from recbole_derrd.utils import machine_info
+
     parts = args.parts.split(",")
-    report = {"machine": machine(args.device), "date": time.strftime("%Y-%m-%d"),
+    report = {"machine": machine_info(args.device), "date": time.strftime("%Y-%m-%d"),
               "command": "python run_scripts/bench_speed.py " + " ".join(sys.argv[1:])}
     if "epoch" in parts:
         report["epoch"] = []

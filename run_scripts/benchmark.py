@@ -41,6 +41,18 @@ PROTOCOLS = {
 }
 
 
+def format_value(value, spec):
+    return "" if value is None else format(value, spec)
+
+
+def timing_context(gpu_id):
+    """What the times of a cell were measured on: the device and torch's CPU threads."""
+    from recbole_derrd.utils import machine_info
+
+    info = machine_info("cuda" if gpu_id != "" and torch.cuda.is_available() else "cpu")
+    return f"{info.get('gpu', info['cpu'])}, {info['threads']} torch thread(s)"
+
+
 def cell_key(method, size, seed):
     return f"{method}|{size}|{seed}"
 
@@ -115,6 +127,7 @@ class Benchmark:
             "train_seconds_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
             "wall_seconds": time.time() - start,
             "checkpoint": result["checkpoint"],
+            "timing": timing_context(config.get("gpu_id")),
             "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
         }
 
@@ -216,7 +229,8 @@ class Benchmark:
             entry = {"seeds": len(cells)}
             for metric in cells[0]["test"]:
                 values = [cell["test"][metric] for cell in cells]
-                entry[metric] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
+                # one seed measures no spread: None, not a zero standard deviation
+                entry[metric] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None)
             for field in ("parameters", "inference_seconds", "train_seconds_per_epoch", "epochs"):
                 values = [cell[field] for cell in cells if cell.get(field) is not None]
                 entry[field] = statistics.mean(values) if values else None
@@ -243,7 +257,7 @@ class Benchmark:
                 entry = summary[(method, size)]
                 ratio = entry[metric][0] / teacher[metric][0] if teacher else None
                 writer.writerow([method, size, entry["seeds"]]
-                                + [f"{entry[m][i]:.5f}" for m in metrics for i in (0, 1)]
+                                + [format_value(entry[m][i], ".5f") for m in metrics for i in (0, 1)]
                                 + [entry["parameters"], entry["inference_seconds"],
                                    entry["train_seconds_per_epoch"], entry["epochs"], ratio])
         self.write_markdown(path + ".md", summary, keys, metrics, teacher)
@@ -255,9 +269,15 @@ class Benchmark:
         lines = [f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol", "",
                  f"Command: `python run_scripts/benchmark.py --dataset={args.dataset} "
                  f"--backbone={args.backbone} --protocol={args.protocol} --sizes={args.sizes_text} "
-                 f"--seeds={len(args.seed_values)}`; protocol `{PROTOCOLS[args.protocol]}`. "
-                 f"Test metrics, mean ± standard deviation over seeds {args.seed_values} (each seed "
-                 f"is its own split, teacher and students). Students use the plugin's default "
+                 f"--seeds={len(args.seed_values)}{self.extra_arguments()}`; protocol "
+                 f"`{PROTOCOLS[args.protocol]}`. "
+                 + (f"Test metrics, mean ± standard deviation over seeds {args.seed_values} (each seed "
+                    "is its own split, teacher and students). " if len(args.seed_values) > 1 else
+                    f"Test metrics of one seed ({args.seed_values[0]}): no spread over seeds was "
+                    "measured, so differences of about 0.01 may be training noise. ")
+                 + "Times measured on: " + "; ".join(sorted({cell.get("timing", "not recorded") for cell in self.cells.values()
+                                                            if cell["seed"] in args.seed_values})) + ". "
+                 + "Students use the plugin's default "
                  "hyperparameters. Inference: full-sort scoring and top-k (the protocol's largest k) of all users, "
                  f"median of {args.inference_repeats} repeats measured side by side; training time "
                  "per epoch excludes evaluation.", "",
@@ -274,44 +294,78 @@ class Benchmark:
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
             lines.append(
                 f"| {method} | {size} | "
-                + " | ".join(f"{entry[m][0]:.4f} ± {entry[m][1]:.4f}" for m in shown)
+                + " | ".join(f"{entry[m][0]:.4f}" + (f" ± {entry[m][1]:.4f}" if entry[m][1] is not None else "")
+                             for m in shown)
                 + f" | {entry['parameters']:,.0f} | {inference} | {per_epoch} | {entry['epochs']:.0f} | "
                 f"{vs_teacher} | {vs_student} |")
         lines.append("")
         with open(path, "w") as handle:
             handle.write("\n".join(lines))
 
+    def extra_arguments(self):
+        """The command-line options that changed what was run, for the report's command."""
+        args, extra = self.args, []
+        if args.methods != METHODS:
+            extra.append(f"--methods={','.join(args.methods)}")
+        if args.teacher_size != 200:
+            extra.append(f"--teacher_size={args.teacher_size}")
+        if args.epochs is not None:
+            extra.append(f"--epochs={args.epochs}")
+        if args.config_files:
+            extra.append(f"--config_files=\"{' '.join(args.config_files)}\"")
+        return "".join(f" {option}" for option in extra)
+
     def plot(self, path, summary, teacher):
+        """Two panels: test quality against student size, and against full-sort inference time
+        (the teacher a point there, a dashed line on the left)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         metric = self.args.metric
-        figure, axis = plt.subplots(figsize=(7, 4.5))
+        figure, (by_size, by_time) = plt.subplots(1, 2, figsize=(11, 4.5))
         sizes = sorted({size for method, size in summary if method != "teacher"})
         markers = dict(zip(METHODS[1:], "osv^<>D"))
         for offset, method in enumerate(METHODS[1:]):
             points = [(size, summary[(method, size)]) for size in sizes if (method, size) in summary]
             if not points:
                 continue
+            style = dict(marker=markers[method], capsize=3, label=method,
+                         linewidth=2.5 if method in ("student", "DE-RRD") else 1,
+                         color="black" if method == "student" else None)
+            means = [entry[metric][0] for _, entry in points]
+            spreads = [entry[metric][1] or 0.0 for _, entry in points]
             xs = [size * (1 + 0.015 * (offset - 3)) for size, _ in points]  # spread the markers
-            axis.errorbar(xs, [e[metric][0] for _, e in points], yerr=[e[metric][1] for _, e in points],
-                          marker=markers[method], capsize=3, label=method,
-                          linewidth=2.5 if method in ("student", "DE-RRD") else 1,
-                          color="black" if method == "student" else None)
+            line = by_size.errorbar(xs, means, yerr=spreads, **style)
+            timed = [(1000 * entry["inference_seconds"], mean, spread)
+                     for (_, entry), mean, spread in zip(points, means, spreads) if entry["inference_seconds"]]
+            if timed:
+                milliseconds, timed_means, timed_spreads = zip(*timed)
+                by_time.errorbar(milliseconds, timed_means, yerr=timed_spreads, color=line[0].get_color(),
+                                 **{key: value for key, value in style.items() if key != "color"})
         if teacher:
-            axis.axhline(teacher[metric][0], color="gray", linestyle="--",
-                         label=f"teacher (d={self.args.teacher_size})")
-            axis.axhspan(teacher[metric][0] - teacher[metric][1], teacher[metric][0] + teacher[metric][1],
-                         color="gray", alpha=0.15)
-        axis.set_xscale("log")
-        axis.set_xticks(sizes)
-        axis.set_xticklabels([str(size) for size in sizes])
-        axis.set_xlabel("student size (embedding dimension)")
-        axis.set_ylabel(f"test {metric}")
-        axis.set_title(f"{self.args.dataset}, {self.args.backbone}, {self.args.protocol} protocol")
-        axis.legend(fontsize=8, ncol=2)
+            spread = teacher[metric][1] or 0.0
+            label = f"teacher (d={self.args.teacher_size})"
+            by_size.axhline(teacher[metric][0], color="gray", linestyle="--", label=label)
+            by_size.axhspan(teacher[metric][0] - spread, teacher[metric][0] + spread, color="gray", alpha=0.15)
+            if teacher["inference_seconds"]:
+                by_time.errorbar([1000 * teacher["inference_seconds"]], [teacher[metric][0]], yerr=[spread],
+                                 marker="*", markersize=12, color="gray", linestyle="none", label=label)
+        by_size.set_xscale("log")
+        by_size.set_xticks(sizes)
+        by_size.set_xticklabels([str(size) for size in sizes])
+        by_size.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        by_size.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+        by_size.set_xlabel("student size (embedding dimension)")
+        by_time.set_xlabel("full-sort inference of all users (ms)")
+        for axis in (by_size, by_time):
+            axis.set_ylabel(f"test {metric}")
+            axis.legend(fontsize=8, ncol=2)
+        seeds = len(self.args.seed_values)
+        figure.suptitle(f"{self.args.dataset}, {self.args.backbone}, {self.args.protocol} protocol "
+                        f"({seeds} seed{'s' if seeds > 1 else ''}{'; bars: std' if seeds > 1 else ''})")
         figure.tight_layout()
         figure.savefig(path, dpi=120)
         plt.close(figure)

@@ -46,11 +46,15 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     header = [cell.strip() for cell in rows[0].split("|")[1:-1]]
     assert "ndcg@10" in header and "recall@20" in header and "inference" in header
     assert all(len(row.split("|")) == len(rows[0].split("|")) for row in rows)
+    # one seed measures no spread: the table says so instead of showing a zero deviation
+    assert "±" not in table and "one seed (2020)" in table and "torch thread(s)" in table
+    assert "--epochs=1 " in table and "--methods=teacher,student,RRD" in table  # the real command
     with open(folder / "BPR-recbole.csv") as handle:
         records = list(csv.DictReader(handle))
     assert [record["method"] for record in records] == ["teacher", "student", "RRD"]
     teacher = records[0]
     assert float(teacher["ndcg@10_mean"]) > 0 and float(teacher["inference_seconds"]) > 0
+    assert teacher["ndcg@10_std"] == ""
     assert int(records[1]["parameters"]) == (944 + 1683) * 8 == int(records[2]["parameters"])
     assert float(records[2]["ndcg@10_ratio_to_teacher"]) == pytest.approx(
         float(records[2]["ndcg@10_mean"]) / float(teacher["ndcg@10_mean"]))

@@ -30,6 +30,18 @@ def test_defaults_come_from_the_plugin_yaml(workdir):
     assert get_trainer(config["MODEL_TYPE"], "DERRD") is DERRDTrainer
 
 
+def test_backbone_defaults_layer_over_the_model_defaults(workdir, monkeypatch):
+    """properties/model/DERRD/NeuMF.yaml holds NeuMF's weights; user settings still win."""
+    neumf = Config("DERRD", "ml-100k", config_dict={"gpu_id": "", "student_model": "NeuMF"})
+    assert (neumf["lambda_de"], neumf["lambda_rrd"]) == (1e-4, 0.1)
+    assert neumf["teacher_model"] == "NeuMF" and neumf["mf_embedding_size"] == 20
+    bpr = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
+    assert (bpr["lambda_de"], bpr["lambda_rrd"]) == (0.01, 0.01)
+    monkeypatch.setattr(sys, "argv", ["run.py", "--lambda_rrd=0.5"])
+    overridden = Config("DERRD", "ml-100k", config_dict={"gpu_id": "", "student_model": "NeuMF"})
+    assert (overridden["lambda_de"], overridden["lambda_rrd"]) == (1e-4, 0.5)
+
+
 def test_command_line_overrides_reach_the_student_but_not_the_teacher(workdir, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["run.py", "--embedding_size=12", "--learning_rate=0.05"])
     config = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
