@@ -113,10 +113,14 @@ def cached_teacher_topn(cache_path, compute, identity, write=True):
     return items
 
 
+def rank_log_weights(topn, temperature, device=None, dtype=torch.float):
+    r"""Log sampling weights :math:`-r/T` of ranks :math:`r = 1..N` (never underflow)."""
+    return -torch.arange(1, topn + 1, dtype=dtype, device=device) / temperature
+
+
 def rank_discount_weights(topn, temperature, device=None):
     r"""Unnormalised sampling weights :math:`\exp(-r/T)` of ranks :math:`r = 1..N`."""
-    ranks = torch.arange(1, topn + 1, dtype=torch.float64, device=device)
-    return torch.exp(-ranks / temperature).float()
+    return torch.exp(rank_log_weights(topn, temperature, device, dtype=torch.float64)).float()
 
 
 def sample_interesting(n_users, topn, num_interesting, temperature, generator, chunk_users=65536):
@@ -133,7 +137,7 @@ def sample_interesting(n_users, topn, num_interesting, temperature, generator, c
         torch.LongTensor: ``[n_users, num_interesting]``, on the generator's device.
     """
     device = generator.device
-    log_weights = -torch.arange(1, topn + 1, dtype=torch.float, device=device) / temperature
+    log_weights = rank_log_weights(topn, temperature, device)
     positions = torch.empty((n_users, num_interesting), dtype=torch.long, device=device)
     for start in range(0, n_users, chunk_users):
         end = min(start + chunk_users, n_users)

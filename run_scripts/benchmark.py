@@ -41,8 +41,9 @@ PROTOCOLS = {
 }
 
 
-def format_value(value, spec):
-    return "" if value is None else format(value, spec)
+def format_value(value, spec, prefix=""):
+    """``value`` formatted, or nothing where it was not measured (a spread over one seed)."""
+    return "" if value is None else prefix + format(value, spec)
 
 
 def timing_context(gpu_id):
@@ -275,8 +276,7 @@ class Benchmark:
                     "is its own split, teacher and students). " if len(args.seed_values) > 1 else
                     f"Test metrics of one seed ({args.seed_values[0]}): no spread over seeds was "
                     "measured, so differences of about 0.01 may be training noise. ")
-                 + "Times measured on: " + "; ".join(sorted({cell.get("timing", "not recorded") for cell in self.cells.values()
-                                                            if cell["seed"] in args.seed_values})) + ". "
+                 + f"Times measured on: {self.timing_text()}. "
                  + "Students use the plugin's default "
                  "hyperparameters. Inference: full-sort scoring and top-k (the protocol's largest k) of all users, "
                  f"median of {args.inference_repeats} repeats measured side by side; training time "
@@ -294,13 +294,19 @@ class Benchmark:
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
             lines.append(
                 f"| {method} | {size} | "
-                + " | ".join(f"{entry[m][0]:.4f}" + (f" ± {entry[m][1]:.4f}" if entry[m][1] is not None else "")
+                + " | ".join(format_value(entry[m][0], ".4f") + format_value(entry[m][1], ".4f", prefix=" ± ")
                              for m in shown)
                 + f" | {entry['parameters']:,.0f} | {inference} | {per_epoch} | {entry['epochs']:.0f} | "
                 f"{vs_teacher} | {vs_student} |")
         lines.append("")
         with open(path, "w") as handle:
             handle.write("\n".join(lines))
+
+    def timing_text(self):
+        """What the reported cells' times were measured on (older cells did not record it)."""
+        contexts = {cell.get("timing", "not recorded") for cell in self.cells.values()
+                    if cell["seed"] in self.args.seed_values}
+        return "; ".join(sorted(contexts))
 
     def extra_arguments(self):
         """The command-line options that changed what was run, for the report's command."""

@@ -10,7 +10,7 @@ import torch
 
 import recbole_derrd.data
 import recbole_derrd.teacher
-from recbole_derrd import Config, run_recbole_derrd
+from recbole_derrd import run_recbole_derrd
 from recbole_derrd.checkpoint import CheckpointError, UntrustedCheckpointError, unique_path
 from recbole_derrd.data import DatasetNotFoundError
 from recbole_derrd.teacher import TeacherError, TeacherMismatchError

@@ -1,7 +1,6 @@
 """Issue 5: the teacher's top-N cache, and samplers that never build a users x items tensor."""
 
 import glob
-import os
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.ranking import (
     UninterestingSampler,
     cached_teacher_topn,
-    rank_discount_weights,
+    rank_log_weights,
     sample_interesting,
     teacher_topn,
 )
@@ -88,7 +87,7 @@ def test_sampling_at_scale_never_builds_a_users_by_items_tensor(large_split):
     # law (Gumbel top-k on log-weights: successive sampling without replacement), rank by
     # rank, within 5 standard errors of the difference of two proportions
     observed = torch.bincount(positions.reshape(-1), minlength=topn).double() / n_users
-    keys = rank_discount_weights(topn, 10.0).double().log() - torch.empty(n_users, topn, dtype=torch.float64).exponential_(
+    keys = rank_log_weights(topn, 10.0, dtype=torch.float64) - torch.empty(n_users, topn, dtype=torch.float64).exponential_(
         generator=torch.Generator().manual_seed(2)).log()
     reference = torch.bincount(keys.topk(20, dim=1).indices.reshape(-1), minlength=topn).double() / n_users
     standard_error = (2 * reference.clamp(1e-4, 1 - 1e-4) * (1 - reference.clamp(1e-4, 1 - 1e-4)) / n_users).sqrt()
