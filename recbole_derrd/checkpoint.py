@@ -19,7 +19,9 @@ during an epoch continues from that epoch's start exactly as if it had not stopp
 import enum
 import os
 import pickle
+import tempfile
 import time
+import uuid
 from collections import OrderedDict
 from logging import getLogger
 
@@ -29,6 +31,7 @@ import torch
 from recbole.utils import set_color
 
 from recbole_derrd.data import split_fingerprint
+from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
 from recbole_derrd.distributed import (
     barrier,
     broadcast_object,
@@ -37,7 +40,7 @@ from recbole_derrd.distributed import (
     is_distributed,
     writes_files,
 )
-from recbole_derrd.keys import learned_from
+from recbole_derrd.keys import SPLIT_KEYS, learned_from
 from recbole_derrd.random_state import run_random_state, set_run_random_state
 
 #: Written into every checkpoint of this plugin, so that a reader knows the layout.
@@ -45,14 +48,6 @@ CHECKPOINT_FORMAT = "recbole-derrd/1"
 
 #: ``kind`` of a resume file (other checkpoints of the plugin have no ``kind``).
 RESUME_KIND = "resume"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable or unsuitable."""
-
-
-class UntrustedCheckpointError(CheckpointError):
-    """A checkpoint needs arbitrary unpickling and the user did not opt in."""
 
 
 def to_plain(value):
@@ -113,36 +108,85 @@ def unique_path(path, companion=None):
     return candidate
 
 
-def reserve_path(path, companion=None):
-    """Create ``path``, or the next free ``<stem>-N<ext>``, empty and exclusively (``O_EXCL``),
-    and return it: two runs that start in the same second (RecBole's file names have one-second
-    resolution) never write to the same file."""
-    stem, extension = os.path.splitext(path)
-    candidate, index = path, 0
-    while True:
-        if companion is None or not os.path.exists(companion(candidate)):
-            try:
-                os.close(os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                return candidate
-            except FileExistsError:
-                pass
-        index += 1
-        candidate = f"{stem}-{index}{extension}"
-
-
 def resume_path(model_file):
     """The resume file written beside a best-model file: ``<stem>.resume<ext>``."""
     stem, extension = os.path.splitext(model_file)
     return f"{stem}.{RESUME_KIND}{extension}"
 
 
-def save_checkpoint(state, path):
-    """Write ``state`` atomically (a crash never leaves a half-written file at ``path``)."""
+def best_model_path(resume_file):
+    """The best-model file of a resume file, derived from the resume file's own name
+    (``<stem>.resume<ext>`` -> ``<stem><ext>``, in the same folder): the inverse of
+    :func:`resume_path`.
+
+    Never read from the file's contents: a name or path stored in a file is untrusted, and a
+    resumed run writes to this file.
+
+    Raises:
+        CheckpointError: the name does not end in ``.resume<ext>``.
+    """
+    stem, extension = os.path.splitext(resume_file)
+    suffix = f".{RESUME_KIND}"
+    if not stem.endswith(suffix) or os.path.basename(stem) == suffix:
+        raise CheckpointError(
+            f"Cannot resume from '{resume_file}': a resume file is named "
+            f"'<best model>.{RESUME_KIND}.pth' and the resumed run writes its best model under "
+            "that name; rename the file back to the name its run gave it."
+        )
+    return stem[: -len(suffix)] + extension
+
+
+def save_checkpoint(state, path, exclusive=False):
+    """Write ``state`` to ``path`` atomically: it is written to a temporary file in the same
+    folder, flushed to disk, then renamed into place, so an interrupt or crash at any moment
+    leaves the previous complete file (or none), never a partial one.
+
+    Args:
+        exclusive (bool): never replace an existing file (raise ``FileExistsError``): the
+            file is linked into place, which fails atomically when ``path`` exists.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        if exclusive:
+            os.link(temporary, path)  # FileExistsError if taken, never a replacement
+        else:
+            os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def create_checkpoint(state, model_file, resume=False):
+    """Write ``state`` into a new file of a new run and return the best-model file name chosen.
+
+    The name is ``model_file`` or the next free ``<stem>-N<ext>`` whose best-model file and
+    resume file both do not exist; ``state`` goes to the best-model file, or with ``resume`` to
+    its resume file. The file is created exclusively and complete (:func:`save_checkpoint`):
+    two runs that start in the same second (RecBole's file names have one-second resolution)
+    never write to the same file, and an interrupted run leaves no empty placeholder.
+    """
+    stem, extension = os.path.splitext(model_file)
+    candidate, index = model_file, 0
+    while True:
+        target, companion = (
+            (resume_path(candidate), candidate) if resume else (candidate, resume_path(candidate))
+        )
+        if not os.path.lexists(companion):
+            try:
+                save_checkpoint(state, target, exclusive=True)
+                return candidate
+            except FileExistsError:
+                pass
+        index += 1
+        candidate = f"{stem}-{index}{extension}"
 
 
 def read_checkpoint(path, trust=False, map_location="cpu"):
@@ -193,7 +237,13 @@ def read_checkpoint(path, trust=False, map_location="cpu"):
 
 
 def read_resume_file(path, config):
-    r"""Read the resume file of an interrupted run and check that ``config`` continues it.
+    r"""Read the resume file of an interrupted run and check that ``config`` continues it,
+    before any data is loaded or any teacher trained.
+
+    The files the resumed run writes are the resume file itself and the best-model file whose
+    name is derived from it (:func:`best_model_path`); the best-model file, where it exists,
+    must be the one the interrupted run wrote (same ``run_id``): the run never writes to a file
+    it did not create.
 
     Args:
         path (str): a resume file, or the best-model file of a run (its resume file, written
@@ -201,10 +251,13 @@ def read_resume_file(path, config):
         config (Config): the configuration of the run that continues.
 
     Returns:
-        tuple: ``(resume file path, checkpoint)``.
+        tuple: ``(resume file path, checkpoint)``; the checkpoint's ``best_model_file`` is
+        replaced by the derived path.
 
     Raises:
-        CheckpointError: missing, unreadable, not a resume file, or of another model or dataset.
+        CheckpointError: missing, unreadable, not a resume file, of another model, dataset,
+            split or seed, of a finished run, with no epoch left, or beside a best-model file
+            that is not its own.
     """
     path = str(path)
     if os.path.isfile(resume_path(path)):
@@ -221,12 +274,72 @@ def read_resume_file(path, config):
         )
     stored = checkpoint["config"]
     for key in ("model", "dataset"):
-        if str(stored[key]).lower() != str(config[key]).lower():
+        if str(stored.get(key)).lower() != str(config[key]).lower():
             raise CheckpointError(
-                f"Cannot resume from '{path}': it continues a run of {key} {stored[key]}, this "
-                f"run's {key} is {config[key]}."
+                f"Cannot resume from '{path}': it continues a run of {key} {stored.get(key)}, "
+                f"this run's {key} is {config[key]}."
             )
+    if checkpoint.get("finished"):
+        raise CheckpointError(
+            f"Cannot resume from '{path}': that run finished (after epoch "
+            f"{checkpoint['epoch']}, all epochs or early stopping): nothing is left to train."
+        )
+    start_epoch = checkpoint["epoch"] + 1
+    if start_epoch >= config["epochs"]:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it stopped at the start of epoch {start_epoch} and "
+            f"this run has epochs={config['epochs']}: nothing is left to train."
+        )
+    differing = [
+        key for key in SPLIT_KEYS if to_plain(stored.get(key)) != to_plain(config[key])
+    ]
+    if differing:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it was trained with other data, split or seed "
+            "settings than this run ("
+            + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in differing)
+            + "). Resume with the interrupted run's settings."
+        )
+    run_id = checkpoint.get("run_id")
+    if not isinstance(run_id, str) or not run_id:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it does not say which run wrote it (no 'run_id'; "
+            "written by an older version of recbole-derrd?), so its best-model file cannot "
+            "be told apart from another file. Start a new run."
+        )
+    best_model_file = best_model_path(path)
+    if os.path.lexists(best_model_file):
+        try:
+            owner = None if os.path.islink(best_model_file) else read_checkpoint(best_model_file)
+        except CheckpointError:
+            owner = None
+        if owner is None or owner.get("run_id") != run_id:
+            raise CheckpointError(
+                f"Cannot resume from '{path}': '{best_model_file}', where the resumed run "
+                "writes its best model, is not the best model of the interrupted run (another "
+                "file by that name); it is left untouched. Move it away, or start a new run."
+            )
+    elif checkpoint["best_valid_result"] is not None:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': its best model, {best_model_file}, is missing (it "
+            "was saved there before the run stopped)."
+        )
+    checkpoint["best_model_file"] = best_model_file
     return path, checkpoint
+
+
+def check_resume_split(path, checkpoint, train_dataset):
+    """Refuse to resume ``checkpoint`` on another training split than its own (the dataset
+    files changed), right after the data is loaded and before a teacher is trained.
+
+    Raises:
+        CheckpointError
+    """
+    if checkpoint.get("split_fingerprint") != split_fingerprint(train_dataset):
+        raise CheckpointError(
+            f"Cannot resume from '{path}': it was trained on another training split than this "
+            "run's (same dataset name, different interactions or split settings)."
+        )
 
 
 def differing_settings(stored, current):
@@ -260,6 +373,9 @@ class SafeCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self.saved_model_file = unique_path(self.saved_model_file, companion=resume_path)
+        #: Written into every file of this run: a resumed run writes only to files that carry
+        #: its own id.
+        self.run_id = uuid.uuid4().hex
         #: This run's resume file; None: not written.
         self.resume_file = resume_path(self.saved_model_file)
         self.split_fingerprint = None
@@ -331,31 +447,43 @@ class SafeCheckpointMixin:
             "other_parameter": tensor_other_parameters(self.model),
             "optimizer": self.optimizer.state_dict(),
             "split_fingerprint": self.split_fingerprint,
+            "run_id": self.run_id,
         }
 
     def restore_state(self, checkpoint):
         """Inverse of :meth:`checkpoint_state` beyond RecBole's fields; subclasses extend it."""
 
-    def _reserve_files(self):
-        """Claim this run's best-model file name (and with it its resume file's) at the first
-        write; every process of a multi-process run gets global rank 0's choice."""
-        if self.files_reserved:
-            return
-        path = None
+    def _write_own_file(self, state, resume):
+        """Write ``state`` to this run's best-model file (or, with ``resume``, its resume file).
+
+        The first write of a run claims the pair of names (:func:`create_checkpoint`: the next
+        free ones, created exclusively and complete); global rank 0 chooses and every process
+        of a multi-process run takes its choice. Every process calls this; only those that
+        write files write.
+        """
+        if not self.files_reserved:
+            chosen = None
+            if global_rank(self.config) == 0:
+                chosen = create_checkpoint(state, self.saved_model_file, resume=resume)
+            self.saved_model_file = broadcast_object(chosen, self.config)
+            if self.resume_file is not None:  # None: this run writes no resume file
+                self.resume_file = resume_path(self.saved_model_file)
+            self.files_reserved = True
+            if global_rank(self.config) == 0:
+                return
         if writes_files(self.config):
-            path = reserve_path(self.saved_model_file, companion=resume_path)
-        self.saved_model_file = broadcast_object(path, self.config)
-        if self.resume_file is not None:  # None: this run writes no resume file
-            self.resume_file = resume_path(self.saved_model_file)
-        self.files_reserved = True
+            save_checkpoint(state, self.resume_file if resume else self.saved_model_file)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        self._reserve_files()
-        if not writes_files(self.config):
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        save_checkpoint(self.checkpoint_state(epoch), saved_model_file)
-        if verbose:
+        saved_model_file = kwargs.pop("saved_model_file", None)
+        state = self.checkpoint_state(epoch) if writes_files(self.config) else None
+        if saved_model_file is not None:  # an explicit file, RecBole's keyword
+            if writes_files(self.config):
+                save_checkpoint(state, saved_model_file)
+        else:
+            self._write_own_file(state, resume=False)
+            saved_model_file = self.saved_model_file
+        if verbose and writes_files(self.config):
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def resume_state(self, epoch, train_data):
@@ -376,11 +504,9 @@ class SafeCheckpointMixin:
         return state
 
     def _save_resume_file(self, epoch, train_data):
-        self._reserve_files()
         state = self.resume_state(epoch, train_data)
         state["finished"] = False
-        if writes_files(self.config):
-            save_checkpoint(state, self.resume_file)
+        self._write_own_file(state, resume=True)
 
     def _load_model_state(self, checkpoint):
         self.model.load_state_dict(checkpoint["state_dict"])
@@ -393,28 +519,12 @@ class SafeCheckpointMixin:
         and resume files on.
 
         Raises:
-            CheckpointError: not a resume file, another model or dataset, parameters that do
-                not fit, no epoch left to train, or a missing best-model file. Another training
-                split is reported by :meth:`fit`, before the first epoch.
+            CheckpointError: as :func:`read_resume_file`, or parameters that do not fit.
+                Another training split is reported by :meth:`fit`, before the first epoch.
         """
         resume_file, checkpoint = read_resume_file(resume_file, self.config)
         start_epoch = checkpoint["epoch"] + 1
-        if checkpoint.get("finished"):
-            raise CheckpointError(
-                f"Cannot resume from '{resume_file}': that run finished (after epoch "
-                f"{checkpoint['epoch']}, all epochs or early stopping): nothing is left to train."
-            )
-        if start_epoch >= self.epochs:
-            raise CheckpointError(
-                f"Cannot resume from '{resume_file}': it stopped at the start of epoch "
-                f"{start_epoch} and this run has epochs={self.epochs}: nothing is left to train."
-            )
-        best_model_file = os.path.join(os.path.dirname(resume_file), checkpoint["best_model_file"])
-        if checkpoint["best_valid_result"] is not None and not os.path.isfile(best_model_file):
-            raise CheckpointError(
-                f"Cannot resume from '{resume_file}': its best model, {best_model_file}, is "
-                "missing (it was saved there before the run stopped)."
-            )
+        best_model_file = checkpoint["best_model_file"]  # derived from resume_file's name
         try:
             self._load_model_state(checkpoint)
             self.optimizer.load_state_dict(checkpoint["optimizer"])  # moved to the parameters' device
@@ -431,6 +541,7 @@ class SafeCheckpointMixin:
         self.train_loss_dict = {epoch: loss for epoch, loss in checkpoint["train_loss"]}
         self.saved_model_file = best_model_file
         self.resume_file = resume_file
+        self.run_id = checkpoint["run_id"]  # the files keep the interrupted run's id
         self.files_reserved = True  # this run's own files
         self.resumed_split = checkpoint["split_fingerprint"]
         random_states = checkpoint["random_states"]

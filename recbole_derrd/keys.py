@@ -6,6 +6,12 @@ every key outside :data:`DERIVED_KEYS` and :data:`RUNTIME_KEYS` (:func:`learned_
 decides whether a cached teacher fits and whether a resumed run continues the same training.
 """
 
+from recbole.utils.argument_list import dataset_arguments
+
+#: Keys that decide which data a model is trained on and how it is split: a teacher and its
+#: student, or an interrupted run and its continuation, must agree on all of them.
+SPLIT_KEYS = ["dataset"] + list(dataset_arguments) + ["eval_args", "seed", "repeatable"]
+
 #: Keys a final configuration derives from the others (or from the process), never set by users.
 DERIVED_KEYS = {
     "model",

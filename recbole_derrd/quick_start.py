@@ -23,7 +23,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
-from recbole_derrd.checkpoint import read_checkpoint, read_resume_file
+from recbole_derrd.checkpoint import check_resume_split, read_checkpoint, read_resume_file
 from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.distributed import check_launch_settings, is_distributed
@@ -116,8 +116,10 @@ def run_recbole_derrd(
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    resumed = None
     if resume is not None:
-        read_resume_file(resume, config)  # fail on a bad resume file before loading any data
+        # fail on a bad resume file before loading any data
+        resume, resumed = read_resume_file(resume, config)
     model_class = config.model_class
     distiller = getattr(model_class, "is_distiller", False)
     if distiller and config["teacher_checkpoint"]:
@@ -126,6 +128,8 @@ def run_recbole_derrd(
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if resumed is not None:  # before an on-demand teacher is trained for it
+        check_resume_split(resume, resumed, train_data.dataset)
     if distiller:
         model_class.prepare(config, train_data.dataset)
 
@@ -154,6 +158,7 @@ def run_recbole_derrd(
         "test_result": test_result,
         "train_loss": dict(trainer.train_loss_dict),
         "train_epoch_seconds": list(trainer.epoch_seconds),
+        "train_epoch_diagnostics": list(getattr(trainer, "epoch_diagnostics", [])),
         "parameters": (
             model.student_parameter_count()
             if distiller

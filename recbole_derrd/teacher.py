@@ -25,7 +25,6 @@ from logging import getLogger
 import yaml
 
 from recbole.utils import ModelType, init_seed, set_color
-from recbole.utils.argument_list import dataset_arguments
 
 from recbole_derrd.checkpoint import (
     plain_config,
@@ -37,12 +36,12 @@ from recbole_derrd.checkpoint import (
 from recbole_derrd.config import Config, config_from_plain, data_path_root
 from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
 from recbole_derrd.distributed import barrier, writes_files
-from recbole_derrd.keys import RUNTIME_KEYS, learned_from
+from recbole_derrd.keys import RUNTIME_KEYS, SPLIT_KEYS, learned_from
 from recbole_derrd.random_state import preserved_random_state
 from recbole_derrd.utils import get_model, get_trainer
 
 #: Keys that decide which data (and split) a model is trained on: teacher and student must agree.
-MATCH_KEYS = ["dataset"] + list(dataset_arguments) + ["eval_args", "seed", "repeatable"]
+MATCH_KEYS = SPLIT_KEYS
 
 #: Models a teacher can be: user-item recommenders (RecBole's general and traditional ones).
 TEACHER_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)

@@ -223,13 +223,18 @@ def test_a_checkpoint_cannot_opt_in_to_unpickling(fast_config, saved_dir, foreig
     assert load_data_and_model(result["checkpoint"], trust_checkpoint=True)[1].teacher.name == "BPR"
 
 
-def test_same_second_runs_reserve_distinct_files(tmp_path):
-    from recbole_derrd.checkpoint import reserve_path, resume_path
+def test_same_second_runs_create_distinct_files(tmp_path):
+    from recbole_derrd.checkpoint import create_checkpoint, resume_path
 
     path = str(tmp_path / "DERRD-Nov-27-2026_10-00-00.pth")
-    first = reserve_path(path, companion=resume_path)
-    second = reserve_path(path, companion=resume_path)  # the same second, another run
-    assert first == path and second != first and os.path.exists(first) and os.path.exists(second)
-    open(resume_path(str(tmp_path / "DERRD-Nov-27-2026_10-00-00-2.pth")), "wb").close()
-    third = reserve_path(path, companion=resume_path)  # -2 is taken through its resume file
+    first = create_checkpoint({"run": 1}, path, resume=True)
+    second = create_checkpoint({"run": 2}, path, resume=True)  # the same second, another run
+    assert first == path and second != first
+    assert torch.load(resume_path(first), weights_only=True) == {"run": 1}
+    assert torch.load(resume_path(second), weights_only=True) == {"run": 2}
+    open(str(tmp_path / "DERRD-Nov-27-2026_10-00-00-2.pth"), "wb").close()
+    third = create_checkpoint({"run": 3}, path, resume=True)  # -2 is taken by its best model
     assert third.endswith("-3.pth")
+    fourth = create_checkpoint({"run": 4}, path)  # a best model: every taken name is skipped
+    assert fourth.endswith("-4.pth") and torch.load(fourth, weights_only=True) == {"run": 4}
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]

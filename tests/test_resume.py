@@ -183,3 +183,71 @@ def test_a_finished_run_is_not_resumed(derrd_run, workdir):
         run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config, checkpoint_dir=str(saved)),
                           resume=resume_file)
     assert directory_snapshot(saved) == before
+
+
+def file_bytes(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize("stored_name", ["cached teacher", "absolute path", "parent folder"])
+def test_a_resume_file_cannot_choose_the_file_it_writes(
+    derrd_run, interrupted, teacher_checkpoint, stored_name
+):
+    """The best-model file of a resumed run is derived from the resume file's own name, never
+    read from it: a resume file that names the cached teacher, an absolute path or a '../'
+    path leaves that file as it was, and the run writes its own best model."""
+    _, uninterrupted = derrd_run
+    config, saved = interrupted
+    best_file, resume_file = files_of(saved)
+    victim = saved / "teacher-BPR-ml-100k-0123456789ab.pth"
+    shutil.copy(teacher_checkpoint, victim)
+    outside = saved.parent / "outside.pth"
+    outside.write_bytes(b"a file outside the run's folder")
+    stored = {"cached teacher": victim.name, "absolute path": str(outside),
+              "parent folder": "../outside.pth"}[stored_name]
+    state = torch.load(resume_file, weights_only=True)
+    state["best_model_file"] = stored
+    torch.save(state, resume_file)
+    victim_bytes, outside_bytes = file_bytes(victim), file_bytes(outside)
+
+    resumed = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
+    assert resumed["checkpoint"] == best_file
+    assert dict(resumed["test_result"]) == dict(uninterrupted["test_result"])
+    assert file_bytes(victim) == victim_bytes and file_bytes(outside) == outside_bytes
+
+
+def test_resume_never_writes_over_a_file_it_did_not_create(interrupted, teacher_checkpoint):
+    """Where the resumed run would write its best model lies another file (here a teacher):
+    refused before training, the file untouched."""
+    config, saved = interrupted
+    best_file, resume_file = files_of(saved)
+    shutil.copy(teacher_checkpoint, best_file)
+    before = directory_snapshot(saved)
+    with pytest.raises(CheckpointError, match="is not the best model of the interrupted run"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=resume_file)
+    assert directory_snapshot(saved) == before
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        ("rename", "rename the file back"),
+        ("no run id", "does not say which run wrote it"),
+    ],
+)
+def test_a_resume_file_whose_outputs_cannot_be_derived_is_refused(interrupted, tamper, message):
+    config, saved = interrupted
+    _, resume_file = files_of(saved)
+    if tamper == "rename":
+        path = str(saved / "my-copy.pth")
+        shutil.copy(resume_file, path)
+    else:
+        path = resume_file
+        state = torch.load(resume_file, weights_only=True)
+        del state["run_id"]
+        torch.save(state, resume_file)
+    before = directory_snapshot(saved)
+    with pytest.raises(CheckpointError, match=message):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=path)
+    assert directory_snapshot(saved) == before
