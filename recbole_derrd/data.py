@@ -7,13 +7,16 @@ Data preparation around RecBole's own ``create_dataset`` / ``data_preparation``:
   ``torch.distributed.barrier()`` even in a single process and crashes after downloading),
   and where it cannot be fetched the error says where to put the atomic files;
 - RecBole silently unpickles stale ``saved/<dataset>-*.pth`` dataset and dataloader caches
-  whenever they exist; here they are used only when the user turned them on;
+  whenever they exist; here they are used only when the user turned them on, and an existing
+  cache file (a pickle, which runs whatever code it holds) is read only with
+  ``trust_checkpoint``;
 - :func:`split_fingerprint` identifies a training split, so that a teacher trained on other
   data (or another split) is refused.
 """
 
 import contextlib
 import hashlib
+import importlib
 import os
 import tempfile
 import uuid
@@ -25,9 +28,12 @@ import yaml
 
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
+from recbole.utils import ModelType
+
+from recbole_derrd.errors import UntrustedCheckpointError, UserError
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset's atomic files are missing and cannot be downloaded."""
 
 
@@ -120,15 +126,61 @@ def _recbole_caches_only_if_asked(config):
             config[key] = value
 
 
+def pickled_cache_file(config, cache):
+    """The file RecBole would unpickle for its ``"dataset"`` or ``"dataloaders"`` cache, or
+    None where the user did not turn that cache on (RecBole's own file names)."""
+    if cache == "dataset":
+        if not (config["save_dataset"] or config["dataset_save_path"]):
+            return None
+        dataset_module = importlib.import_module("recbole.data.dataset")
+        class_name = f"{config['model']}Dataset"
+        if not hasattr(dataset_module, class_name):
+            class_name = {
+                ModelType.SEQUENTIAL: "SequentialDataset",
+                ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+            }.get(config["MODEL_TYPE"], "Dataset")
+        default = f"{config['dataset']}-{class_name}.pth"
+        return config["dataset_save_path"] or os.path.join(config["checkpoint_dir"], default)
+    if not (config["save_dataloaders"] or config["dataloaders_save_path"]):
+        return None
+    default = f"{config['dataset']}-for-{config['model']}-dataloader.pth"
+    return config["dataloaders_save_path"] or os.path.join(config["checkpoint_dir"], default)
+
+
+def refuse_untrusted_cache(config, cache):
+    """RecBole's dataset and dataloader caches are pickles, and unpickling runs whatever code a
+    file contains: an existing cache file is read only with ``trust_checkpoint``.
+
+    Raises:
+        UntrustedCheckpointError: the cache file exists and the user did not opt in.
+    """
+    path = pickled_cache_file(config, cache)
+    if path is None or not os.path.lexists(path) or config["trust_checkpoint"] is True:
+        return
+    keys = "save_dataset / dataset_save_path" if cache == "dataset" else (
+        "save_dataloaders / dataloaders_save_path"
+    )
+    raise UntrustedCheckpointError(
+        f"RecBole's {cache} cache '{path}' ({keys}) is a pickle: loading it would run whatever "
+        "code the file contains. If you wrote this file and trust it, opt in with "
+        "`trust_checkpoint: True` (or `--trust_checkpoint=True`); otherwise delete it, or turn "
+        f"the cache off ({keys})."
+    )
+
+
 def create_dataset(config):
-    """RecBole's ``create_dataset``, after :func:`ensure_dataset`, without stale caches."""
+    """RecBole's ``create_dataset``, after :func:`ensure_dataset`, without stale caches, and
+    without unpickling a dataset cache unless the user trusts it."""
     ensure_dataset(config)
+    refuse_untrusted_cache(config, "dataset")
     with _recbole_caches_only_if_asked(config):
         return recbole_create_dataset(config)
 
 
 def data_preparation(config, dataset):
-    """RecBole's ``data_preparation`` without silently reused dataloader caches."""
+    """RecBole's ``data_preparation`` without silently reused dataloader caches, and without
+    unpickling a dataloader cache unless the user trusts it."""
+    refuse_untrusted_cache(config, "dataloaders")
     with _recbole_caches_only_if_asked(config):
         return recbole_data_preparation(config, dataset)
 
