@@ -27,11 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recbole.trainer.trainer import AbstractTrainer
 
+from recbole_derrd.errors import UserError
+
 #: Values of ``dist_backend``.
 BACKENDS = ("nccl", "gloo")
 
 
-class DistributedSettingsError(ValueError):
+class DistributedSettingsError(UserError, ValueError):
     """The multi-process settings (backend, process counts, address) cannot work."""
 
 

@@ -36,6 +36,7 @@ from recbole_derrd.checkpoint import (
 from recbole_derrd.config import Config, config_from_plain, data_path_root
 from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
 from recbole_derrd.distributed import barrier, writes_files
+from recbole_derrd.errors import UserError
 from recbole_derrd.keys import RUNTIME_KEYS, SPLIT_KEYS, learned_from
 from recbole_derrd.random_state import preserved_random_state
 from recbole_derrd.utils import get_model, get_trainer
@@ -59,7 +60,7 @@ def size_parameters(model_name, size):
     return {"embedding_size": size}
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError, ValueError):
     """The teacher cannot be used for this student."""
 
 

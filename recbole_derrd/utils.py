@@ -12,9 +12,10 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_derrd.checkpoint import SafeCheckpointMixin
 from recbole_derrd.distributed import DistributedTrainerBase
+from recbole_derrd.errors import UserError
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """The model name is neither a model of this plugin nor a RecBole built-in."""
 
 

@@ -12,8 +12,10 @@ import os
 
 import torch
 
+from recbole_derrd.errors import UserError
 
-class ConfigValueError(ValueError):
+
+class ConfigValueError(UserError, ValueError):
     """One or more configuration values are invalid."""
 
 

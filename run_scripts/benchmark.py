@@ -418,4 +418,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from recbole_derrd.cli import run_main
+
+    run_main(main)

@@ -11,13 +11,19 @@ path. Every other ``--key=value`` is a RecBole/plugin configuration override.
   GPU, or on the CPU with ``--dist_backend=gloo``); several machines add ``--world_size``
   (processes in all), ``--ip`` and ``--port`` (the machine of global rank 0) and
   ``--group_offset`` (global rank of this machine's first process).
+
+A user error (a bad key or file, a mismatched teacher, a bad resume file, missing data) is
+printed as one ``error: ...`` line, exit status 2; ``--debug`` (or ``RECBOLE_DERRD_DEBUG=1``)
+shows its traceback.
 """
 
 import argparse
 
+from recbole_derrd.cli import run_main
 from recbole_derrd.quick_start import run
 
-if __name__ == "__main__":
+
+def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", "-m", type=str, default="DERRD", help="model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name")
@@ -28,10 +34,11 @@ if __name__ == "__main__":
     parser.add_argument("--ip", type=str, default="localhost", help="address of global rank 0")
     parser.add_argument("--port", type=str, default="5678", help="port of global rank 0")
     parser.add_argument("--group_offset", type=int, default=0, help="global rank of this machine's first process")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     args, _ = parser.parse_known_args()
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
-    run(
+    return run(
         model=args.model,
         dataset=args.dataset,
         config_file_list=config_file_list,
@@ -42,3 +49,7 @@ if __name__ == "__main__":
         port=args.port,
         group_offset=args.group_offset,
     )
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -9,7 +9,8 @@ The params file has one line per key: ``<key> choice [v1,v2,...]`` (or RecBole's
 ``loguniform`` / ``quniform``). Models, datasets and fixed keys come from the command line and
 the config files, as for run.py (e.g. ``--student_model=LightGCN``). Each trial trains on the
 training split, is scored on the validation split (``valid_metric``) and also tested; the
-output lists every trial and the best one.
+output lists every trial and the best one. A user error is one ``error: ...`` line, exit status 2
+(``--debug``: with its traceback).
 """
 
 import argparse
@@ -18,6 +19,7 @@ import os
 from recbole.trainer.hyper_tuning import HyperTuning
 
 from recbole_derrd.checkpoint import unique_path
+from recbole_derrd.cli import run_main
 from recbole_derrd.quick_start import objective_function
 
 
@@ -33,13 +35,14 @@ def markdown_report(tuner, title):
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config_files", type=str, default=None, help="space-separated YAML files")
     parser.add_argument("--params_file", type=str, required=True, help="the search space")
     parser.add_argument("--output_file", type=str, default="hyper_result.md")
     parser.add_argument("--algo", type=str, default="exhaustive", help="exhaustive, random or bayes")
     parser.add_argument("--max_evals", type=int, default=100)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     args, _ = parser.parse_known_args()
 
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
@@ -58,3 +61,7 @@ if __name__ == "__main__":
     print("report:", output_file)
     print("best params:", tuner.best_params)
     print("best valid score:", tuner.best_score)
+
+
+if __name__ == "__main__":
+    run_main(main)

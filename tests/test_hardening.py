@@ -75,3 +75,62 @@ def test_a_trusted_cache_is_unpickled(workdir, fast_config, teacher_checkpoint, 
     with pytest.raises(Exception):
         run_recbole_derrd("DERRD", "ml-100k", config_dict=config)
     assert marker.exists()
+
+
+# ----- user errors are one message, bugs keep their traceback -----
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(script, *args, env=None, cwd=None):
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if key != "RECBOLE_DERRD_DEBUG"}
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "run_scripts", script), *args],
+        capture_output=True, text=True, env=environment, cwd=cwd, timeout=300,
+    )
+
+
+def test_run_script_reports_a_user_error_as_one_message(workdir):
+    done = run_script("run.py", "--model=DERRD", "--gpu_id=''", "--lambda_de=-1",
+                      "--teacher_checkpoint=no/such.pth", cwd=workdir)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: Invalid configuration for DERRD:")
+    assert "lambda_de must be at least 0" in done.stderr and "no/such.pth" in done.stderr
+    assert not (workdir / "saved").exists()
+
+
+def test_debug_shows_the_traceback_of_a_user_error(workdir):
+    done = run_script("export.py", "no/such.pth", env={"RECBOLE_DERRD_DEBUG": "1"}, cwd=workdir)
+    assert done.returncode == 1 and "Traceback" in done.stderr
+    assert "CheckpointError: Checkpoint file 'no/such.pth' does not exist" in done.stderr
+
+
+def test_run_main_exit_statuses(monkeypatch, capsys):
+    import sys
+
+    from recbole_derrd.cli import run_main
+    from recbole_derrd.errors import UserError
+
+    def fails(error):
+        raise error
+
+    monkeypatch.delenv("RECBOLE_DERRD_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as stop:
+        run_main(fails, UserError("teacher_checkpoint: file 'x.pth' does not exist"))
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "error: teacher_checkpoint: file 'x.pth' does not exist\n"
+    with pytest.raises(RuntimeError):  # a bug keeps its traceback
+        run_main(fails, RuntimeError("a bug"))
+    monkeypatch.setattr(sys, "argv", ["run.py", "--debug", "--epochs=1"])
+    with pytest.raises(UserError):  # --debug: the traceback of a user error too
+        run_main(fails, UserError("bad"))
+    assert sys.argv == ["run.py", "--epochs=1"]  # RecBole's Config never sees --debug
+    with pytest.raises(SystemExit) as stop:
+        monkeypatch.setattr(sys, "argv", ["run.py"])
+        run_main(fails, KeyboardInterrupt())
+    assert stop.value.code == 130

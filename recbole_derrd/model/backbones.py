@@ -24,8 +24,10 @@ import torch
 
 from recbole.data.interaction import Interaction
 
+from recbole_derrd.errors import UserError
 
-class RepresentationUndefinedError(ValueError):
+
+class RepresentationUndefinedError(UserError, ValueError):
     """No DE representation of the requested kind is defined for this architecture."""
 
 
