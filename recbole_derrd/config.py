@@ -12,7 +12,8 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
   ``sys.argv`` every time); the launcher's own flags (``--resume``, ``--nproc``...) are never
   read as configuration keys;
 - multi-process runs over ``gloo`` on the CPU besides RecBole's NCCL on GPUs (``dist_backend``);
-- the model's own key validation run once, when the configuration is built.
+- the training keys, the model's own keys and an on-demand teacher's settings validated once,
+  when the configuration is built (:func:`recbole_derrd.validation.check_config`).
 """
 
 import ast
@@ -24,6 +25,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole_derrd.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
 from recbole_derrd.keys import DERIVED_KEYS
 from recbole_derrd.utils import get_model
+from recbole_derrd.validation import check_config
 
 #: Flags of ``run_scripts/run.py`` that are arguments of :func:`recbole_derrd.run`, not keys:
 #: ``run`` passes the multi-process ones to every process itself, as RecBole's ``run`` does.
@@ -66,9 +68,7 @@ class Config(RecBoleConfig):
     ):
         self.parse_command_line = parse_command_line
         super().__init__(model, dataset, config_file_list, config_dict)
-        check = getattr(self.model_class, "check_config", None)
-        if check is not None:
-            check(self)
+        check_config(self)
 
     def _convert_config_dict(self, config_dict):
         """String values to Python values with ``ast.literal_eval``, not RecBole's ``eval``: a

@@ -124,9 +124,13 @@ def teacher_overrides(config):
     overrides = config["teacher_config"]
     if overrides is None:
         return {}
+    source = "teacher_config"
     if isinstance(overrides, str):
+        source = f"teacher_config file '{overrides}'"
         with open(overrides, encoding="utf-8") as handle:
             overrides = yaml.safe_load(handle) or {}
+    if not isinstance(overrides, dict):
+        raise TeacherError(f"{source} must hold a mapping of keys to values, got {overrides!r}")
     return dict(overrides)
 
 

@@ -16,7 +16,32 @@ from recbole_derrd.errors import UserError
 
 
 class ConfigValueError(UserError, ValueError):
-    """One or more configuration values are invalid."""
+    """One or more configuration values are invalid.
+
+    Attributes:
+        problems (list of str): one line per invalid value.
+    """
+
+    def __init__(self, message, problems=()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+#: Sizes of RecBole general models' layers and tables: positive integers.
+POSITIVE_SIZE_KEYS = (
+    "embedding_size",
+    "mf_embedding_size",
+    "mlp_embedding_size",
+    "user_embedding_size",
+    "item_embedding_size",
+    "latent_dimension",
+)
+
+#: Hidden layer sizes of RecBole general models: non-empty lists of positive integers.
+LAYER_SIZES_KEYS = ("mlp_hidden_size", "hidden_size_list", "user_hidden_size_list", "item_hidden_size_list")
+
+#: Dropout probabilities of RecBole general models: in [0, 1).
+PROBABILITY_KEYS = ("dropout_prob", "node_dropout", "message_dropout")
 
 
 class ConfigChecker:
@@ -75,12 +100,104 @@ class ConfigChecker:
             self.fail(f"{key}: file '{value}' does not exist")
         return value
 
+    def layer_sizes(self, key):
+        value = self.config[key]
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or any(isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1
+                   for size in value)
+        ):
+            self.fail(f"{key} must be a non-empty list of positive integers, got {value!r}")
+        return value
+
+    def probability(self, key):
+        value = self.config[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or not 0 <= value < 1
+        ):
+            self.fail(f"{key} must be a number in [0, 1), got {value!r}")
+        return value
+
     def raise_if_any(self):
         if self.problems:
             model = self.config["model"]
             raise ConfigValueError(
-                f"Invalid configuration for {model}:\n  - " + "\n  - ".join(self.problems)
+                f"Invalid configuration for {model}:\n  - " + "\n  - ".join(self.problems),
+                self.problems,
             )
+
+
+def check_training_keys(checker):
+    """RecBole's keys that every model trains with, and the size keys of a RecBole general
+    model (those its configuration has): an impossible value would otherwise train nothing
+    (``epochs: 0`` reports an untrained model's metrics) or crash inside training."""
+    config = checker.config
+    checker.integer("epochs", minimum=1)
+    checker.number("learning_rate", strictly_positive=True)
+    checker.integer("train_batch_size", minimum=1)
+    checker.integer("eval_batch_size", minimum=1)
+    final = config.final_config_dict
+    for key in POSITIVE_SIZE_KEYS:
+        if key in final:
+            checker.integer(key, minimum=1)
+    for key in LAYER_SIZES_KEYS:
+        if key in final:
+            checker.layer_sizes(key)
+    for key in PROBABILITY_KEYS:
+        if key in final:
+            checker.probability(key)
+    if "n_layers" in final:
+        checker.integer("n_layers", minimum=0)
+    if "trust_checkpoint" in final:
+        checker.boolean("trust_checkpoint")
+
+
+def check_config(config):
+    """Every check of a configuration, all problems reported together: the training keys
+    (:func:`check_training_keys`), the model's own ``check_config``, then, for a distiller
+    whose teacher is trained on demand, the teacher's own configuration, as strictly.
+
+    Raises:
+        ConfigValueError
+    """
+    checker = ConfigChecker(config)
+    check_training_keys(checker)
+    problems = list(checker.problems)
+    model_check = getattr(config.model_class, "check_config", None)
+    if model_check is not None:
+        try:
+            model_check(config)
+        except ConfigValueError as error:
+            problems += [problem for problem in error.problems if problem not in problems]
+    if not problems and getattr(config.model_class, "is_distiller", False):
+        if not config["teacher_checkpoint"]:
+            problems += teacher_config_problems(config)
+    if problems:
+        raise ConfigValueError(
+            f"Invalid configuration for {config['model']}:\n  - " + "\n  - ".join(problems),
+            problems,
+        )
+
+
+def teacher_config_problems(config):
+    """The problems of an on-demand teacher's own configuration (``teacher_model``,
+    ``teacher_embedding_size``, ``teacher_config``), found by building it: checked before
+    anything is trained or cached."""
+    from recbole_derrd.teacher import build_teacher_config  # teacher imports the configurator
+
+    teacher_keys = "teacher_model / teacher_embedding_size / teacher_config"
+    try:
+        build_teacher_config(config)
+    except ConfigValueError as error:
+        return [f"the on-demand teacher ({teacher_keys}): {problem}" for problem in error.problems]
+    except Exception as error:  # RecBole's configurator fails in many ways on a bad value
+        return [f"the on-demand teacher's settings ({teacher_keys}) cannot be used: "
+                f"{type(error).__name__}: {error}"]
+    return []
 
 
 def check_data_requirements(config, dataset, topn, num_uninteresting):

@@ -134,3 +134,57 @@ def test_run_main_exit_statuses(monkeypatch, capsys):
         monkeypatch.setattr(sys, "argv", ["run.py"])
         run_main(fails, KeyboardInterrupt())
     assert stop.value.code == 130
+
+
+# ----- impossible settings stop a run before any work -----
+
+
+@pytest.fixture
+def no_teacher_training(monkeypatch):
+    import recbole_derrd.teacher
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run must stop before a teacher is trained")
+
+    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", refuse)
+
+
+@pytest.mark.parametrize("model", ["DERRD", "BPR"])
+@pytest.mark.parametrize("epochs, message", [(0, "epochs must be at least 1, got 0"),
+                                             (-3, "epochs must be at least 1, got -3"),
+                                             (1.5, "epochs must be an integer")])
+def test_epochs_below_one_are_refused(workdir, fast_config, no_training, no_teacher_training,
+                                      model, epochs, message):
+    from recbole_derrd.validation import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=message):
+        run_recbole_derrd(model, "ml-100k", config_dict=fast_config(
+            checkpoint_dir=str(workdir / "saved"), epochs=epochs))
+    assert not (workdir / "saved").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"teacher_config": {"embedding_size": 0}}, "on-demand teacher .*embedding_size must be at least 1"),
+        ({"teacher_config": {"epochs": 0}}, "on-demand teacher .*epochs must be at least 1"),
+        ({"teacher_config": {"learning_rate": -0.1}}, "on-demand teacher .*learning_rate must be positive"),
+        ({"teacher_model": "NeuMF", "teacher_config": {"mlp_hidden_size": [8, 0]}},
+         "on-demand teacher .*mlp_hidden_size must be a non-empty list of positive integers"),
+        ({"teacher_config": {"eval_args": 5}}, "on-demand teacher's settings .*eval_args"),
+        ({"teacher_config": "{dir}/list.yaml"}, "must hold a mapping"),
+    ],
+)
+def test_an_on_demand_teacher_is_checked_before_it_is_trained(
+    workdir, fast_config, no_teacher_training, overrides, message
+):
+    from recbole_derrd.validation import ConfigValueError
+
+    (workdir / "list.yaml").write_text("- 1\n- 2\n")
+    overrides = {key: value.format(dir=workdir) if isinstance(value, str) else value
+                 for key, value in overrides.items()}
+    saved = workdir / "saved"
+    with pytest.raises(ConfigValueError, match=message):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=fast_config(
+            checkpoint_dir=str(saved), teacher_checkpoint=None, **overrides))
+    assert not saved.exists()  # nothing trained, nothing cached

@@ -251,3 +251,38 @@ def test_a_resume_file_whose_outputs_cannot_be_derived_is_refused(interrupted, t
     with pytest.raises(CheckpointError, match=message):
         run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=path)
     assert directory_snapshot(saved) == before
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seed": 7}, "other data, split or seed settings .*seed: 2020 -> 7"),
+        ({"eval_args": {"split": {"RS": [0.7, 0.2, 0.1]}}}, "other data, split or seed settings .*eval_args"),
+        ("split fingerprint", "another training split"),
+    ],
+    ids=["seed", "split keys", "changed data"],
+)
+def test_a_resume_that_does_not_fit_is_refused_before_a_teacher_is_trained(
+    interrupted, monkeypatch, change, message
+):
+    """With an on-demand teacher (no teacher_checkpoint), a resume of another seed, split or
+    data is refused before that teacher is trained or cached."""
+    import recbole_derrd.teacher
+
+    config, saved = interrupted
+    _, resume_file = files_of(saved)
+    if change == "split fingerprint":
+        state = torch.load(resume_file, weights_only=True)
+        state["split_fingerprint"] = "0123456789abcdef"
+        torch.save(state, resume_file)
+        change = {}
+    before = directory_snapshot(saved)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a bad resume must be reported before the teacher is trained")
+
+    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", refuse)
+    with pytest.raises(CheckpointError, match=message):
+        run_recbole_derrd("DERRD", "ml-100k", resume=resume_file,
+                          config_dict=dict(config, teacher_checkpoint=None, **change))
+    assert directory_snapshot(saved) == before
