@@ -30,6 +30,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 
+from recbole_derrd.atomic_files import check_atomic_files
 from recbole_derrd.errors import UntrustedCheckpointError, UserError
 
 
@@ -69,6 +70,7 @@ def ensure_dataset(config):
     # not be the same on every process: here every process waits once, at the same point.
     if not config["single_spec"]:
         torch.distributed.barrier()
+    check_atomic_files(config)  # RecBole's own errors on a malformed file say little
 
 
 def _download_dataset(config, missing):

@@ -188,3 +188,53 @@ def test_an_on_demand_teacher_is_checked_before_it_is_trained(
         run_recbole_derrd("DERRD", "ml-100k", config_dict=fast_config(
             checkpoint_dir=str(saved), teacher_checkpoint=None, **overrides))
     assert not saved.exists()  # nothing trained, nothing cached
+
+
+HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+ROWS = "".join(f"{user}\t{item}\t{(user + item) % 5 + 1}\t{880000000 + item}\n"
+               for user in range(1, 41) for item in range(1, 61) if (user * 7 + item * 3) % 4 == 0)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", r"mine\.inter: the file is empty"),
+        (HEADER.encode(), r"mine\.inter: the file has a header but no data lines"),
+        (ROWS.encode(), r"mine\.inter, line 1: header column '1' is not 'name:type'"),
+        (("user:token\titem:token\trating:float\ttimestamp:float\n" + ROWS).encode(),
+         r"line 1: the header has no column user_id, item_id"),
+        (("user_id:token,item_id:token,rating:float,timestamp:float\n" + ROWS).encode(),
+         r"line 1: header column .* is not 'name:type' \(is the header missing, or the separator another\?\)"),
+        ((HEADER + "1\t2\tfive\t880000000\n" + ROWS).encode(),
+         r"line 2: 'five' in column 'rating:float' is not a number"),
+        ((HEADER + ROWS).encode() + b"3\t\xff\xfe\t1\t880000000\n",
+         r"line \d+: bytes that are not valid utf-8"),
+        ((HEADER + "1\t2\t3\n" + ROWS).encode(), r"line 2: 3 values, the header has 4 columns"),
+        ((HEADER + "\t2\t3\t880000000\n" + ROWS).encode(), r"line 2: column 'user_id:token' is empty"),
+    ],
+    ids=["empty", "header only", "no header", "wrong header", "other separator", "word in a number",
+         "undecodable", "short line", "empty id"],
+)
+def test_dataset_files_recbole_would_misread_are_refused(
+    workdir, fast_config, no_training, content, message
+):
+    from recbole_derrd.atomic_files import DatasetFileError
+
+    folder = workdir / "data" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "mine.inter").write_bytes(content)
+    config = fast_config(checkpoint_dir=str(workdir / "saved"), data_path=str(workdir / "data"),
+                         load_col={"inter": ["user_id", "item_id", "rating", "timestamp"]})
+    with pytest.raises(DatasetFileError, match=message) as error:
+        run_recbole_derrd("BPR", "mine", config_dict=config)
+    assert "e.g. 'user_id:token\\titem_id:token\\trating:float\\ttimestamp:float'" in str(error.value)
+    assert not (workdir / "saved").exists()
+
+
+def test_a_well_formed_dataset_file_runs(workdir, fast_config):
+    folder = workdir / "data" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "mine.inter").write_text(HEADER + ROWS + "\n")
+    config = fast_config(checkpoint_dir=str(workdir / "saved"), data_path=str(workdir / "data"),
+                         epochs=1, load_col={"inter": ["user_id", "item_id", "rating", "timestamp"]})
+    assert run_recbole_derrd("BPR", "mine", config_dict=config)["test_result"]
