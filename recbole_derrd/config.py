@@ -23,6 +23,7 @@ from pathlib import Path
 from recbole.config import Config as RecBoleConfig
 
 from recbole_derrd.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
+from recbole_derrd.eval_candidates import check_fixed_eval_candidates
 from recbole_derrd.keys import DERIVED_KEYS
 from recbole_derrd.utils import get_model
 from recbole_derrd.validation import check_config
@@ -68,6 +69,7 @@ class Config(RecBoleConfig):
     ):
         self.parse_command_line = parse_command_line
         super().__init__(model, dataset, config_file_list, config_dict)
+        check_fixed_eval_candidates(self)
         check_config(self)
 
     def _convert_config_dict(self, config_dict):

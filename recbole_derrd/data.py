@@ -31,7 +31,9 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 
 from recbole_derrd.atomic_files import check_atomic_files
+from recbole_derrd.atomic_files import check_atomic_files
 from recbole_derrd.errors import UntrustedCheckpointError, UserError
+from recbole_derrd.eval_candidates import install_fixed_eval_candidates
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):
@@ -70,6 +72,7 @@ def ensure_dataset(config):
     # not be the same on every process: here every process waits once, at the same point.
     if not config["single_spec"]:
         torch.distributed.barrier()
+    check_atomic_files(config)  # RecBole's own errors on a malformed file say little
     check_atomic_files(config)  # RecBole's own errors on a malformed file say little
 
 
@@ -181,10 +184,14 @@ def create_dataset(config):
 
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation`` without silently reused dataloader caches, and without
-    unpickling a dataloader cache unless the user trusts it."""
+    unpickling a dataloader cache unless the user trusts it; with ``fixed_eval_candidates``,
+    sampled evaluation uses candidates drawn once per split
+    (:mod:`recbole_derrd.eval_candidates`)."""
     refuse_untrusted_cache(config, "dataloaders")
     with _recbole_caches_only_if_asked(config):
-        return recbole_data_preparation(config, dataset)
+        loaders = recbole_data_preparation(config, dataset)
+    install_fixed_eval_candidates(config, *loaders)
+    return loaders
 
 
 def split_fingerprint(dataset):

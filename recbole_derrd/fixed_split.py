@@ -22,13 +22,15 @@ import tempfile
 
 import numpy as np
 
+from recbole_derrd.errors import UserError
+
 #: The splits in the order RecBole's ``benchmark_filename`` lists them.
 SPLITS = ("train", "valid", "test")
 #: The atomic files' header: user and item ids as tokens, nothing else.
 HEADER = "user_id:token\titem_id:token\n"
 
 
-class LightGCNFormatError(ValueError):
+class LightGCNFormatError(UserError, ValueError):
     """An input file is missing or not in the LightGCN text format (the message names the file
     and, for a malformed line, its line number)."""
 
