@@ -31,7 +31,6 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 
 from recbole_derrd.atomic_files import check_atomic_files
-from recbole_derrd.atomic_files import check_atomic_files
 from recbole_derrd.errors import UntrustedCheckpointError, UserError
 from recbole_derrd.eval_candidates import install_fixed_eval_candidates
 
@@ -72,7 +71,6 @@ def ensure_dataset(config):
     # not be the same on every process: here every process waits once, at the same point.
     if not config["single_spec"]:
         torch.distributed.barrier()
-    check_atomic_files(config)  # RecBole's own errors on a malformed file say little
     check_atomic_files(config)  # RecBole's own errors on a malformed file say little
 
 
