@@ -136,12 +136,14 @@ def best_model_path(resume_file):
     return stem[: -len(suffix)] + extension
 
 
-def save_checkpoint(state, path, exclusive=False):
-    """Write ``state`` to ``path`` atomically: it is written to a temporary file in the same
-    folder, flushed to disk, then renamed into place, so an interrupt or crash at any moment
-    leaves the previous complete file (or none), never a partial one.
+def atomic_write(path, write, exclusive=False):
+    """Write a file atomically: ``write(stream)`` fills a temporary file in the same folder,
+    which is flushed to disk, then renamed into place, so an interrupt or crash at any moment
+    leaves the previous complete file at ``path`` (or none), never a partial one, and no
+    temporary file (short of a hard kill, which can leave a hidden ``.<name>.*.tmp``).
 
     Args:
+        write (callable): writes the content to a binary stream.
         exclusive (bool): never replace an existing file (raise ``FileExistsError``): the
             file is linked into place, which fails atomically when ``path`` exists.
     """
@@ -152,7 +154,7 @@ def save_checkpoint(state, path, exclusive=False):
     )
     try:
         with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         if exclusive:
@@ -162,6 +164,24 @@ def save_checkpoint(state, path, exclusive=False):
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+
+
+def save_checkpoint(state, path, exclusive=False):
+    """``torch.save`` of ``state`` to ``path``, atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda stream: torch.save(state, stream), exclusive=exclusive)
+
+
+def write_new_text_file(text, path):
+    """Write ``text`` (UTF-8) atomically to ``path`` or, where it exists, to the next free
+    ``<stem>-N<ext>``; never replaces a file. Returns the path written."""
+    candidate = path
+    while True:
+        candidate = unique_path(candidate)
+        try:
+            atomic_write(candidate, lambda stream: stream.write(text.encode("utf-8")), exclusive=True)
+            return candidate
+        except FileExistsError:
+            continue  # taken in between by another writer
 
 
 def create_checkpoint(state, model_file, resume=False):

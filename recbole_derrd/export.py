@@ -105,8 +105,14 @@ def export_student(checkpoint_path, output_path=None):
                   "source": os.path.basename(checkpoint_path)},
     }
     requested = output_path or default_export_path(checkpoint_path, student_name)
-    output_path = unique_path(requested)
+    output_path = requested
+    while True:  # created exclusively: a file that appears meanwhile is not replaced either
+        output_path = unique_path(output_path)
+        try:
+            save_checkpoint(exported, output_path, exclusive=True)
+            break
+        except FileExistsError:
+            continue
     if output_path != requested:
         getLogger().warning(f"{requested} exists: the student is written to {output_path}")
-    save_checkpoint(exported, output_path)
     return output_path

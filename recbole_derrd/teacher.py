@@ -13,10 +13,17 @@ against the student's data, and frozen.
   ``<checkpoint_dir>/teacher-<Model>-<dataset>-<fingerprint>.pth``. The fingerprint hashes the
   teacher's configuration and the training split, so a later run with the same data and
   teacher settings reuses the file, and any change trains (and saves) a new one. The
-  teacher's configuration is built without the student's command line.
+  teacher's configuration is built without the student's command line, and checked as
+  strictly as the student's when the student's configuration is built.
+- Two runs that need the same on-demand teacher train it once: the second waits on a file
+  lock next to the cache (``<cache>.lock``) and reuses the first one's file. A training that
+  was interrupted leaves no stale file for ever: the next run removes it.
 """
 
+import contextlib
+import fcntl
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -194,12 +201,18 @@ def prepare_teacher(config, train_dataset):
     if os.path.isfile(path):
         logger.info(set_color("Reusing cached teacher", "green") + f": {path}")
     elif writes_files(config):
-        logger.info(
-            set_color("Training the teacher", "green")
-            + f" {teacher_config['model']} on {config['dataset']} (no cached teacher at {path})"
-        )
-        with preserved_random_state():
-            train_teacher(teacher_config, path, data_fingerprint)
+        with teacher_lock(path):  # another run training this teacher finishes first
+            if os.path.isfile(path):
+                logger.info(set_color("Reusing the teacher just trained", "green") + f": {path}")
+            else:
+                remove_stale_training_files(path)
+                logger.info(
+                    set_color("Training the teacher", "green")
+                    + f" {teacher_config['model']} on {config['dataset']} (no cached teacher at "
+                    f"{path})"
+                )
+                with preserved_random_state():
+                    train_teacher(teacher_config, path, data_fingerprint)
     barrier(config)
     if not os.path.isfile(path):
         raise TeacherError(
@@ -207,6 +220,44 @@ def prepare_teacher(config, train_dataset):
         )
     config["teacher_checkpoint"] = path
     return path
+
+
+@contextlib.contextmanager
+def teacher_lock(path):
+    """Hold an exclusive lock on ``<path>.lock`` (``fcntl.flock``, next to the cached
+    teacher): two runs that need the same on-demand teacher train it once, the second waits
+    for the first and reuses its file. The lock is released when the process ends, however
+    it ends, so a killed run never blocks the next one; the empty lock file stays."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            getLogger().info(
+                set_color("Waiting", "yellow")
+                + f" for another run that is training this teacher ({path}.lock)"
+            )
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def training_files(path):
+    """The files a teacher being trained for ``path`` writes (``<path>.training``, or
+    ``<path>-N.training``), and the temporary files of their writes."""
+    folder, name = os.path.split(os.path.abspath(path))
+    patterns = [glob.escape(path) + "*.training", os.path.join(glob.escape(folder), f".{glob.escape(name)}*.tmp")]
+    return sorted({file for pattern in patterns for file in glob.glob(pattern)})
+
+
+def remove_stale_training_files(path):
+    """Remove what an interrupted training of the teacher for ``path`` left behind; called
+    with :func:`teacher_lock` held, so no other run is writing these files."""
+    for stale in training_files(path):
+        getLogger().warning(f"Removing {stale}, left by an interrupted training of this teacher")
+        os.remove(stale)
 
 
 def train_teacher(teacher_config, path, data_fingerprint):
@@ -227,7 +278,9 @@ def train_teacher(teacher_config, path, data_fingerprint):
         teacher_config, model
     )
     trainer.saved_model_file = unique_path(path + ".training")
-    trainer.resume_file = None  # an interrupted on-demand teacher is trained again, not resumed
+    # an interrupted on-demand teacher is trained again, not resumed: the next run removes
+    # its .training file (remove_stale_training_files)
+    trainer.resume_file = None
     trainer.fit(train_data, valid_data, saved=True, show_progress=teacher_config["show_progress"])
     test_result = trainer.evaluate(test_data, load_best_model=True)
     getLogger().info(set_color("teacher test result", "yellow") + f": {dict(test_result)}")

@@ -18,7 +18,7 @@ import os
 
 from recbole.trainer.hyper_tuning import HyperTuning
 
-from recbole_derrd.checkpoint import unique_path
+from recbole_derrd.checkpoint import write_new_text_file
 from recbole_derrd.cli import run_main
 from recbole_derrd.quick_start import objective_function
 
@@ -55,9 +55,10 @@ def main():
     )
     tuner.run()
     os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
-    output_file = unique_path(args.output_file)  # an earlier report is never overwritten
-    with open(output_file, "w", encoding="utf-8") as handle:
-        handle.write(markdown_report(tuner, f"Hyperparameter search ({tuner.model})"))
+    # an earlier report is never overwritten, and an interrupt leaves no half-written one
+    output_file = write_new_text_file(
+        markdown_report(tuner, f"Hyperparameter search ({tuner.model})"), args.output_file
+    )
     print("report:", output_file)
     print("best params:", tuner.best_params)
     print("best valid score:", tuner.best_score)

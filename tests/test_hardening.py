@@ -238,3 +238,127 @@ def test_a_well_formed_dataset_file_runs(workdir, fast_config):
     config = fast_config(checkpoint_dir=str(workdir / "saved"), data_path=str(workdir / "data"),
                          epochs=1, load_col={"inter": ["user_id", "item_id", "rating", "timestamp"]})
     assert run_recbole_derrd("BPR", "mine", config_dict=config)["test_result"]
+
+
+# ----- nothing half-written, nothing done twice -----
+
+
+class Crash(Exception):
+    """Stands for a crash or an interrupt in the middle of a write or a run."""
+
+
+def test_an_interrupted_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    import torch
+
+    from recbole_derrd import checkpoint
+
+    path = tmp_path / "DERRD-run.pth"
+    checkpoint.save_checkpoint({"version": 1}, str(path))
+    before = path.read_bytes()
+
+    def crashing_save(state, stream):
+        stream.write(b"half a checkpoint")
+        raise Crash()
+
+    monkeypatch.setattr(checkpoint.torch, "save", crashing_save)
+    for exclusive in (False, True):
+        with pytest.raises(Crash):
+            checkpoint.save_checkpoint({"version": 2}, str(path), exclusive=exclusive)
+        with pytest.raises(Crash):
+            checkpoint.save_checkpoint({"version": 2}, str(tmp_path / "new.pth"), exclusive=exclusive)
+    assert path.read_bytes() == before  # the previous complete file
+    assert sorted(os.listdir(tmp_path)) == ["DERRD-run.pth"]  # no new, partial or temporary file
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"version": 1}
+
+
+def test_a_run_interrupted_in_epoch_0_leaves_complete_files_only(
+    workdir, fast_config, teacher_checkpoint, monkeypatch
+):
+    """Interrupted before any best model: no empty best-model file, a complete resume file."""
+    import torch
+
+    def crash(self, train_data, epoch_idx, *args, **kwargs):
+        raise Crash()
+
+    saved = workdir / "saved"
+    monkeypatch.setattr(Trainer, "_train_epoch", crash)
+    with pytest.raises(Crash):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=fast_config(
+            checkpoint_dir=str(saved), teacher_checkpoint=teacher_checkpoint))
+    names = os.listdir(saved)
+    assert len(names) == 1 and names[0].endswith(".resume.pth"), names
+    state = torch.load(saved / names[0], weights_only=True)
+    assert state["kind"] == "resume" and state["epoch"] == -1
+
+
+def test_an_interrupted_teacher_leaves_no_stale_file(workdir, fast_config, monkeypatch):
+    """A teacher training stopped after its first best model leaves '<cache>.training'; the
+    next run that needs the teacher removes it, trains the teacher and caches it."""
+    saved = workdir / "saved"
+    config = fast_config(checkpoint_dir=str(saved), teacher_checkpoint=None, epochs=1,
+                         teacher_config={"epochs": 3}, teacher_embedding_size=16)
+    train_epoch = Trainer._train_epoch
+
+    def crash_in_epoch_1(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 1:
+            raise Crash()
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "_train_epoch", crash_in_epoch_1)
+        with pytest.raises(Crash):
+            run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config))
+    stale = [name for name in os.listdir(saved) if name.endswith(".training")]
+    assert len(stale) == 1 and not [name for name in os.listdir(saved) if name.endswith(".pth")]
+
+    result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config))
+    names = os.listdir(saved)
+    assert not [name for name in names if name.endswith((".training", ".tmp"))], names
+    assert os.path.basename(result["teacher_checkpoint"]) in names
+    assert stale[0].startswith(os.path.basename(result["teacher_checkpoint"]))
+
+
+def test_a_second_run_waits_for_the_teacher_the_first_is_training(
+    workdir, fast_config, teacher_checkpoint, monkeypatch
+):
+    """While another run holds the teacher's lock (it is training that teacher), a run that
+    needs the same teacher waits, then reuses the file the first run wrote: trained once."""
+    import fcntl
+    import shutil
+    import threading
+
+    import recbole_derrd.teacher
+    from recbole.utils import init_seed
+
+    from recbole_derrd import Config
+    from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
+    from recbole_derrd.teacher import build_teacher_config, prepare_teacher, teacher_cache_path
+
+    trained = []
+    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", lambda *args: trained.append(args))
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(
+        checkpoint_dir=str(workdir / "saved"), teacher_checkpoint=None))
+    init_seed(config["seed"], config["reproducibility"])
+    train_dataset = data_preparation(config, create_dataset(config))[0].dataset
+    path = teacher_cache_path(config, build_teacher_config(config), split_fingerprint(train_dataset))
+    os.makedirs(os.path.dirname(path))
+
+    outcome = {}
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first run, training the teacher
+
+        def second_run():
+            try:
+                outcome["path"] = prepare_teacher(config, train_dataset)
+            except BaseException as error:  # reported by the assertion below
+                outcome["error"] = error
+
+        second = threading.Thread(target=second_run)
+        second.start()
+        second.join(timeout=1.5)
+        assert second.is_alive() and not trained  # waiting, not training its own copy
+        shutil.copy(teacher_checkpoint, path)  # the first run's teacher is written...
+        fcntl.flock(lock, fcntl.LOCK_UN)  # ...and its lock released
+        second.join(timeout=60)
+    assert outcome == {"path": path} and not trained
