@@ -136,6 +136,13 @@ def best_model_path(resume_file):
     return stem[: -len(suffix)] + extension
 
 
+def _new_file_mode():
+    """The permissions ``open`` gives a new file: 0666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write, exclusive=False):
     """Write a file atomically: ``write(stream)`` fills a temporary file in the same folder,
     which is flushed to disk, then renamed into place, so an interrupt or crash at any moment
@@ -157,6 +164,7 @@ def atomic_write(path, write, exclusive=False):
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600)
         if exclusive:
             os.link(temporary, path)  # FileExistsError if taken, never a replacement
         else:

@@ -17,6 +17,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from recbole_derrd.checkpoint import atomic_write
+
 #: Sizes of public datasets this module can imitate.
 PRESETS = {
     "ml-100k": dict(n_users=943, n_items=1682, n_interactions=100_000),
@@ -90,5 +92,8 @@ def write_atomic_files(data_path, name, users, items, seed=0):
             "timestamp:float": rng.integers(1_000_000_000, 1_600_000_000, size=users.size),
         }
     )
-    frame.to_csv(path, sep="\t", index=False)
+    try:  # complete or absent, never half-written; never replaces a file
+        atomic_write(path, lambda stream: frame.to_csv(stream, sep="\t", index=False), exclusive=True)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists: choose another name, or delete it first.") from None
     return path

@@ -362,3 +362,14 @@ def test_a_second_run_waits_for_the_teacher_the_first_is_training(
         fcntl.flock(lock, fcntl.LOCK_UN)  # ...and its lock released
         second.join(timeout=60)
     assert outcome == {"path": path} and not trained
+
+
+def test_files_are_written_with_the_usual_permissions(tmp_path):
+    from recbole_derrd.checkpoint import save_checkpoint
+
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint({"a": 1}, str(tmp_path / "a.pth"))
+    finally:
+        os.umask(umask)
+    assert os.stat(tmp_path / "a.pth").st_mode & 0o777 == 0o644
