@@ -126,9 +126,13 @@ def draw_candidates(users, num, weights, excluded_keys, rng):
         EvalCandidatesError: a user with no item left to draw.
     """
     n_items = len(weights)
+    dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
+    if len(users) == 0:
+        return np.empty((0, num), dtype=dtype)
     uniform = bool(np.all(weights[1:] == weights[1]))
     cumulative = np.cumsum(weights)
     total = cumulative[-1]
+    last_drawable = int(np.flatnonzero(weights)[-1])  # a product rounded up to total lands here
     unique_users = np.unique(users)
     # weight left to each user once its own items are excluded
     excluded_users = excluded_keys // n_items
@@ -145,9 +149,9 @@ def draw_candidates(users, num, weights, excluded_keys, rng):
     def draw(size):
         if uniform:
             return rng.integers(1, n_items, size=size)
-        return np.searchsorted(cumulative, rng.random(size) * total, side="right")
+        items = np.searchsorted(cumulative, rng.random(size) * total, side="right")
+        return np.minimum(items, last_drawable)
 
-    dtype = np.int32 if n_items <= np.iinfo(np.int32).max else np.int64
     result = np.empty((len(users), num), dtype=dtype)
     rows_per_chunk = max(1, CHUNK_DRAWS // max(num, 1))
     for start in range(0, len(users), rows_per_chunk):
