@@ -154,6 +154,20 @@ def check_training_keys(checker):
         checker.integer("n_layers", minimum=0)
     if "trust_checkpoint" in final:
         checker.boolean("trust_checkpoint")
+    if final.get("use_pretrain") is True and config["trust_checkpoint"] is not True:
+        if not torch_load_is_weights_only():
+            checker.fail(
+                f"use_pretrain: NeuMF reads mf_pretrain_path / mlp_pretrain_path with torch.load, "
+                f"which in torch {torch.__version__} unpickles them (running whatever code they "
+                "contain); opt in with trust_checkpoint: True, or use torch >= 2.6"
+            )
+
+
+def torch_load_is_weights_only():
+    """Whether ``torch.load`` without ``weights_only`` loads safely (torch >= 2.6), as RecBole's
+    own loads call it (NeuMF's pretrained tables)."""
+    major, minor = (int(part) for part in torch.__version__.split(".")[:2])
+    return (major, minor) >= (2, 6)
 
 
 def check_config(config):

@@ -373,3 +373,31 @@ def test_files_are_written_with_the_usual_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert os.stat(tmp_path / "a.pth").st_mode & 0o777 == 0o644
+
+
+def test_files_read_on_the_plugins_behalf_are_not_unpickled(workdir, fast_config, monkeypatch):
+    """A planted pickle passed as a resume file, a teacher or a checkpoint to export, or read
+    by RecBole's NeuMF as pretrained tables where torch.load would unpickle it, runs nothing."""
+    import torch
+
+    from recbole_derrd.checkpoint import CheckpointError
+    from recbole_derrd.export import export_student
+    from recbole_derrd.validation import ConfigValueError
+
+    marker = workdir / "pwned"
+    planted = workdir / "saved" / "DERRD-planted.resume.pth"
+    plant_pickle(planted, marker)
+    config = fast_config(checkpoint_dir=str(workdir / "saved"))
+    with pytest.raises(CheckpointError, match="is not a resume file"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config), resume=str(planted))
+    with pytest.raises(UntrustedCheckpointError, match="trust_checkpoint: True"):
+        run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config, teacher_checkpoint=str(planted)))
+    with pytest.raises(UntrustedCheckpointError, match="trust_checkpoint: True"):
+        export_student(str(planted))
+    monkeypatch.setattr(torch, "__version__", "2.5.1")  # torch.load unpickles by default
+    with pytest.raises(ConfigValueError, match="use_pretrain: .*trust_checkpoint: True"):
+        run_recbole_derrd("NeuMF", "ml-100k", config_dict={
+            "gpu_id": "", "use_pretrain": True, "mf_pretrain_path": str(planted),
+            "mlp_pretrain_path": str(planted), "checkpoint_dir": str(workdir / "saved")})
+    assert not marker.exists()
+    assert sorted(os.listdir(workdir / "saved")) == ["DERRD-planted.resume.pth"]

@@ -223,5 +223,6 @@ def backbone_of(model):
 
 
 def backbone_class(model_name):
-    """The adapter class for a model name (generic :class:`Backbone` if none is defined)."""
-    return BACKBONES.get(model_name, Backbone)
+    """The adapter class for a model name (generic :class:`Backbone` if none is defined, or
+    for a value that is no name at all: the configuration checks report that one)."""
+    return BACKBONES.get(model_name, Backbone) if isinstance(model_name, str) else Backbone
