@@ -49,11 +49,13 @@ def test_two_gloo_processes_train_like_one(workdir, fast_config, monkeypatch):
 
     teacher = two["teacher_checkpoint"]
     best_file, resume_file = two["checkpoint"], two["resume_file"]
-    # one process wrote: the teacher, its top-N cache, the best model and the resume file
+    # one process wrote: the teacher (and its lock file), its top-N cache, the best model and
+    # the resume file
     topn_caches = [name for name in os.listdir(saved) if ".top50-" in name]
     assert len(topn_caches) == 1 and topn_caches[0].startswith(os.path.basename(teacher)[:-4])
     assert sorted(os.listdir(saved)) == sorted(
         [os.path.basename(path) for path in (teacher, best_file, resume_file)] + topn_caches
+        + [os.path.basename(teacher) + ".lock"]
     )
     # the resume file holds the random generators of both processes (they differ: rank seeds)
     states = torch.load(resume_file, weights_only=True)["random_states"]
@@ -81,7 +83,7 @@ def test_two_gloo_processes_train_like_one(workdir, fast_config, monkeypatch):
                 nproc=2, port=free_port(), resume=resume_file)
     assert dict(again["test_result"]) == dict(two["test_result"])
     assert again["train_loss"] == two["train_loss"]
-    assert again["checkpoint"] == best_file and len(os.listdir(saved)) == 4  # no new file
+    assert again["checkpoint"] == best_file and len(os.listdir(saved)) == 5  # no new file
 
 
 @pytest.mark.parametrize(
