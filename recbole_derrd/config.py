@@ -158,8 +158,11 @@ def config_from_plain(plain, dataset=None, overrides=None):
     """
     parameters = {key: value for key, value in plain.items() if key not in DERIVED_KEYS}
     parameters["data_path"] = data_path_root(plain)
-    # unpickling stays the caller's decision, never the file's
+    # unpickling stays the caller's decision, never the file's; and a file never turns on
+    # RecBole's dataset and dataloader caches (pickles read, and written, at paths it names)
     parameters["trust_checkpoint"] = False
+    parameters.update(save_dataset=False, dataset_save_path=None, save_dataloaders=False,
+                      dataloaders_save_path=None)
     parameters.update(overrides or {})
     return Config(
         model=plain["model"],

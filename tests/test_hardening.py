@@ -401,3 +401,17 @@ def test_files_read_on_the_plugins_behalf_are_not_unpickled(workdir, fast_config
             "mlp_pretrain_path": str(planted), "checkpoint_dir": str(workdir / "saved")})
     assert not marker.exists()
     assert sorted(os.listdir(workdir / "saved")) == ["DERRD-planted.resume.pth"]
+
+
+def test_a_stored_configuration_never_turns_on_recboles_caches():
+    """A checkpoint's configuration names no cache to unpickle or to write."""
+    from recbole_derrd.checkpoint import plain_config
+    from recbole_derrd.config import Config, config_from_plain
+
+    stored = plain_config(Config("BPR", "ml-100k", config_dict={"gpu_id": ""}))
+    stored.update(save_dataset=True, dataset_save_path="/tmp/planted.pth", save_dataloaders=True,
+                  dataloaders_save_path="/tmp/planted-loaders.pth", trust_checkpoint=True)
+    config = config_from_plain(stored)
+    assert not config["save_dataset"] and config["dataset_save_path"] is None
+    assert not config["save_dataloaders"] and config["dataloaders_save_path"] is None
+    assert config["trust_checkpoint"] is False
