@@ -27,6 +27,7 @@ from recbole_derrd.checkpoint import check_resume_split, read_checkpoint, read_r
 from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.distributed import check_launch_settings, is_distributed
+from recbole_derrd.errors import UserError
 from recbole_derrd.teacher import read_teacher_checkpoint
 from recbole_derrd.utils import get_model, get_trainer, safe_trainer_class
 
@@ -194,7 +195,13 @@ def run_recbole_derrds(rank, *args):
     if not isinstance(kwargs, MutableMapping):
         raise ValueError(f"The last argument must be a dict of keyword arguments, got {type(kwargs)}")
     kwargs["config_dict"] = dict(kwargs.get("config_dict") or {}, local_rank=rank)
-    run_recbole_derrd(*args[:-1], **kwargs)
+    try:
+        run_recbole_derrd(*args[:-1], **kwargs)
+    except UserError as error:
+        # the launching process reports it as the user error it is, not as a traceback
+        if kwargs.get("queue") is not None:
+            kwargs["queue"].put({"user_error": str(error), "rank": rank})
+        raise
 
 
 def run(
@@ -251,12 +258,19 @@ def run(
         offset=group_offset,
     )
     kwargs = {"config_dict": config_dict, "saved": saved, "queue": queue, "resume": resume}
-    mp.spawn(
-        run_recbole_derrds,
-        args=(model, dataset, config_file_list, kwargs),
-        nprocs=nproc,
-        join=True,
-    )
+    try:
+        mp.spawn(
+            run_recbole_derrds,
+            args=(model, dataset, config_file_list, kwargs),
+            nprocs=nproc,
+            join=True,
+        )
+    except Exception:
+        while not queue.empty():
+            report = queue.get()
+            if "user_error" in report:
+                raise UserError(f"process {report['rank']}: {report['user_error']}") from None
+        raise
     return None if queue.empty() else queue.get()
 
 

@@ -415,3 +415,20 @@ def test_a_stored_configuration_never_turns_on_recboles_caches():
     assert not config["save_dataset"] and config["dataset_save_path"] is None
     assert not config["save_dataloaders"] and config["dataloaders_save_path"] is None
     assert config["trust_checkpoint"] is False
+
+
+def test_a_user_error_in_a_spawned_process_is_reported_as_one(workdir, fast_config, teacher_checkpoint):
+    """A user error found inside the processes of a multi-process run (here a dataset file
+    RecBole would misread, read by every process) reaches the launcher as a UserError."""
+    from recbole_derrd import run
+    from recbole_derrd.errors import UserError
+
+    from test_distributed import free_port
+
+    folder = workdir / "data" / "mine"
+    folder.mkdir(parents=True)
+    (folder / "mine.inter").write_text(HEADER)
+    config = fast_config(checkpoint_dir=str(workdir / "saved"), data_path=str(workdir / "data"),
+                         dist_backend="gloo")
+    with pytest.raises(UserError, match=r"process \d: Dataset file .*mine\.inter: the file has a header"):
+        run("BPR", "mine", config_dict=config, nproc=2, port=free_port())
