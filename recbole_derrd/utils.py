@@ -94,8 +94,12 @@ def machine_info(device):
     }
     try:
         with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+            cpuinfo = handle.read().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")]
         info["cpu"] = names[0] if names else info["cpu"]
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+        # what decides float speed: AVX-512 and AMX (Intel), and so how costly subnormals are
+        info["cpu_flags"] = [flag for flag in ("avx2", "avx512f", "amx_tile") if flag in flags]
     except OSError:
         pass
     if torch.device(device).type == "cuda":

@@ -18,6 +18,31 @@ Parts (results/speed/<device>.json, then results/speed.md is rebuilt from every 
 - ``sampling``: one epoch's interesting + uninteresting items for all users, at each scale.
 - ``inference``: full-sort inference of all users, student (d = 20) against teacher
   (d = 200): scoring (the matrix product) and top-k selection timed apart.
+- ``routing``: one DE forward + backward (M = 30 experts, 20 -> 110 -> 200, 2,000 entities)
+  through every expert (dense) and over the active pairs only (sparse), with 1 to 30 experts
+  active per entity: where the sparse product starts to pay, which sets
+  ``DistillationExperts.sparse_work_fraction``.
+- ``profile``: where the time of one annealed-phase DE-RRD training step goes (ml-100k, the
+  defaults, epoch 60 of 300: tau = 0.01), with the whole run's trained DE-RRD and teacher when
+  they exist: the student's own loss, DE, RRD (each forward + backward), the optimizer step and
+  RecBole's batch loading, against a step of the student alone and DE's arithmetic floor (one
+  expert per entity, no routing).
+- ``wholerun`` (not in the default parts: it takes tens of minutes on a 2-core CPU): whole
+  training runs to their early stop on ml-100k (RecBole's protocol, seed 2020), each in a fresh
+  process one after the other: the 200-d teacher (once, shared), the student alone, DE, RRD and
+  DE-RRD with the defaults, DE-RRD with other ``de_weight_floor`` values (0 = the exact dense
+  computation), and DE-RRD with the paper's schedule (``properties/experiments/paper.yaml``,
+  P = 1000) for its first ``--paper_epochs`` epochs. Per epoch: training time, DE's temperature
+  and the mean number of experts each entity was routed to; per run: total training time (every
+  epoch and its validation, what ``fit`` takes), its ratio to the student alone's, and test
+  metrics. Written to ``results/speed/wholerun/<device>-<dataset>.{json,png}``; finished runs are
+  kept, so an interrupted benchmark resumes. Pin it to one core (``taskset``) and set
+  ``--threads`` when anything else runs on the machine. Other datasets (``--wholerun_dataset``)
+  are read as fixed splits from ``--data_path`` (``run_scripts/convert_lightgcn.py``).
+
+    python run_scripts/bench_speed.py --parts=wholerun --threads=1
+    python run_scripts/bench_speed.py --parts=wholerun --threads=1 --wholerun_dataset=lastfm \
+        --wholerun_variants=RRD,DE,DE-RRD,"DE-RRD floor=0"
 """
 
 import argparse
@@ -327,6 +352,277 @@ def bench_inference(scale, device, repeats=5, k=20, chunk_cells=16777216):
     return result
 
 
+# --------------------------------------------------------------------------- routing
+
+
+def bench_routing(device, entities=2000, num_experts=30, repeats=7):
+    """Dense against sparse DE mixture (forward + backward) as the selection concentrates."""
+    from recbole_derrd.model.experts import DistillationExperts
+
+    generator = torch.Generator().manual_seed(0)
+    experts = DistillationExperts(20, 200, num_experts, weight_floor=1e-3).to(device)
+    student_repr = torch.randn(entities, 20, generator=generator).to(device).requires_grad_()
+    teacher_repr = torch.randn(entities, 200, generator=generator).to(device)
+    entries = []
+    for active in (30, 20, 15, 10, 5, 3, 2, 1):
+        # ``active`` experts per entity, chosen at random, random positive weights
+        chosen = torch.rand(entities, num_experts, generator=generator).argsort(dim=1)[:, :active]
+        weights = torch.zeros(entities, num_experts).scatter_(
+            1, chosen, torch.rand(entities, active, generator=generator) + 0.1)
+        selection = (weights / weights.sum(dim=1, keepdim=True)).to(device).requires_grad_()
+        per_expert = (selection > 0).sum(dim=0)
+        tile_rows = experts.tile_rows(per_expert)
+        tiles = (per_expert + tile_rows - 1) // tile_rows
+        entry = {"active_experts": active, "tile_rows": tile_rows,
+                 "padded_work_fraction": float(tiles.sum()) * tile_rows / (entities * num_experts)}
+        for routing in ("dense", "sparse"):
+            experts.routing = routing
+
+            def step():
+                loss = ((teacher_repr - experts.reconstruct(student_repr, selection)) ** 2).sum()
+                loss.backward()
+
+            step()  # warm-up
+            entry[f"{routing}_s"] = statistics.median(timed(step, device)[0] for _ in range(repeats))
+        entry["sparse_over_dense"] = entry["sparse_s"] / entry["dense_s"]
+        entries.append(entry)
+        print(json.dumps(entry), flush=True)
+    return {"entities": entities, "num_experts": num_experts,
+            "sparse_work_fraction": experts.sparse_work_fraction, "entries": entries}
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def bench_profile(device, steps=40, epoch=60):
+    """Median milliseconds per training step of each part of an annealed-phase DE-RRD step."""
+    from itertools import islice
+
+    from recbole.utils import init_seed
+
+    from recbole_derrd import DERRD, Config, get_trainer
+    from recbole_derrd.checkpoint import read_checkpoint
+    from recbole_derrd.data import create_dataset, data_preparation
+    from recbole_derrd.model.experts import DistillationExperts
+    from recbole_derrd.utils import get_model
+
+    wholerun = os.path.join(RESULTS, "speed", "wholerun", f"{torch.device(device).type}-ml-100k.json")
+    runs = json.load(open(wholerun))["runs"] if os.path.isfile(wholerun) else {}
+    common = {"gpu_id": "" if device == "cpu" else "0", "show_progress": False, "state": "ERROR",
+              "checkpoint_dir": os.path.join(REPO, ".bench", "saved"), "seed": 2020}
+    files = [os.path.join(REPO, WHOLERUN_PROTOCOLS["ml-100k"])]
+    sys.argv = sys.argv[:1]
+    config = Config("DERRD", "ml-100k", files, dict(common))
+    init_seed(config["seed"], config["reproducibility"])
+    train_data = data_preparation(config, create_dataset(config))[0]
+    trained = "teacher" in runs and "DE-RRD" in runs
+    config["teacher_checkpoint"] = (runs["teacher"]["checkpoint"] if trained
+                                    else untrained_teacher(config, train_data.dataset))
+    model = DERRD(config, train_data.dataset).to(config["device"])
+    if trained:
+        model.load_state_dict(read_checkpoint(runs["DE-RRD"]["checkpoint"])["state_dict"])
+    trainer = get_trainer(config["MODEL_TYPE"], "DERRD")(config, model)
+    student_config = Config("BPR", "ml-100k", files, dict(common, embedding_size=20))
+    student = get_model("BPR")(student_config, train_data.dataset).to(config["device"])
+    student_trainer = get_trainer(student_config["MODEL_TYPE"], "BPR")(student_config, student)
+    model.start_epoch(epoch)
+    model.train()
+    batches = [batch.to(config["device"]) for batch in islice(train_data, steps)]
+    single = DistillationExperts(20, 200, 1, "single").to(config["device"])
+
+    def run_part(function):
+        trainer.optimizer.zero_grad()
+        student_trainer.optimizer.zero_grad()
+        return function()
+
+    def de_floor(batch, users):
+        # one expert of the paper's size per entity: users + unique positive and negative items
+        entities = len(users) + len(torch.unique(torch.cat(model.batch_items(batch))))
+        single(torch.randn(entities, 20, device=batch[model.USER_ID].device),
+               torch.randn(entities, 200, device=batch[model.USER_ID].device), 1.0).sum().backward()
+
+    parts = {
+        "DE-RRD step (loss, backward, optimizer)": lambda batch, users: (
+            sum(model.calculate_loss(batch)).backward(), trainer.optimizer.step()),
+        "student loss (BPR), forward + backward": lambda batch, users: model.base_loss(batch).backward(),
+        "DE, forward + backward": lambda batch, users: model.de_term(batch, users).backward(),
+        "RRD, forward + backward": lambda batch, users: model.rrd_term(users).backward(),
+        "optimizer step (fused Adam, student + experts)": lambda batch, users: (
+            sum(model.calculate_loss(batch)).backward(), timed(trainer.optimizer.step, device)[0])[1],
+        "student alone step (RecBole BPR, d = 20)": lambda batch, users: (
+            student.calculate_loss(batch).backward(), student_trainer.optimizer.step()),
+        "DE floor: one expert per entity, no routing": de_floor,
+    }
+    entry = {"epoch": epoch, "tau": model.selection_tau, "trained_model": trained, "steps": steps, "ms": {}}
+    for name, part in parts.items():
+        times = []
+        for batch in batches:
+            users = torch.unique(batch[model.USER_ID])
+            if name.startswith("optimizer"):  # only the step itself is timed
+                times.append(run_part(lambda: part(batch, users)))
+                continue
+            times.append(timed(lambda: run_part(lambda: part(batch, users)), device)[0])
+        entry["ms"][name] = statistics.median(times) * 1000
+    start = time.perf_counter()
+    loaded = sum(1 for _ in train_data)
+    entry["ms"]["RecBole batch loading (negative sampling)"] = (time.perf_counter() - start) / loaded * 1000
+    entry["active_experts"] = model.epoch_diagnostics()["active_experts"]
+    print(json.dumps(entry, indent=1), flush=True)
+    return entry
+
+
+# --------------------------------------------------------------------------- whole runs
+
+#: Whole-run variants: (name, model, config overrides, extra config files). ``student`` is the
+#: distillers' student (BPR, d = 20) trained alone; every distiller uses the shared teacher.
+WHOLERUN_FLOORS = (0.0, 1e-6, 1e-4, 1e-2)
+
+
+def wholerun_variants(paper_epochs, floors=WHOLERUN_FLOORS):
+    variants = [
+        ("teacher", "BPR", {"embedding_size": 200}, []),
+        ("student", "BPR", {"embedding_size": 20}, []),
+        ("RRD", "DERRD", {"use_de": False}, []),
+        ("DE", "DERRD", {"use_rrd": False}, []),
+        ("DE-RRD", "DERRD", {}, []),
+    ]
+    variants += [(f"DE-RRD floor={floor:g}", "DERRD", {"de_weight_floor": floor}, []) for floor in floors]
+    # the paper's schedule anneals over P = 1000 epochs; its first paper_epochs are timed
+    variants.append(("DE-RRD paper.yaml", "DERRD", {"epochs": paper_epochs, "de_anneal_epochs": 1000},
+                     ["properties/experiments/paper.yaml"]))
+    return variants
+
+
+def wholerun_child(spec_file):
+    """One whole run (a fresh process): ``run_recbole_derrd`` with ``fit`` timed."""
+    from recbole.trainer import Trainer
+
+    from recbole_derrd import run_recbole_derrd
+
+    with open(spec_file) as handle:
+        spec = json.load(handle)
+    torch.set_num_threads(spec["threads"])
+    fit_seconds = []
+    original_fit = Trainer.fit
+
+    def timed_fit(trainer, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original_fit(trainer, *args, **kwargs)
+        finally:
+            fit_seconds.append(time.perf_counter() - start)
+
+    Trainer.fit = timed_fit
+    sys.argv = sys.argv[:1]
+    start = time.perf_counter()
+    result = run_recbole_derrd(spec["model"], spec["dataset"], spec["config_files"], spec["config"])
+    wall = time.perf_counter() - start
+    with open(spec["output"], "w") as handle:
+        json.dump({
+            "fit_s": fit_seconds[-1], "wall_s": wall,
+            "epoch_s": result["train_epoch_seconds"],
+            "diagnostics": result.get("train_epoch_diagnostics", []),
+            "test": {key: float(value) for key, value in result["test_result"].items()},
+            "best_valid": {key: float(value) for key, value in (result["best_valid_result"] or {}).items()},
+            "checkpoint": result["checkpoint"],
+        }, handle)
+
+
+#: Protocol of the whole runs of a dataset: RecBole's random split for ml-100k, the fixed split
+#: (``run_scripts/convert_lightgcn.py``) for the others.
+WHOLERUN_PROTOCOLS = {"ml-100k": "properties/experiments/protocol_recbole.yaml"}
+
+
+def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None, data_path=None):
+    """Every whole-run variant of ``dataset``, in fresh processes one after the other (kept in
+    the JSON as they finish: a rerun skips the finished ones)."""
+    from recbole_derrd.utils import machine_info
+
+    folder = os.path.join(RESULTS, "speed", "wholerun")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{torch.device(device).type}-{dataset}.json")
+    report = json.load(open(path)) if os.path.isfile(path) else {}
+    torch.set_num_threads(threads)
+    protocol = WHOLERUN_PROTOCOLS.get(dataset, "properties/experiments/protocol_fixed_split.yaml")
+    report.update(machine=machine_info(device), dataset=dataset, date=time.strftime("%Y-%m-%d"),
+                  protocol=protocol, seed=2020)
+    runs = report.setdefault("runs", {})
+    work = os.path.join(REPO, ".bench", "wholerun", dataset)
+    os.makedirs(work, exist_ok=True)
+    base = {"seed": 2020, "show_progress": False, "gpu_id": "" if device == "cpu" else "0",
+            "checkpoint_dir": os.path.join(work, "saved")}
+    if dataset not in WHOLERUN_PROTOCOLS:
+        base["data_path"] = data_path
+    for name, model, overrides, extra_files in wholerun_variants(paper_epochs):
+        identity = {"model": model, "overrides": overrides, "files": extra_files}
+        finished = runs.get(name, {}).get("spec") == identity
+        if finished and not (variants_wanted and name in variants_wanted):
+            continue
+        if variants_wanted and name not in variants_wanted and name not in ("teacher", "student"):
+            continue
+        config = dict(base, **overrides)
+        if model != "BPR":
+            config["teacher_checkpoint"] = runs["teacher"]["checkpoint"]
+        spec = {"model": model, "dataset": dataset, "threads": threads, "config": config,
+                "config_files": [os.path.join(REPO, report["protocol"])]
+                + [os.path.join(REPO, file) for file in extra_files],
+                "output": os.path.join(work, f"{name}.result.json")}
+        spec_file = os.path.join(work, f"{name}.spec.json")
+        with open(spec_file, "w") as handle:
+            json.dump(spec, handle)
+        print(f"whole run: {name}", flush=True)
+        subprocess.run([sys.executable, os.path.abspath(__file__), f"--device={device}",
+                        f"--child_wholerun={spec_file}"], check=True, cwd=work)
+        with open(spec["output"]) as handle:
+            runs[name] = json.load(handle)
+        runs[name]["spec"] = identity
+        with open(path, "w") as handle:
+            json.dump(report, handle, indent=1)
+        print(wholerun_line(name, runs), flush=True)
+    plot_wholerun(report, path[: -len(".json")] + ".png")
+    return report
+
+
+def wholerun_line(name, runs):
+    run = runs[name]
+    student = runs.get("student")
+    ratio = f" ({run['fit_s'] / student['fit_s']:.1f}x)" if student else ""
+    return (f"{name}: {len(run['epoch_s'])} epochs, {run['fit_s']:.0f} s{ratio}, "
+            f"test NDCG@10 {run['test'].get('ndcg@10', float('nan')):.4f}")
+
+
+def plot_wholerun(report, path):
+    """Per-epoch training time against epoch (with DE's temperature), and experts per entity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (times, experts) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for name, run in report["runs"].items():
+        if name == "teacher":
+            continue
+        epochs = range(len(run["epoch_s"]))
+        times.plot(epochs, run["epoch_s"], label=name, linewidth=1)
+        if run["diagnostics"] and "active_experts" in run["diagnostics"][0]:
+            experts.plot(epochs, [d["active_experts"] for d in run["diagnostics"]], label=name, linewidth=1)
+    times.set(xlabel="epoch", ylabel="training time of the epoch (s)", yscale="log",
+              title=f"{report['dataset']}: whole runs to early stop")
+    taus = next((run["diagnostics"] for name, run in report["runs"].items() if name == "DE-RRD"), None)
+    if taus:
+        tau_axis = times.twinx()
+        tau_axis.plot(range(len(taus)), [d["tau"] for d in taus], color="grey", linestyle=":",
+                      label="tau (defaults)")
+        tau_axis.set(ylabel="DE temperature tau (dotted)", yscale="log")
+    times.legend(fontsize=7)
+    experts.set(xlabel="epoch", ylabel="experts per entity (weight above the floor)", yscale="log",
+                title="DE routing")
+    experts.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -394,8 +690,84 @@ def write_markdown():
                     f"{s['scoring_s']:.3f} s | {s['topk_s']:.3f} s | {t['scoring_s']:.3f} s | "
                     f"{t['topk_s']:.3f} s | {entry['speedup_scoring']:.1f}x | {entry['speedup_total']:.1f}x |")
             lines.append("")
+        if report.get("routing"):
+            routing = report["routing"]
+            lines += [f"### DE mixture, dense vs sparse (forward + backward, {routing['entities']:,} entities, "
+                      f"M = {routing['num_experts']})", "",
+                      "`de_routing: auto` goes sparse when the padded work is at most "
+                      f"{routing['sparse_work_fraction']:.0%} of the dense work.", "",
+                      "| experts per entity | rows per tile | padded work / dense work | dense | sparse | sparse / dense |",
+                      "|---|---|---|---|---|---|"]
+            for entry in routing["entries"]:
+                lines.append(f"| {entry['active_experts']} | {entry['tile_rows']} | {entry['padded_work_fraction']:.2f} | "
+                             f"{entry['dense_s'] * 1000:.1f} ms | {entry['sparse_s'] * 1000:.1f} ms | "
+                             f"{entry['sparse_over_dense']:.2f} |")
+            lines.append("")
+        if report.get("profile"):
+            profile = report["profile"]
+            lines += [f"### Where an annealed-phase DE-RRD step goes (ml-100k, epoch {profile['epoch']}, "
+                      f"tau = {profile['tau']:.2g}, {profile['active_experts']:.2f} experts per entity"
+                      + (", the whole run's trained model" if profile["trained_model"] else ", untrained")
+                      + ")", "",
+                      f"Median over {profile['steps']} batches of 2,048 interactions.", "",
+                      "| part | ms per step |", "|---|---|"]
+            lines += [f"| {name} | {value:.1f} |" for name, value in profile["ms"].items()]
+            lines.append("")
+    lines += wholerun_markdown(os.path.join(folder, "wholerun"))
     with open(os.path.join(RESULTS, "speed.md"), "w") as handle:
         handle.write("\n".join(lines))
+
+
+def wholerun_markdown(folder):
+    """The whole-run section of results/speed.md: one row per dataset and device."""
+    if not os.path.isdir(folder):
+        return []
+    reports = [json.load(open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
+               if name.endswith(".json")]
+    if not reports:
+        return []
+    columns = ["student", "RRD", "DE", "DE-RRD", "DE-RRD floor=0", "DE-RRD paper.yaml"]
+    lines = ["## Whole training runs to early stop, relative to the student trained alone", "",
+             "Total training time of each run (every epoch and its validation: what `fit` takes), "
+             "and its ratio to the student alone's; epochs trained in brackets. Each run in a fresh "
+             "process, one after the other. DE-RRD uses the defaults (`de_weight_floor: 1e-3`, "
+             "`de_routing: auto`); `floor=0` is the exact dense computation; `paper.yaml` is the "
+             "paper's schedule (sums, batch 1024, P = 1000), its first epochs only. "
+             "Per-epoch figures and plots: `results/speed/wholerun/`.", "",
+             "| data | device | " + " | ".join(columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for report in reports:
+        runs, info = report["runs"], report["machine"]
+        flags = ", ".join(info.get("cpu_flags", [])) or "none of avx512f / amx"
+        device = info.get("gpu") or f"{info['cpu']} ({flags}), {info['threads']} torch thread(s)"
+        student = runs.get("student")
+        cells = []
+        for name in columns:
+            run = runs.get(name)
+            if run is None or student is None:
+                cells.append("not run")
+                continue
+            cells.append(f"{run['fit_s']:.0f} s ({run['fit_s'] / student['fit_s']:.1f}x) "
+                         f"[{len(run['epoch_s'])}]")
+        lines.append(f"| {report['dataset']} | {device} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for report in reports:
+        runs = report["runs"]
+        first = {name: run["epoch_s"][0] for name, run in runs.items() if run["epoch_s"]}
+        lines += [f"### {report['dataset']}, {report['machine'].get('gpu') or report['machine']['cpu']}: every run", "",
+                  "| run | epochs | total | ratio to student | epoch 0 | slowest epoch / epoch 0 | median epoch | experts per entity, last epoch | test NDCG@10 | test Recall@10 |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, run in runs.items():
+            ratio = run["fit_s"] / runs["student"]["fit_s"] if "student" in runs else float("nan")
+            experts = run["diagnostics"][-1].get("active_experts") if run["diagnostics"] else None
+            lines.append(
+                f"| {name} | {len(run['epoch_s'])} | {run['fit_s']:.1f} s | {ratio:.2f}x | "
+                f"{first[name]:.2f} s | {max(run['epoch_s']) / first[name]:.2f} | "
+                f"{statistics.median(run['epoch_s']):.2f} s | "
+                f"{'' if experts is None else format(experts, '.2f')} | "
+                f"{run['test'].get('ndcg@10', float('nan')):.4f} | {run['test'].get('recall@10', float('nan')):.4f} |")
+        lines.append("")
+    return lines
 
 
 def merge_reports(previous, report):
@@ -405,6 +777,9 @@ def merge_reports(previous, report):
     commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [c for c in commands if c != report["command"]] + [report["command"]]
     merged.pop("command", None)
+    for part in ("routing", "profile"):
+        if part in report:
+            merged[part] = report[part]
     for part in ("epoch", "topn", "sampling", "inference"):
         if part in report:
             entries = {entry.get("dataset", entry.get("scale")): entry for entry in previous.get(part, [])}
@@ -426,10 +801,20 @@ def main():
     parser.add_argument("--window", type=int, default=40, help="batches per window (large data)")
     parser.add_argument("--topn", type=int, default=500)
     parser.add_argument("--data_path", default=os.path.join(REPO, ".bench", "dataset"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--wholerun_dataset", default="ml-100k")
+    parser.add_argument("--wholerun_variants", default=None,
+                        help="comma-separated names of whole-run variants to (re)run; default: the missing ones")
+    parser.add_argument("--paper_epochs", type=int, default=300)
     parser.add_argument("--child_topn", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child_wholerun", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child_topn:
         return topn_child(args.child_topn, args.device, args.topn)
+    if args.child_wholerun:
+        return wholerun_child(args.child_wholerun)
 
     from recbole_derrd.utils import machine_info
 
@@ -464,6 +849,18 @@ def main():
     if "inference" in parts:
         report["inference"] = [bench_inference(scale, args.device) for scale in args.scales.split(",")]
         print(json.dumps(report["inference"], indent=1), flush=True)
+    if "routing" in parts:
+        report["routing"] = bench_routing(args.device)
+    if "profile" in parts:
+        report["profile"] = bench_profile(args.device)
+    if "wholerun" in parts:
+        wanted = args.wholerun_variants.split(",") if args.wholerun_variants else None
+        bench_wholerun(args.wholerun_dataset, args.device, torch.get_num_threads(), args.paper_epochs,
+                       wanted, args.data_path)
+        parts.remove("wholerun")
+        if not parts:  # the whole-run report is its own file: rebuild the summary only
+            write_markdown()
+            return print(open(os.path.join(RESULTS, "speed.md")).read())
 
     os.makedirs(os.path.join(RESULTS, "speed"), exist_ok=True)
     path = os.path.join(RESULTS, "speed", f"{torch.device(args.device).type}.json")

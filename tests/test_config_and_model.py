@@ -214,3 +214,42 @@ def test_rrd_term_ranks_the_sampled_items_of_the_batch_users(derrd_model):
     # the interesting items are the teacher's top-N entries at the sampled ranks, best first
     ranks = (model.interesting_items[users].unsqueeze(2) == model.teacher_topn[users].unsqueeze(1)).float().argmax(2)
     assert (ranks[:, 1:] > ranks[:, :-1]).all()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"de_weight_floor": 1 / 30, "de_num_experts": 30}, "de_weight_floor .* must be below 1/de_num_experts"),
+        ({"de_weight_floor": 0.2, "de_num_experts": 10}, "must be below 1/de_num_experts"),
+        ({"de_weight_floor": -1e-3}, "de_weight_floor must be at least 0"),
+        ({"de_weight_floor": "small"}, "de_weight_floor must be a finite number"),
+        ({"de_routing": "fastest"}, "de_routing must be one of auto, dense, sparse"),
+    ],
+)
+def test_impossible_routing_settings_fail_when_the_config_is_built(workdir, fast_config, overrides, message):
+    from recbole_derrd.validation import ConfigValueError
+
+    with pytest.raises(ConfigValueError, match=message):
+        Config("DERRD", "ml-100k", config_dict=fast_config(**overrides))
+
+
+def test_routing_changes_the_cost_not_the_loss(derrd_model):
+    """At an annealed temperature, a DERRD step's DE loss (and its gradients on the student)
+    is the same through every expert as over the active pairs only; the epoch's figures say
+    how concentrated the selection was."""
+    results = {}
+    for routing in ("dense", "sparse"):
+        _, model, train_data = derrd_model(use_rrd=False, de_routing=routing, de_anneal_epochs=10)
+        model.start_epoch(8)  # tau = 1e-8
+        batch = first_batch(train_data)
+        torch.manual_seed(0)
+        base, de = model.calculate_loss(batch)
+        de.backward()
+        results[routing] = (de.detach(), model.student.user_embedding.weight.grad.clone())
+        diagnostics = model.epoch_diagnostics()
+        assert diagnostics["tau"] == pytest.approx(1e-8)
+        assert 1 <= diagnostics["active_experts"] < 2  # one expert per entity, rare ties
+        assert diagnostics["sparse_share"] == (1.0 if routing == "sparse" else 0.0)
+        assert model.epoch_diagnostics()["active_experts"] == 0  # counters reset per epoch
+    torch.testing.assert_close(results["sparse"][0], results["dense"][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(results["sparse"][1], results["dense"][1], rtol=1e-4, atol=1e-7)

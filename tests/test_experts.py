@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, de_loss
+from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, de_loss, floor_selection
 
 
 def hand_reconstruction(experts, student_repr, selection):
@@ -100,3 +100,145 @@ def test_temperature_annealing_schedule(epochs):
     assert annealed_temperature(epochs + 5, 1.0, 1e-10, epochs) == pytest.approx(1e-10)
     half = annealed_temperature(epochs / 2, 1.0, 1e-10, epochs)
     assert half == pytest.approx(1e-5)  # geometric: tau_0 (tau_P / tau_0) ** (e / P)
+
+
+# ----- the weight floor and sparse routing -----
+
+
+def is_subnormal(tensor):
+    """Non-zero values below float32's smallest normal number (slow on Intel CPUs)."""
+    return (tensor != 0) & (tensor.abs() < torch.finfo(tensor.dtype).tiny)
+
+
+def plugin_default(key):
+    """A DERRD default as shipped in the plugin's YAML."""
+    import yaml
+
+    from recbole_derrd.config import plugin_properties_file
+
+    with open(plugin_properties_file("model", "DERRD.yaml")) as handle:
+        return yaml.safe_load(handle)[key]
+
+
+def trained_like_experts(weight_floor, routing="auto", selection="gumbel", num_experts=30):
+    """Experts at the paper's sizes whose selection logits spread as a trained network's do
+    (several units apart), so that annealed Gumbel weights cross float32's subnormal range."""
+    torch.manual_seed(3)
+    experts = DistillationExperts(20, 200, num_experts, selection, weight_floor, routing)
+    with torch.no_grad():
+        experts.selection.weight.mul_(40.0)
+    return experts
+
+
+def mixture_inputs(experts, student_repr, teacher_repr, tau):
+    """What meets the expert activations: the floored selection and the weighted hidden units
+    (forward), and the experts' gradients (backward)."""
+    selection = experts.selection_weights(teacher_repr, tau)
+    weighted_hidden = selection.unsqueeze(-1) * experts.expert_hidden(student_repr)
+    experts.zero_grad()
+    de_loss(teacher_repr, experts.reconstruct(student_repr, selection)).sum().backward()
+    gradients = [experts.first_weight.grad, experts.first_bias.grad, experts.second_weight.grad]
+    return selection, weighted_hidden, gradients
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.03, 0.01, 1e-3])
+def test_no_subnormal_value_reaches_the_mixture(tau):
+    student_repr, teacher_repr = torch.randn(2000, 20), torch.randn(2000, 200)
+    unfloored = trained_like_experts(weight_floor=0.0)
+    torch.manual_seed(5)
+    selection, _, _ = mixture_inputs(unfloored, student_repr, teacher_repr, tau)
+    assert is_subnormal(selection).any()  # the stall this guards against is real at this tau
+
+    floored = trained_like_experts(weight_floor=plugin_default("de_weight_floor"))
+    for routing in ("dense", "sparse"):
+        floored.routing = routing
+        torch.manual_seed(5)
+        selection, weighted_hidden, gradients = mixture_inputs(floored, student_repr, teacher_repr, tau)
+        assert not is_subnormal(selection).any()
+        assert not is_subnormal(weighted_hidden).any()
+        for gradient in gradients:
+            assert not is_subnormal(gradient).any()
+
+
+def parameter_gradients(experts, student_repr, teacher_repr, tau, seed=11):
+    """Loss and gradients (student representation, experts, selection network) of one DE
+    forward + backward, with a fixed Gumbel draw."""
+    student_repr = student_repr.detach().clone().requires_grad_()
+    experts.zero_grad()
+    torch.manual_seed(seed)
+    loss = experts(student_repr, teacher_repr, tau).sum()
+    loss.backward()
+    named = {"student_repr": student_repr.grad}
+    named.update({name: parameter.grad.clone() for name, parameter in experts.named_parameters()})
+    return loss.detach(), named
+
+
+@pytest.mark.parametrize("selection", ["gumbel", "attention"])
+@pytest.mark.parametrize("tau", [1.0, 0.3, 0.1, 0.01, 1e-6])
+def test_sparse_and_dense_routing_agree_on_loss_and_gradients(selection, tau):
+    """The same floored mixture, through every expert or over the active pairs only: equal up
+    to float32 rounding (relative 1e-5 of each tensor's scale)."""
+    student_repr, teacher_repr = torch.randn(700, 20), torch.randn(700, 200)
+    experts = trained_like_experts(1e-3, "dense", selection)
+    dense_loss, dense_gradients = parameter_gradients(experts, student_repr, teacher_repr, tau)
+    experts.routing = "sparse"
+    sparse_loss, sparse_gradients = parameter_gradients(experts, student_repr, teacher_repr, tau)
+    assert experts.routing_stats["sparse_calls"] == 1
+    torch.testing.assert_close(sparse_loss, dense_loss, rtol=1e-5, atol=0)
+    for name, dense_gradient in dense_gradients.items():
+        scale = dense_gradient.abs().max().item()
+        torch.testing.assert_close(
+            sparse_gradients[name], dense_gradient, rtol=1e-5, atol=1e-5 * scale + 1e-12, msg=name
+        )
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.1, 1e-6])
+def test_the_floor_changes_the_mixture_by_at_most_the_dropped_weights(tau):
+    """|sum_m s_m E_m - sum_{s_m >= floor} s_m E_m| <= sum of the dropped s_m * |E_m|: the
+    floor's whole effect, bounded entity by entity."""
+    floor = plugin_default("de_weight_floor")
+    experts = trained_like_experts(0.0, "dense").double()
+    student_repr = torch.randn(500, 20, dtype=torch.float64)
+    teacher_repr = torch.randn(500, 200, dtype=torch.float64)
+    torch.manual_seed(2)
+    selection = experts.selection_weights(teacher_repr, tau)
+    floored = floor_selection(selection, floor)
+    with torch.no_grad():
+        exact = experts.reconstruct(student_repr, selection)
+        experts.weight_floor, experts.routing = floor, "sparse"
+        approximate = experts.reconstruct(student_repr, floored)
+        outputs = torch.einsum("emh,mht->emt", experts.expert_hidden(student_repr), experts.second_weight)
+        outputs = outputs + experts.second_bias
+    dropped = (selection - floored)
+    bound = (dropped.unsqueeze(-1) * outputs).norm(dim=-1).sum(dim=1)
+    assert ((approximate - exact).norm(dim=1) <= bound + 1e-9).all()
+    assert (dropped <= floor).all() and ((floored == 0) | (floored >= floor)).all()
+
+
+def test_a_zero_floor_is_the_dense_computation_exactly():
+    experts = trained_like_experts(0.0, "auto")
+    student_repr, teacher_repr = torch.randn(300, 20), torch.randn(300, 200)
+    selection = experts.selection_weights(teacher_repr, 1e-6)
+    assert floor_selection(selection, 0.0) is selection
+    assert torch.equal(experts.reconstruct(student_repr, selection), experts.dense_reconstruct(student_repr, selection))
+    assert experts.routing_stats["sparse_calls"] == 0
+
+
+def test_auto_routing_goes_sparse_only_once_few_experts_are_active():
+    experts = trained_like_experts(1e-3, "auto")
+    student_repr, teacher_repr = torch.randn(1000, 20), torch.randn(1000, 200)
+    with torch.no_grad():
+        experts.selection.weight.zero_()  # every expert equally likely: at tau = 1 all active
+        experts(student_repr, teacher_repr, 1.0)
+        assert experts.routing_stats["sparse_calls"] == 0
+        assert experts.routing_stats["active_pairs"] > 0.9 * 1000 * 30
+        experts.reset_routing_stats()
+        experts(student_repr, teacher_repr, 1e-6)
+        assert experts.routing_stats["sparse_calls"] == 1
+        assert experts.routing_stats["active_pairs"] < 1.1 * 1000
+
+
+@pytest.mark.parametrize("floor", [-1e-3, 1 / 30, 0.5])
+def test_impossible_weight_floors_are_refused(floor):
+    with pytest.raises(ValueError, match="weight_floor"):
+        DistillationExperts(4, 8, 30, weight_floor=floor)

@@ -39,8 +39,15 @@ class DERRD(Distiller):
         use_de, use_rrd = checker.boolean("use_de"), checker.boolean("use_rrd")
         checker.number("lambda_de", minimum=0)
         checker.number("lambda_rrd", minimum=0)
-        checker.integer("de_num_experts", minimum=1)
+        num_experts = checker.integer("de_num_experts", minimum=1)
         checker.choice("de_selection", DistillationExperts.selections)
+        checker.choice("de_routing", DistillationExperts.routings)
+        floor = checker.number("de_weight_floor", minimum=0)
+        if floor is not None and num_experts is not None and num_experts >= 1 and floor >= 1 / num_experts:
+            checker.fail(
+                f"de_weight_floor ({floor}) must be below 1/de_num_experts ({1 / num_experts:.4g}): "
+                "a floor that high could drop every expert of an entity"
+            )
         checker.number("de_tau_start", strictly_positive=True)
         checker.number("de_tau_end", strictly_positive=True)
         checker.integer("de_anneal_epochs", minimum=1, optional=True)
@@ -122,7 +129,8 @@ class DERRD(Distiller):
         self.anneal_epochs = config["de_anneal_epochs"] or config["epochs"]
         self.selection_tau = self.tau_start
         experts = lambda student_dim, teacher_dim: DistillationExperts(  # noqa: E731
-            student_dim, teacher_dim, config["de_num_experts"], config["de_selection"]
+            student_dim, teacher_dim, config["de_num_experts"], config["de_selection"],
+            weight_floor=config["de_weight_floor"], routing=config["de_routing"],
         )
         layer = self.de_layer(config)
         if layer != "embeddings":
@@ -254,6 +262,23 @@ class DERRD(Distiller):
             )
         if self.use_rrd and self.sampled_epoch != epoch:
             self.resample(epoch)
+
+    def epoch_diagnostics(self):
+        r"""DE's selection temperature :math:`\tau` of the epoch, the mean number of experts each
+        entity was routed to (selection weight above ``de_weight_floor``), and the share of
+        mixtures computed sparsely."""
+        if not self.use_de:
+            return {}
+        stats = [experts.routing_stats for experts in self.experts.values()]
+        for experts in self.experts.values():
+            experts.reset_routing_stats()
+        entities = sum(bank["entities"] for bank in stats)
+        calls = sum(bank["calls"] for bank in stats)
+        return {
+            "tau": self.selection_tau,
+            "active_experts": float(sum(bank["active_pairs"] for bank in stats)) / max(entities, 1),
+            "sparse_share": sum(bank["sparse_calls"] for bank in stats) / max(calls, 1),
+        }
 
     def shared_state(self):
         """The teacher's representations and top-N, and this epoch's RRD samples."""

@@ -172,6 +172,11 @@ class Distiller(GeneralRecommender):
     def start_epoch(self, epoch):
         """Per-epoch work before the epoch's first batch (annealing, resampling)."""
 
+    def epoch_diagnostics(self):
+        """Figures of the epoch just trained, for the training log and the run's result (and
+        counters reset for the next epoch); ``{}`` when the distiller has none."""
+        return {}
+
     def shared_state(self):
         """Tensors derived from the teacher and the epoch that every process of a
         multi-process run computes itself and must hold identically (checked by the trainer)."""
