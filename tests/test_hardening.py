@@ -432,3 +432,32 @@ def test_a_user_error_in_a_spawned_process_is_reported_as_one(workdir, fast_conf
                          dist_backend="gloo")
     with pytest.raises(UserError, match=r"process \d: Dataset file .*mine\.inter: the file has a header"):
         run("BPR", "mine", config_dict=config, nproc=2, port=free_port())
+
+
+def test_two_runs_started_together_train_their_teacher_once(tmp_path):
+    """Two run.py processes started at the same moment need the same on-demand teacher: one
+    trains it, the other waits for it and reuses it."""
+    import glob
+    import subprocess
+    import sys
+
+    saved = tmp_path / "saved"
+    flags = ["--model=DERRD", "--gpu_id=''", "--epochs=1", "--embedding_size=8",
+             "--teacher_embedding_size=16", "--teacher_config={'epochs':3,'learning_rate':0.01}",
+             "--rrd_topn=50", "--rrd_num_interesting=8", "--rrd_num_uninteresting=8",
+             "--de_num_experts=4", "--eval_batch_size=4096000", "--show_progress=False",
+             f"--checkpoint_dir={saved}"]
+    runs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        runs.append(subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "run_scripts", "run.py"), *flags],
+            cwd=tmp_path / name, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [run.communicate(timeout=300)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    logs = "".join(open(path).read() for path in glob.glob(str(tmp_path / "*" / "log" / "*" / "*.log")))
+    assert logs.count("Training the teacher") == 1
+    assert logs.count("Reusing the teacher just trained") + logs.count("Reusing cached teacher") == 1
+    teachers = [name for name in os.listdir(saved) if name.startswith("teacher-") and name.endswith(".pth")
+                and ".top" not in name]
+    assert len(teachers) == 1
