@@ -49,6 +49,24 @@ CHECKPOINT_FORMAT = "recbole-derrd/1"
 #: ``kind`` of a resume file (other checkpoints of the plugin have no ``kind``).
 RESUME_KIND = "resume"
 
+#: Keys that decide the shapes of a model's parameters (a distiller's student and experts, or
+#: a baseline): a resume with other values cannot fit, and is refused before any work.
+PARAMETER_KEYS = [
+    "student_model",
+    "embedding_size",
+    "mf_embedding_size",
+    "mlp_embedding_size",
+    "mlp_hidden_size",
+    "use_de",
+    "de_num_experts",
+    "de_selection",
+    "de_layer",
+]
+
+#: Keys that decide an on-demand teacher: a resume with other values would train (and
+#: distil from) another teacher, and is refused before that teacher is trained.
+ON_DEMAND_TEACHER_KEYS = ["teacher_model", "teacher_embedding_size", "teacher_config"]
+
 
 def to_plain(value):
     """``value`` as primitives, lists, dicts and tensors only (what ``weights_only`` loads).
@@ -326,6 +344,17 @@ def read_resume_file(path, config):
             f"Cannot resume from '{path}': it was trained with other data, split or seed "
             "settings than this run ("
             + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in differing)
+            + "). Resume with the interrupted run's settings."
+        )
+    changed = [key for key in PARAMETER_KEYS if to_plain(stored.get(key)) != to_plain(config[key])]
+    if not config["teacher_checkpoint"]:  # an on-demand teacher: it must be the same one
+        changed += [key for key in ON_DEMAND_TEACHER_KEYS
+                    if to_plain(stored.get(key)) != to_plain(config[key])]
+    if changed:
+        raise CheckpointError(
+            f"Cannot resume from '{path}': its parameters do not fit this model, or its teacher "
+            "is another one (settings changed: "
+            + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in changed)
             + "). Resume with the interrupted run's settings."
         )
     run_id = checkpoint.get("run_id")

@@ -259,8 +259,10 @@ def test_a_resume_file_whose_outputs_cannot_be_derived_is_refused(interrupted, t
         ({"seed": 7}, "other data, split or seed settings .*seed: 2020 -> 7"),
         ({"eval_args": {"split": {"RS": [0.7, 0.2, 0.1]}}}, "other data, split or seed settings .*eval_args"),
         ("split fingerprint", "another training split"),
+        ({"teacher_embedding_size": 64}, "its teacher is another one .*teacher_embedding_size: 32 -> 64"),
+        ({"de_num_experts": 2}, "parameters do not fit .*de_num_experts: 4 -> 2"),
     ],
-    ids=["seed", "split keys", "changed data"],
+    ids=["seed", "split keys", "changed data", "other teacher", "other sizes"],
 )
 def test_a_resume_that_does_not_fit_is_refused_before_a_teacher_is_trained(
     interrupted, monkeypatch, change, message
