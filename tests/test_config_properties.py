@@ -31,14 +31,22 @@ def yaml_keys(*parts):
         return set(yaml.safe_load(handle) or {})
 
 
-#: Every key of DERRD's YAML layers of this plugin (whatever the student backbone).
-PLUGIN_KEYS = sorted(
-    yaml_keys("overall.yaml")
-    | yaml_keys("distiller.yaml")
-    | yaml_keys("model", "DERRD.yaml")
-    | set().union(*(yaml_keys("distiller", f"{student}.yaml") for student in ("LightGCN", "NeuMF")))
-    | yaml_keys("model", "DERRD", "NeuMF.yaml")
-)
+def model_keys(model):
+    """Every key of the plugin's YAML layers of a distiller (whatever the student backbone)."""
+    return sorted(
+        yaml_keys("overall.yaml")
+        | yaml_keys("distiller.yaml")
+        | yaml_keys("model", f"{model}.yaml")
+        | set().union(*(yaml_keys("distiller", f"{student}.yaml") for student in ("LightGCN", "NeuMF")))
+        | yaml_keys("model", model, "NeuMF.yaml")
+    )
+
+
+#: Every plugin key, by distiller.
+PLUGIN_KEYS = {model: model_keys(model) for model in ("DERRD", "RD", "CD")}
+
+#: Fast settings of the competitors, on top of the tests' FAST ones.
+FAST_COMPETITORS = {"rd_topk": 5, "rd_rank_samples": 10, "cd_topn": 50}
 
 #: Names the plugin's keys take, valid for some key and not for others.
 NAMES = ["mean", "sum", "gumbel", "attention", "single", "single_large", "relaxed", "full",
@@ -64,9 +72,10 @@ def yaml_defaults(*parts):
         return yaml.safe_load(handle) or {}
 
 
-#: DERRD's defaults (BPR student), by key.
+#: The distillers' defaults (BPR student), by key.
 DEFAULTS = {**yaml_defaults("overall.yaml"), **yaml_defaults("distiller.yaml"),
-            **yaml_defaults("model", "DERRD.yaml")}
+            **yaml_defaults("model", "DERRD.yaml"), **yaml_defaults("model", "RD.yaml"),
+            **yaml_defaults("model", "CD.yaml")}
 
 #: Values of any type near the boundaries of the checks.
 NEAR_VALUE = st.one_of(
@@ -108,8 +117,11 @@ def near_value(key):
 
 #: Keys that a one-epoch run with the session's teacher exercises (the on-demand teacher's
 #: keys would train a teacher per example; their values are covered by the first test).
-RUN_KEYS = [key for key in PLUGIN_KEYS
+RUN_KEYS = {
+    model: [key for key in keys
             if not key.startswith("teacher_") and key not in ("dist_backend", "trust_checkpoint")]
+    for model, keys in PLUGIN_KEYS.items()
+}
 
 HYPOTHESIS_SETTINGS = dict(
     deadline=None,
@@ -119,14 +131,19 @@ HYPOTHESIS_SETTINGS = dict(
 
 
 @settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES_CONFIG", 40)), **HYPOTHESIS_SETTINGS)
-@given(overrides=st.dictionaries(st.sampled_from(PLUGIN_KEYS), ANY_VALUE, min_size=1, max_size=3))
+@given(data=st.data())
 def test_any_value_of_any_key_is_accepted_or_refused_with_the_plugins_error(
-    workdir, fast_config, overrides
+    workdir, fast_config, data
 ):
     """Building the configuration (no data loaded) either succeeds or raises a UserError."""
+    model = data.draw(st.sampled_from(sorted(PLUGIN_KEYS)), label="model")
+    overrides = data.draw(
+        st.dictionaries(st.sampled_from(PLUGIN_KEYS[model]), ANY_VALUE, min_size=1, max_size=3),
+        label="overrides",
+    )
     config_dict = fast_config(checkpoint_dir=str(workdir / "saved"), **overrides)
     try:
-        Config("DERRD", "ml-100k", config_dict=config_dict)
+        Config(model, "ml-100k", config_dict=config_dict)
     except UserError:
         pass
     assert not (workdir / "saved").exists()
@@ -137,13 +154,14 @@ def test_any_value_of_any_key_is_accepted_or_refused_with_the_plugins_error(
 def test_values_that_pass_the_checks_train(workdir, fast_config, teacher_checkpoint, data):
     """A configuration is refused (UserError) before training, or it trains one tiny epoch:
     never an exception from inside training."""
-    keys = data.draw(st.lists(st.sampled_from(RUN_KEYS), min_size=1, max_size=2, unique=True))
+    model = data.draw(st.sampled_from(["DERRD", "DERRD", "RD", "CD"]), label="model")
+    keys = data.draw(st.lists(st.sampled_from(RUN_KEYS[model]), min_size=1, max_size=2, unique=True))
     overrides = {key: data.draw(near_value(key), label=key) for key in keys}
     config_dict = fast_config(checkpoint_dir=str(workdir / "saved"), epochs=1,
-                              teacher_checkpoint=teacher_checkpoint)
+                              teacher_checkpoint=teacher_checkpoint, **FAST_COMPETITORS)
     config_dict.update(overrides)
     try:
-        Config("DERRD", "ml-100k", config_dict=dict(config_dict))
+        Config(model, "ml-100k", config_dict=dict(config_dict))
     except UserError:
         return  # refused before any data is loaded
     trained = []
@@ -156,7 +174,7 @@ def test_values_that_pass_the_checks_train(workdir, fast_config, teacher_checkpo
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Trainer, "_train_epoch", recording)
         try:
-            result = run_recbole_derrd("DERRD", "ml-100k", config_dict=config_dict, saved=False)
+            result = run_recbole_derrd(model, "ml-100k", config_dict=config_dict, saved=False)
         except UserError:
             # a check against the data or the teacher (rrd_topn, de_layer), before training
             assert not trained
