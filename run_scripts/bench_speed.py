@@ -599,13 +599,15 @@ def plot_wholerun(report, path):
     import matplotlib.pyplot as plt
 
     figure, (times, experts) = plt.subplots(1, 2, figsize=(13, 4.5))
-    for name, run in report["runs"].items():
-        if name == "teacher":
-            continue
+    names = [name for name in report["runs"] if name != "teacher"]
+    colours = dict(zip(names, plt.get_cmap("tab10").colors))  # one colour per run, both panels
+    for name in names:
+        run = report["runs"][name]
         epochs = range(len(run["epoch_s"]))
-        times.plot(epochs, run["epoch_s"], label=name, linewidth=1)
+        times.plot(epochs, run["epoch_s"], label=name, linewidth=1, color=colours[name])
         if run["diagnostics"] and "active_experts" in run["diagnostics"][0]:
-            experts.plot(epochs, [d["active_experts"] for d in run["diagnostics"]], label=name, linewidth=1)
+            experts.plot(epochs, [d["active_experts"] for d in run["diagnostics"]], label=name,
+                         linewidth=1, color=colours[name])
     times.set(xlabel="epoch", ylabel="training time of the epoch (s)", yscale="log",
               title=f"{report['dataset']}: whole runs to early stop")
     taus = next((run["diagnostics"] for name, run in report["runs"].items() if name == "DE-RRD"), None)
@@ -615,7 +617,7 @@ def plot_wholerun(report, path):
                       label="tau (defaults)")
         tau_axis.set(ylabel="DE temperature tau (dotted)", yscale="log")
     times.legend(fontsize=7)
-    experts.set(xlabel="epoch", ylabel="experts per entity (weight above the floor)", yscale="log",
+    experts.set(xlabel="epoch", ylabel="experts per entity (non-zero weight, after the floor)", yscale="log",
                 title="DE routing")
     experts.legend(fontsize=7)
     figure.tight_layout()
