@@ -18,10 +18,10 @@ The ids are written unchanged as tokens; RecBole remaps them to its own internal
 
 import gzip
 import os
-import tempfile
 
 import numpy as np
 
+from recbole_derrd.checkpoint import atomic_write
 from recbole_derrd.errors import UserError
 
 #: The splits in the order RecBole's ``benchmark_filename`` lists them.
@@ -167,21 +167,8 @@ def split_summary(splits):
 def _write_atomic(path, users, items):
     """Write one atomic file under a temporary name beside ``path``, then rename it into place,
     so that a reader never sees a half-written file."""
-    folder = os.path.dirname(path)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-        delete=False,
-    )
-    try:
-        with handle:
-            handle.write(HEADER)
-            rows = zip(users.tolist(), items.tolist())
-            handle.write("".join(f"{user}\t{item}\n" for user, item in rows))
-        os.replace(handle.name, path)
-    except BaseException:
-        if os.path.exists(handle.name):
-            os.unlink(handle.name)
-        raise
+    rows = "".join(f"{user}\t{item}\n" for user, item in zip(users.tolist(), items.tolist()))
+    atomic_write(path, lambda stream: stream.write((HEADER + rows).encode("utf-8")))
 
 
 def convert_lightgcn(input_dir, name, output_dir, overwrite=False):

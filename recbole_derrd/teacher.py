@@ -141,10 +141,16 @@ def teacher_overrides(config):
     return dict(overrides)
 
 
+#: Evaluation keys an on-demand teacher shares with its student (so that its early stopping
+#: scores the same candidates), without being required of a teacher given by file.
+SHARED_EVALUATION_KEYS = ["fixed_eval_candidates"]
+
+
 def teacher_config_dict(config):
-    """Parameters of an on-demand teacher: the student's data and runtime keys (never its
-    hyperparameters), the teacher's size, then ``teacher_config``."""
-    parameters = {key: config[key] for key in MATCH_KEYS + RUNTIME_KEYS if key in config}
+    """Parameters of an on-demand teacher: the student's data, evaluation and runtime keys
+    (never its hyperparameters), the teacher's size, then ``teacher_config``."""
+    shared = MATCH_KEYS + SHARED_EVALUATION_KEYS + RUNTIME_KEYS
+    parameters = {key: config[key] for key in shared if key in config}
     parameters.pop("dataset")
     parameters["data_path"] = data_path_root(config)
     parameters.update(size_parameters(config["teacher_model"], config["teacher_embedding_size"]))

@@ -228,3 +228,14 @@ def test_the_key_is_refused_with_repeatable_and_has_no_effect_with_full_ranking(
     assert "fixed_eval_candidates: True has no effect" in caplog.text
     assert not isinstance(valid_data._sampler, FixedCandidateSampler)
     assert not isinstance(test_data._sampler, FixedCandidateSampler)
+
+
+def test_an_on_demand_teacher_scores_the_same_fixed_candidates(workdir):
+    """The teacher trained for a student stops early on the student's fixed candidates."""
+    from recbole_derrd.teacher import build_teacher_config
+
+    student = Config("DERRD", "ml-100k", [PAPER], dict(FAST))
+    assert student["fixed_eval_candidates"] is True
+    assert build_teacher_config(student)["fixed_eval_candidates"] is True
+    student = Config("DERRD", "ml-100k", [PAPER], dict(FAST, fixed_eval_candidates=False))
+    assert build_teacher_config(student)["fixed_eval_candidates"] is False
