@@ -4,7 +4,8 @@
     python run_scripts/bench_speed.py --device=cuda         # the same on a GPU
     python run_scripts/bench_speed.py --parts=epoch --epoch_scales=ml-100k
 
-Parts (results/speed/<device>.json, then results/speed.md is rebuilt from every JSON there):
+Parts (results/speed/<device>.json, or <device>-<N>thread.json with ``--threads=N``; then
+results/speed.md is rebuilt from every JSON there):
 
 - ``epoch``: one training epoch of DE, RRD and DE-RRD against the same student trained alone
   (BPR, d = 20, RecBole's batch size and dataloader; the 200-d BPR teacher has random weights:
@@ -865,7 +866,9 @@ def main():
             return print(open(os.path.join(RESULTS, "speed.md")).read())
 
     os.makedirs(os.path.join(RESULTS, "speed"), exist_ok=True)
-    path = os.path.join(RESULTS, "speed", f"{torch.device(args.device).type}.json")
+    # runs with a set thread count have their own report (and section of results/speed.md)
+    suffix = f"-{args.threads}thread" if args.threads else ""
+    path = os.path.join(RESULTS, "speed", f"{torch.device(args.device).type}{suffix}.json")
     previous = json.load(open(path)) if os.path.isfile(path) else {}
     with open(path, "w") as handle:
         json.dump(merge_reports(previous, report), handle, indent=1)
