@@ -30,7 +30,7 @@ import torch
 
 from recbole.utils import set_color
 
-from recbole_derrd.data import split_fingerprint
+from recbole_derrd.data import split_fingerprint, training_split
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
 from recbole_derrd.distributed import (
     barrier,
@@ -385,14 +385,17 @@ def read_resume_file(path, config):
     return path, checkpoint
 
 
-def check_resume_split(path, checkpoint, train_dataset):
+def check_resume_split(path, checkpoint, train_dataset, data_fingerprint=None):
     """Refuse to resume ``checkpoint`` on another training split than its own (the dataset
     files changed), right after the data is loaded and before a teacher is trained.
+    ``data_fingerprint``: ``split_fingerprint(train_dataset)``, if already computed.
 
     Raises:
         CheckpointError
     """
-    if checkpoint.get("split_fingerprint") != split_fingerprint(train_dataset):
+    if data_fingerprint is None:
+        data_fingerprint = split_fingerprint(train_dataset)
+    if checkpoint.get("split_fingerprint") != data_fingerprint:
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained on another training split than this "
             "run's (same dataset name, different interactions or split settings)."
@@ -436,6 +439,8 @@ class SafeCheckpointMixin:
         #: This run's resume file; None: not written.
         self.resume_file = resume_path(self.saved_model_file)
         self.split_fingerprint = None
+        #: The run's :class:`~recbole_derrd.data.TrainingSplit`, if the run computed it.
+        self.training_split = None
         self.writes_resume_file = False
         self.resumed_split = None
         self.resumed_random_state = None
@@ -455,7 +460,7 @@ class SafeCheckpointMixin:
     ):
         # Recorded in every checkpoint, so that a model used later as a teacher can be
         # checked against the student's training split.
-        self.split_fingerprint = split_fingerprint(train_data.dataset)
+        self.split_fingerprint = training_split(train_data.dataset, self.training_split).fingerprint
         if self.resumed_split is not None and self.resumed_split != self.split_fingerprint:
             raise CheckpointError(
                 f"Cannot resume from '{self.resume_file}': it was trained on another training "

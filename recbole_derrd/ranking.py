@@ -25,18 +25,7 @@ from tqdm import tqdm
 from recbole.utils import set_color
 
 from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-
-
-def train_interactions(dataset):
-    """The training split as CSR tensors ``(indptr [n_users + 1], items)``, duplicates merged,
-    items sorted within each user."""
-    matrix = dataset.inter_matrix(form="csr")
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    return (
-        torch.from_numpy(matrix.indptr.astype("int64")),
-        torch.from_numpy(matrix.indices.astype("int64")),
-    )
+from recbole_derrd.data import train_interactions  # noqa: F401 (used with teacher_topn)
 
 
 @torch.no_grad()

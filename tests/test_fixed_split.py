@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-import recbole_derrd.quick_start
+import recbole_derrd.pipeline
 from recbole_derrd import run_recbole_derrd
 from recbole_derrd.fixed_split import (
     HEADER,
@@ -139,14 +139,14 @@ def test_recbole_trains_and_evaluates_on_exactly_the_converted_splits(tmp_path, 
     source = write_split(tmp_path / "lightgcn")
     convert_lightgcn(source, "tiny", str(tmp_path / "data"))
     prepared = []
-    recbole_preparation = recbole_derrd.quick_start.data_preparation
+    recbole_preparation = recbole_derrd.pipeline.data_preparation
 
     def recording_preparation(config, dataset):
         loaders = recbole_preparation(config, dataset)
         prepared.append((dataset, loaders))
         return loaders
 
-    monkeypatch.setattr(recbole_derrd.quick_start, "data_preparation", recording_preparation)
+    monkeypatch.setattr(recbole_derrd.pipeline, "data_preparation", recording_preparation)
     result = run_recbole_derrd(
         "BPR", "tiny", [PROTOCOL],
         {"data_path": str(tmp_path / "data"), "epochs": 1, "gpu_id": "", "state": "ERROR",
