@@ -2,14 +2,14 @@
 recbole_derrd.utils
 ###################
 Plugin-first model and trainer lookup (the RecBole-GNN pattern): a name is first looked up
-among this plugin's models and trainers, then among RecBole's built-ins.
+among this plugin's models (whose classes declare their trainers), then among RecBole's
+built-ins.
 """
 
 import importlib
 
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_derrd.checkpoint import SafeCheckpointMixin
 from recbole_derrd.distributed import DistributedTrainerBase
 from recbole_derrd.registry import (  # noqa: F401 (UnknownModelError, plugin_model_names: API)
     PLUGIN_MODELS,
@@ -18,6 +18,7 @@ from recbole_derrd.registry import (  # noqa: F401 (UnknownModelError, plugin_mo
     plugin_model_names,
     recbole_model,
 )
+from recbole_derrd.trainer import SafeCheckpointMixin
 
 
 def get_model(model_name):
@@ -54,12 +55,14 @@ def safe_trainer_class(trainer_class):
 
 
 def get_trainer(model_type, model_name):
-    r"""Return the trainer class for a model: this plugin's ``<model_name>Trainer`` first, then
-    RecBole's choice. Every trainer returned writes and reads checkpoints that load with
-    ``weights_only=True`` (RecBole's own pickle a Config object, which torch >= 2.6 refuses).
+    r"""Return the trainer class for a model: the one a model of this plugin declares
+    (``trainer_class``), else RecBole's choice. Every trainer returned writes and reads
+    checkpoints that load with ``weights_only=True`` (RecBole's own pickle a Config object,
+    which torch >= 2.6 refuses).
     """
-    plugin_trainers = importlib.import_module("recbole_derrd.trainer")
-    trainer_class = getattr(plugin_trainers, model_name + "Trainer", None)
+    trainer_class = None
+    if model_name in PLUGIN_MODELS:
+        trainer_class = get_model(model_name).trainer_class
     if trainer_class is None:
         trainer_class = recbole_get_trainer(model_type, model_name)
     return safe_trainer_class(trainer_class)

@@ -26,6 +26,7 @@ from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
 from recbole_derrd.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
 from recbole_derrd.teacher import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.trainer import DistillationTrainer
 from recbole_derrd.validation import ConfigChecker
 
 
@@ -42,6 +43,8 @@ class Distiller(GeneralRecommender):
     student_models = ("BPR", "LightGCN", "NeuMF")
     #: Names of the parts ``calculate_loss`` returns, for the training log.
     loss_names = ("base",)
+    #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
+    trainer_class = DistillationTrainer
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
 
