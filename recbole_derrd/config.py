@@ -4,9 +4,9 @@ recbole_derrd.config
 The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 
 - model names resolved plugin-first (``DERRD``, ...), then among RecBole's built-ins;
-- this plugin's YAML defaults (``properties/overall.yaml`` for every model, then
-  ``properties/model/<Model>.yaml``, shipped as package data) layered over RecBole's, and, for a
-  distiller, the student backbone's own RecBole defaults beneath them;
+- this plugin's YAML defaults (``recbole_derrd/properties``, package data) layered over
+  RecBole's, and, for a distiller, the student backbone's own RecBole defaults beneath them
+  (the layering rules: :mod:`recbole_derrd.defaults`);
 - ``parse_command_line=False`` for configurations built inside a run (the teacher's), so the
   student's ``--key=value`` overrides cannot leak into them (RecBole's Config parses
   ``sys.argv`` every time); the launcher's own flags (``--resume``, ``--nproc``...) are never

@@ -25,18 +25,16 @@ import recbole
 from recbole_derrd.registry import PLUGIN_MODELS
 
 
-def plugin_properties_file(*parts):
-    """Path of a YAML file shipped in ``properties/`` (None if absent).
+#: Where the plugin's defaults live: package data (``recbole_derrd/properties``), so a source
+#: checkout and an install read the same files. Experiment configurations (``--config_files``)
+#: are not defaults and stay in the repository's top-level ``properties/experiments``.
+PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
 
-    Installed, ``properties/`` is package data inside the package (``recbole_derrd/properties``);
-    in a source checkout (editable install, worktree) it is the folder beside the package.
-    """
-    package_dir = Path(__file__).resolve().parent
-    for root in (package_dir / "properties", package_dir.parent / "properties"):
-        path = root.joinpath(*parts)
-        if path.is_file():
-            return str(path)
-    return None
+
+def plugin_properties_file(*parts):
+    """Path of a YAML file of the plugin's defaults (None if absent)."""
+    path = PROPERTIES_DIR.joinpath(*parts)
+    return str(path) if path.is_file() else None
 
 
 def recbole_model_yaml(model_name):
