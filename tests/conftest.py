@@ -7,6 +7,12 @@ import sys
 
 import pytest
 
+#: The repository root on ``sys.path`` (once, for every test file): the scripts in
+#: ``run_scripts/`` are imported as modules (``run_scripts.benchmark``...).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
 #: Small and fast settings for ml-100k runs (tests check behaviour, not quality).
 FAST = {
     "gpu_id": "",

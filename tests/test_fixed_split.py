@@ -3,7 +3,6 @@ as RecBole atomic files, refuses bad input and existing output, and RecBole trai
 on exactly those three splits (no filtering, no re-split)."""
 
 import gzip
-import importlib.util
 import os
 
 import pytest
@@ -31,11 +30,9 @@ TEST = "0 5 6\n1 7\n2 0\n3 2 3\n4 8 0\n5 1\n"
 
 def convert_main(argv):
     """``run_scripts/convert_lightgcn.py`` run with ``argv``: its exit status."""
-    path = os.path.join(REPO, "run_scripts", "convert_lightgcn.py")
-    spec = importlib.util.spec_from_file_location("convert_lightgcn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    from run_scripts.convert_lightgcn import main
+
+    return main(argv)
 
 
 def pairs(text):
