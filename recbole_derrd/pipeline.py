@@ -29,7 +29,7 @@ from recbole_derrd.utils import get_trainer
 def parameter_count(model):
     """Parameters of a model as deployed: a distiller's student backbone alone, any other
     model (a teacher, a baseline) whole."""
-    deployed = getattr(model, "student", model)
+    deployed = model.student if getattr(model, "is_distiller", False) else model
     return sum(parameter.numel() for parameter in deployed.parameters())
 
 

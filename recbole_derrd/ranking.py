@@ -25,7 +25,6 @@ from tqdm import tqdm
 from recbole.utils import set_color
 
 from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from recbole_derrd.data import train_interactions  # noqa: F401 (used with teacher_topn)
 
 
 @torch.no_grad()
@@ -148,7 +147,7 @@ class UninterestingSampler:
     Memory: one int64 per excluded (user, item) pair.
 
     Args:
-        train_indptr, train_items: training split, CSR (:func:`train_interactions`).
+        train_indptr, train_items: training split, CSR (:func:`recbole_derrd.data.train_interactions`).
         topn_items (torch.LongTensor): ``[n_users, N]`` teacher top-N (disjoint from training).
         n_items (int): item id count, padding id 0 included.
     """

@@ -179,10 +179,6 @@ class FrozenTeacher:
     def name(self):
         return type(self.model).__name__
 
-    @property
-    def parameter_count(self):
-        return sum(parameter.numel() for parameter in self.model.parameters())
-
     @functools.cached_property
     def digest(self):
         """Hash of the teacher file: what its cached top-N is keyed by."""

@@ -190,7 +190,8 @@ class Distiller(GeneralRecommender):
         return self.training_split.interactions
 
     def student_parameter_count(self):
-        """Parameters of the deployed student (the backbone alone)."""
+        """Parameters of the deployed student (the backbone alone); a run counts them with
+        :func:`recbole_derrd.pipeline.parameter_count`."""
         return sum(parameter.numel() for parameter in self.student.parameters())
 
     def predict(self, interaction):
