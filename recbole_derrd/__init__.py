@@ -3,12 +3,13 @@
 __version__ = "0.1.0"
 
 from recbole_derrd.config import Config
-from recbole_derrd.model import DERRD
+from recbole_derrd.model import CD, DERRD, RD
 from recbole_derrd.quick_start import load_data_and_model, objective_function, run, run_recbole_derrd
 from recbole_derrd.trainer import DERRDTrainer, DistillationTrainer
 from recbole_derrd.utils import get_model, get_trainer
 
 __all__ = [
+    "CD",
     "Config",
     "DERRD",
     "DERRDTrainer",
@@ -17,6 +18,7 @@ __all__ = [
     "get_trainer",
     "load_data_and_model",
     "objective_function",
+    "RD",
     "run",
     "run_recbole_derrd",
 ]

@@ -13,35 +13,22 @@ Besides the best model (written when validation improves, as RecBole does), a ru
 **resume file** at the start of every epoch, ``<best model stem>.resume.pth``: the model,
 optimizer, early-stopping state and random generators at that point, so that a run stopped
 during an epoch continues from that epoch's start exactly as if it had not stopped
-(:meth:`SafeCheckpointMixin.resume_checkpoint`).
+(:meth:`recbole_derrd.trainer.SafeCheckpointMixin.resume_checkpoint`). This module holds
+the files' layout, reading and writing; the trainer behaviour that uses them is in
+:mod:`recbole_derrd.trainer`.
 """
 
 import enum
 import os
 import pickle
 import tempfile
-import time
-import uuid
-from collections import OrderedDict
-from logging import getLogger
 
 import numpy as np
 import torch
 
-from recbole.utils import set_color
-
 from recbole_derrd.data import split_fingerprint
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
-from recbole_derrd.distributed import (
-    barrier,
-    broadcast_object,
-    gather_objects,
-    global_rank,
-    is_distributed,
-    writes_files,
-)
 from recbole_derrd.keys import SPLIT_KEYS, learned_from
-from recbole_derrd.random_state import run_random_state, set_run_random_state
 
 #: Written into every checkpoint of this plugin, so that a reader knows the layout.
 CHECKPOINT_FORMAT = "recbole-derrd/1"
@@ -385,14 +372,17 @@ def read_resume_file(path, config):
     return path, checkpoint
 
 
-def check_resume_split(path, checkpoint, train_dataset):
+def check_resume_split(path, checkpoint, train_dataset, data_fingerprint=None):
     """Refuse to resume ``checkpoint`` on another training split than its own (the dataset
     files changed), right after the data is loaded and before a teacher is trained.
+    ``data_fingerprint``: ``split_fingerprint(train_dataset)``, if already computed.
 
     Raises:
         CheckpointError
     """
-    if checkpoint.get("split_fingerprint") != split_fingerprint(train_dataset):
+    if data_fingerprint is None:
+        data_fingerprint = split_fingerprint(train_dataset)
+    if checkpoint.get("split_fingerprint") != data_fingerprint:
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained on another training split than this "
             "run's (same dataset name, different interactions or split settings)."
@@ -408,229 +398,3 @@ def differing_settings(stored, current):
         for key in sorted(set(stored) | set(current))
         if stored.get(key) != current.get(key)
     }
-
-
-class SafeCheckpointMixin:
-    r"""Mixed into a RecBole ``Trainer``: checkpoints that load with ``weights_only=True``, and
-    runs that resume where they stopped.
-
-    RecBole's layout is kept (``config``, ``epoch``, ``cur_step``, ``best_valid_score``,
-    ``state_dict``, ``other_parameter``, ``optimizer``) with the config as a plain dict, plus
-    ``format`` and ``model``. A new checkpoint never overwrites an existing file (RecBole's
-    names have one-second resolution).
-
-    RecBole saves the model only when validation improves, so resuming from that file would
-    go back to the best epoch. Here every epoch starts by writing :attr:`resume_file` (this
-    run's own, overwritten each epoch): the checkpoint state plus ``kind: resume``, the best
-    validation result, the training losses so far, the best-model file's name and the random
-    generators of every process (:mod:`recbole_derrd.random_state`). A resumed run restores all
-    of it and continues writing the same two files.
-    """
-
-    def __init__(self, config, model):
-        super().__init__(config, model)
-        self.saved_model_file = unique_path(self.saved_model_file, companion=resume_path)
-        #: Written into every file of this run: a resumed run writes only to files that carry
-        #: its own id.
-        self.run_id = uuid.uuid4().hex
-        #: This run's resume file; None: not written.
-        self.resume_file = resume_path(self.saved_model_file)
-        self.split_fingerprint = None
-        self.writes_resume_file = False
-        self.resumed_split = None
-        self.resumed_random_state = None
-        self.files_reserved = False
-        #: Wall time of every training epoch of this run (the per-epoch work of a distiller
-        #: included, evaluation excluded).
-        self.epoch_seconds = []
-
-    def fit(
-        self,
-        train_data,
-        valid_data=None,
-        verbose=True,
-        saved=True,
-        show_progress=False,
-        callback_fn=None,
-    ):
-        # Recorded in every checkpoint, so that a model used later as a teacher can be
-        # checked against the student's training split.
-        self.split_fingerprint = split_fingerprint(train_data.dataset)
-        if self.resumed_split is not None and self.resumed_split != self.split_fingerprint:
-            raise CheckpointError(
-                f"Cannot resume from '{self.resume_file}': it was trained on another training "
-                "split than this run's (same dataset name, different interactions or split "
-                "settings)."
-            )
-        self.writes_resume_file = saved and self.resume_file is not None
-        result = super().fit(
-            train_data,
-            valid_data,
-            verbose=verbose,
-            saved=saved,
-            show_progress=show_progress,
-            callback_fn=callback_fn,
-        )
-        if self.writes_resume_file and writes_files(self.config) and os.path.isfile(self.resume_file):
-            # the run ended (all epochs, or early stopping): resuming it would train again
-            state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
-            state["finished"] = True
-            save_checkpoint(state, self.resume_file)
-        return result
-
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self.resumed_random_state is not None:
-            set_run_random_state(self.resumed_random_state, train_data)
-            self.resumed_random_state = None
-        elif self.writes_resume_file:
-            self._save_resume_file(epoch_idx - 1, train_data)
-        start = time.perf_counter()
-        losses = super()._train_epoch(
-            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
-        )
-        self.epoch_seconds.append(time.perf_counter() - start)
-        return losses
-
-    def checkpoint_state(self, epoch):
-        """The dictionary written by :meth:`_save_checkpoint`; subclasses extend it."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.config["model"],
-            "config": plain_config(self.config),
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": float(self.best_valid_score),
-            "state_dict": self.model.state_dict(),
-            "other_parameter": tensor_other_parameters(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "split_fingerprint": self.split_fingerprint,
-            "run_id": self.run_id,
-        }
-
-    def restore_state(self, checkpoint):
-        """Inverse of :meth:`checkpoint_state` beyond RecBole's fields; subclasses extend it."""
-
-    def _write_own_file(self, state, resume):
-        """Write ``state`` to this run's best-model file (or, with ``resume``, its resume file).
-
-        The first write of a run claims the pair of names (:func:`create_checkpoint`: the next
-        free ones, created exclusively and complete); global rank 0 chooses and every process
-        of a multi-process run takes its choice. Every process calls this; only those that
-        write files write.
-        """
-        if not self.files_reserved:
-            chosen = None
-            if global_rank(self.config) == 0:
-                chosen = create_checkpoint(state, self.saved_model_file, resume=resume)
-            self.saved_model_file = broadcast_object(chosen, self.config)
-            if self.resume_file is not None:  # None: this run writes no resume file
-                self.resume_file = resume_path(self.saved_model_file)
-            self.files_reserved = True
-            if global_rank(self.config) == 0:
-                return
-        if writes_files(self.config):
-            save_checkpoint(state, self.resume_file if resume else self.saved_model_file)
-
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        saved_model_file = kwargs.pop("saved_model_file", None)
-        state = self.checkpoint_state(epoch) if writes_files(self.config) else None
-        if saved_model_file is not None:  # an explicit file, RecBole's keyword
-            if writes_files(self.config):
-                save_checkpoint(state, saved_model_file)
-        else:
-            self._write_own_file(state, resume=False)
-            saved_model_file = self.saved_model_file
-        if verbose and writes_files(self.config):
-            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
-
-    def resume_state(self, epoch, train_data):
-        """The dictionary of :attr:`resume_file` after ``epoch`` (-1: before the first).
-
-        Every process takes part (its random generators are gathered); the result is only
-        meaningful where :func:`~recbole_derrd.distributed.writes_files` holds.
-        """
-        random_states = gather_objects(run_random_state(train_data), self.config)
-        state = self.checkpoint_state(epoch)
-        state.update(
-            kind=RESUME_KIND,
-            best_model_file=os.path.basename(self.saved_model_file),
-            best_valid_result=to_plain(self.best_valid_result),
-            train_loss=[[epoch_idx, loss] for epoch_idx, loss in self.train_loss_dict.items()],
-            random_states=random_states,
-        )
-        return state
-
-    def _save_resume_file(self, epoch, train_data):
-        state = self.resume_state(epoch, train_data)
-        state["finished"] = False
-        self._write_own_file(state, resume=True)
-
-    def _load_model_state(self, checkpoint):
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-
-    def resume_checkpoint(self, resume_file):
-        r"""Continue an interrupted run from its resume file (or its best-model file, beside
-        which the resume file is): from the epoch it was in, with its model, optimizer,
-        early-stopping state, training losses and random generators, writing its best-model
-        and resume files on.
-
-        Raises:
-            CheckpointError: as :func:`read_resume_file`, or parameters that do not fit.
-                Another training split is reported by :meth:`fit`, before the first epoch.
-        """
-        resume_file, checkpoint = read_resume_file(resume_file, self.config)
-        start_epoch = checkpoint["epoch"] + 1
-        best_model_file = checkpoint["best_model_file"]  # derived from resume_file's name
-        try:
-            self._load_model_state(checkpoint)
-            self.optimizer.load_state_dict(checkpoint["optimizer"])  # moved to the parameters' device
-        except (RuntimeError, ValueError, KeyError) as error:
-            raise CheckpointError(
-                f"Cannot resume from '{resume_file}': its parameters do not fit this model "
-                f"(was the run started with other settings?): {error}"
-            ) from None
-        self.start_epoch = start_epoch
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        if checkpoint["best_valid_result"] is not None:
-            self.best_valid_result = OrderedDict(checkpoint["best_valid_result"])
-        self.train_loss_dict = {epoch: loss for epoch, loss in checkpoint["train_loss"]}
-        self.saved_model_file = best_model_file
-        self.resume_file = resume_file
-        self.run_id = checkpoint["run_id"]  # the files keep the interrupted run's id
-        self.files_reserved = True  # this run's own files
-        self.resumed_split = checkpoint["split_fingerprint"]
-        random_states = checkpoint["random_states"]
-        if len(random_states) == (self.config["world_size"] if is_distributed(self.config) else 1):
-            self.resumed_random_state = random_states[global_rank(self.config)]
-        else:
-            self.logger.warning(
-                f"'{resume_file}' was written by a run of {len(random_states)} process(es): the "
-                "random generators are not restored, so the run continues, but not exactly as "
-                "the interrupted one would have."
-            )
-        self.restore_state(checkpoint)
-        differing = differing_settings(checkpoint["config"], plain_config(self.config))
-        if differing:
-            self.logger.warning(
-                "Resuming with other settings than the interrupted run: "
-                + "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in differing.items())
-            )
-        self.logger.info(
-            f"Resuming {resume_file}: training continues at epoch {self.start_epoch}, the best "
-            f"model is kept in {self.saved_model_file}"
-        )
-
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        if load_best_model and eval_data:
-            barrier(self.config)  # the best model may just have been written by another process
-            checkpoint_file = model_file or self.saved_model_file
-            checkpoint = read_checkpoint(
-                checkpoint_file,
-                trust=bool(self.config["trust_checkpoint"]),
-                map_location=self.device,
-            )
-            self._load_model_state(checkpoint)
-            getLogger().info(f"Loading model structure and parameters from {checkpoint_file}")
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

@@ -4,9 +4,9 @@ recbole_derrd.config
 The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 
 - model names resolved plugin-first (``DERRD``, ...), then among RecBole's built-ins;
-- this plugin's YAML defaults (``properties/overall.yaml`` for every model, then
-  ``properties/model/<Model>.yaml``, shipped as package data) layered over RecBole's, and, for a
-  distiller, the student backbone's own RecBole defaults beneath them;
+- this plugin's YAML defaults (``recbole_derrd/properties``, package data) layered over
+  RecBole's, and, for a distiller, the student backbone's own RecBole defaults beneath them
+  (the layering rules: :mod:`recbole_derrd.defaults`);
 - ``parse_command_line=False`` for configurations built inside a run (the teacher's), so the
   student's ``--key=value`` overrides cannot leak into them (RecBole's Config parses
   ``sys.argv`` every time); the launcher's own flags (``--resume``, ``--nproc``...) are never
@@ -17,34 +17,19 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 """
 
 import ast
-import os
-from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_derrd.defaults import config_layers, plugin_properties_file  # noqa: F401 (API)
 from recbole_derrd.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
 from recbole_derrd.eval_candidates import check_fixed_eval_candidates
-from recbole_derrd.keys import DERIVED_KEYS
+from recbole_derrd.keys import data_path_root, rebuilt_parameters  # noqa: F401 (API)
 from recbole_derrd.utils import get_model
 from recbole_derrd.validation import check_config
 
 #: Flags of ``run_scripts/run.py`` that are arguments of :func:`recbole_derrd.run`, not keys:
 #: ``run`` passes the multi-process ones to every process itself, as RecBole's ``run`` does.
 LAUNCHER_FLAGS = ("resume", "nproc", "world_size", "ip", "port", "group_offset")
-
-
-def plugin_properties_file(*parts):
-    """Path of a YAML file shipped in ``properties/`` (None if absent).
-
-    Installed, ``properties/`` is package data inside the package (``recbole_derrd/properties``);
-    in a source checkout (editable install, worktree) it is the folder beside the package.
-    """
-    package_dir = Path(__file__).resolve().parent
-    for root in (package_dir / "properties", package_dir.parent / "properties"):
-        path = root.joinpath(*parts)
-        if path.is_file():
-            return str(path)
-    return None
 
 
 class Config(RecBoleConfig):
@@ -110,13 +95,9 @@ class Config(RecBoleConfig):
             self._update_internal_config_dict(yaml_file)
 
     def _plugin_yaml_files(self, model, model_class):
-        """The plugin's YAML layers for ``model``, lowest priority first."""
-        overall = [plugin_properties_file("overall.yaml")]
-        layers = getattr(model_class, "config_layers", None)
-        if layers is not None:
-            return overall + layers(self)
-        own = plugin_properties_file("model", f"{model}.yaml")
-        return overall + ([own] if own else [])
+        """The plugin's YAML layers for ``model``, lowest priority first
+        (:func:`recbole_derrd.defaults.config_layers`)."""
+        return config_layers(model, self.external_config_dict, self.yaml_loader)
 
     def _set_default_parameters(self):
         super()._set_default_parameters()
@@ -143,11 +124,6 @@ class Config(RecBoleConfig):
         join_cpu_process_group(settings)
 
 
-def data_path_root(config):
-    """The ``data_path`` a user gave (RecBole appends the dataset name to it)."""
-    return os.path.dirname(os.path.normpath(config["data_path"]))
-
-
 def config_from_plain(plain, dataset=None, overrides=None):
     """Rebuild a :class:`Config` from the plain final configuration stored in a checkpoint.
 
@@ -156,17 +132,9 @@ def config_from_plain(plain, dataset=None, overrides=None):
         dataset (str): dataset name (default: the stored one).
         overrides (dict): values that replace the stored ones (device, paths...).
     """
-    parameters = {key: value for key, value in plain.items() if key not in DERIVED_KEYS}
-    parameters["data_path"] = data_path_root(plain)
-    # unpickling stays the caller's decision, never the file's; and a file never turns on
-    # RecBole's dataset and dataloader caches (pickles read, and written, at paths it names)
-    parameters["trust_checkpoint"] = False
-    parameters.update(save_dataset=False, dataset_save_path=None, save_dataloaders=False,
-                      dataloaders_save_path=None)
-    parameters.update(overrides or {})
     return Config(
         model=plain["model"],
         dataset=dataset or plain["dataset"],
-        config_dict=parameters,
+        config_dict=rebuilt_parameters(plain, overrides),
         parse_command_line=False,
     )

@@ -11,10 +11,13 @@ Data preparation around RecBole's own ``create_dataset`` / ``data_preparation``:
   cache file (a pickle, which runs whatever code it holds) is read only with
   ``trust_checkpoint``;
 - :func:`split_fingerprint` identifies a training split, so that a teacher trained on other
-  data (or another split) is refused.
+  data (or another split) is refused;
+- :class:`TrainingSplit` holds what a run derives from its training split (fingerprint,
+  interactions), computed once and handed to the teacher, the model and the trainer.
 """
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import os
@@ -202,3 +205,40 @@ def split_fingerprint(dataset):
     digest = hashlib.sha256(np.array([n_users, n_items], dtype=np.int64).tobytes())
     digest.update(pairs.tobytes())
     return digest.hexdigest()[:16]
+
+
+def train_interactions(dataset):
+    """The training split as CSR tensors ``(indptr [n_users + 1], items)``, duplicates merged,
+    items sorted within each user."""
+    matrix = dataset.inter_matrix(form="csr")
+    matrix.sum_duplicates()
+    matrix.sort_indices()
+    return (
+        torch.from_numpy(matrix.indptr.astype("int64")),
+        torch.from_numpy(matrix.indices.astype("int64")),
+    )
+
+
+class TrainingSplit:
+    """A run's training split and what the run derives from it, each computed once (on first
+    use) and shared by the teacher's checks, the model and the trainer."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    @functools.cached_property
+    def fingerprint(self):
+        """:func:`split_fingerprint` of the training split."""
+        return split_fingerprint(self.dataset)
+
+    @functools.cached_property
+    def interactions(self):
+        """:func:`train_interactions` of the training split: CSR ``(indptr, items)``."""
+        return train_interactions(self.dataset)
+
+
+def training_split(dataset, split=None):
+    """``split`` if it is the :class:`TrainingSplit` of ``dataset``, else a new one."""
+    if split is not None and split.dataset is dataset:
+        return split
+    return TrainingSplit(dataset)

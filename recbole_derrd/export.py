@@ -14,8 +14,6 @@ own ``torch.load(path)`` reads it, so the student is served without this plugin 
 import os
 from logging import getLogger
 
-import yaml
-
 from recbole_derrd.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
@@ -23,29 +21,11 @@ from recbole_derrd.checkpoint import (
     save_checkpoint,
     unique_path,
 )
-from recbole_derrd.config import plugin_properties_file
-from recbole_derrd.model.distiller import recbole_model_yaml
+from recbole_derrd.defaults import plugin_only_keys
 from recbole_derrd.utils import UnknownModelError, get_model
 
 #: Prefix of the student's entries in a distiller's state dict (the attribute ``student``).
 STUDENT_PREFIX = "student."
-
-
-def yaml_keys(path):
-    """Top-level keys of a YAML file (none for a missing file)."""
-    if path is None:
-        return set()
-    with open(path, encoding="utf-8") as handle:
-        return set(yaml.safe_load(handle) or {})
-
-
-def plugin_only_keys(distiller_name, student_name):
-    """Keys a distiller's configuration has that its plain backbone does not: those of the
-    plugin's YAML layers that are not keys of RecBole's own defaults for the backbone."""
-    plugin_layers = [plugin_properties_file("overall.yaml")]
-    plugin_layers += get_model(distiller_name).plugin_layers(student_name)
-    keys = set().union(*(yaml_keys(layer) for layer in plugin_layers))
-    return keys - yaml_keys(recbole_model_yaml(student_name))
 
 
 def default_export_path(checkpoint_path, student_name):

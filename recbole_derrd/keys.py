@@ -6,6 +6,8 @@ every key outside :data:`DERIVED_KEYS` and :data:`RUNTIME_KEYS` (:func:`learned_
 decides whether a cached teacher fits and whether a resumed run continues the same training.
 """
 
+import os
+
 from recbole.utils.argument_list import dataset_arguments
 
 #: Keys that decide which data a model is trained on and how it is split: a teacher and its
@@ -54,3 +56,23 @@ def learned_from(plain):
     dataset included; derived and runtime keys left out)."""
     ignored = set(RUNTIME_KEYS) | (DERIVED_KEYS - {"model", "dataset"})
     return {key: value for key, value in plain.items() if key not in ignored}
+
+
+def data_path_root(config):
+    """The ``data_path`` a user gave (RecBole appends the dataset name to it)."""
+    return os.path.dirname(os.path.normpath(config["data_path"]))
+
+
+def rebuilt_parameters(plain, overrides=None):
+    """The parameters that rebuild a configuration from the plain final configuration stored in
+    a checkpoint (:func:`recbole_derrd.config.config_from_plain`), ``overrides`` replacing the
+    stored values (device, paths...)."""
+    parameters = {key: value for key, value in plain.items() if key not in DERIVED_KEYS}
+    parameters["data_path"] = data_path_root(plain)
+    # unpickling stays the caller's decision, never the file's; and a file never turns on
+    # RecBole's dataset and dataloader caches (pickles read, and written, at paths it names)
+    parameters["trust_checkpoint"] = False
+    parameters.update(save_dataset=False, dataset_save_path=None, save_dataloaders=False,
+                      dataloaders_save_path=None)
+    parameters.update(overrides or {})
+    return parameters

@@ -25,11 +25,19 @@ from recbole.utils import init_logger as recbole_init_logger
 
 from recbole_derrd.checkpoint import check_resume_split, read_checkpoint, read_resume_file
 from recbole_derrd.config import Config, config_from_plain
-from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.data import TrainingSplit
 from recbole_derrd.distributed import check_launch_settings, is_distributed
 from recbole_derrd.errors import UserError
+from recbole_derrd.pipeline import (
+    build_model,
+    is_distiller,
+    parameter_count,
+    prepare_data,
+    prepare_distiller_teacher,
+    prepare_run,
+)
 from recbole_derrd.teacher import read_teacher_checkpoint
-from recbole_derrd.utils import get_model, get_trainer, safe_trainer_class
+from recbole_derrd.utils import safe_trainer_class
 
 
 def init_logger(config):
@@ -70,8 +78,8 @@ def comparison_table(rows, columns):
 
 def student_teacher_comparison(model, student_result, teacher_result):
     """Test metrics and inference parameter counts of a distilled student and its teacher."""
-    student_params = model.student_parameter_count()
-    teacher_params = model.teacher.parameter_count
+    student_params = parameter_count(model)
+    teacher_params = parameter_count(model.teacher.model)
     rows = [("parameters", f"{student_params:,}", f"{teacher_params:,}",
              f"{student_params / teacher_params:.3f}")]
     for metric, value in student_result.items():
@@ -121,23 +129,19 @@ def run_recbole_derrd(
     if resume is not None:
         # fail on a bad resume file before loading any data
         resume, resumed = read_resume_file(resume, config)
-    model_class = config.model_class
-    distiller = getattr(model_class, "is_distiller", False)
+    distiller = is_distiller(config)
+    teacher_checkpoint = None
     if distiller and config["teacher_checkpoint"]:
-        read_teacher_checkpoint(config)  # fail on a bad teacher before loading any data
+        # read once, and fail on a bad teacher before loading any data
+        teacher_checkpoint = read_teacher_checkpoint(config)
 
-    dataset = create_dataset(config)
-    logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    if resumed is not None:  # before an on-demand teacher is trained for it
-        check_resume_split(resume, resumed, train_data.dataset)
-    if distiller:
-        model_class.prepare(config, train_data.dataset)
+    def check_resumed_split(split):  # before an on-demand teacher is trained for it
+        if resumed is not None:
+            check_resume_split(resume, resumed, split.dataset, split.fingerprint)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = model_class(config, train_data.dataset).to(config["device"])
-    logger.info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    _, train_data, valid_data, test_data, model, trainer = prepare_run(
+        config, teacher_checkpoint=teacher_checkpoint, before_teacher=check_resumed_split, log_model=True
+    )
     if resume is not None:
         trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = trainer.fit(
@@ -160,11 +164,7 @@ def run_recbole_derrd(
         "train_loss": dict(trainer.train_loss_dict),
         "train_epoch_seconds": list(trainer.epoch_seconds),
         "train_epoch_diagnostics": list(getattr(trainer, "epoch_diagnostics", [])),
-        "parameters": (
-            model.student_parameter_count()
-            if distiller
-            else sum(parameter.numel() for parameter in model.parameters())
-        ),
+        "parameters": parameter_count(model),
     }
     if distiller:
         teacher_result = evaluate_model(config, model.teacher.model, train_data, test_data)
@@ -175,8 +175,8 @@ def run_recbole_derrd(
         )
         result.update(
             teacher_test_result=teacher_result,
-            student_parameters=model.student_parameter_count(),
-            teacher_parameters=model.teacher.parameter_count,
+            student_parameters=parameter_count(model),
+            teacher_parameters=parameter_count(model.teacher.model),
             teacher_checkpoint=config["teacher_checkpoint"],
         )
     result["checkpoint"] = trainer.saved_model_file if saved else None
@@ -281,14 +281,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.ERROR)
-    model_class = config.model_class
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    if getattr(model_class, "is_distiller", False):
-        model_class.prepare(config, train_data.dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = model_class(config, train_data.dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    _, train_data, valid_data, test_data, _, trainer = prepare_run(config)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
     return {
@@ -311,10 +304,10 @@ def load_data_and_model(model_file, trust_checkpoint=False):
     config = config_from_plain(checkpoint["config"], overrides={"trust_checkpoint": trust_checkpoint})
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data.dataset).to(config["device"])
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    split = TrainingSplit(train_data.dataset)
+    teacher = prepare_distiller_teacher(config, split) if is_distiller(config) else None
+    model = build_model(config, train_data.dataset, teacher=teacher, split=split)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data

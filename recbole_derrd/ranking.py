@@ -27,18 +27,6 @@ from recbole.utils import set_color
 from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
 
-def train_interactions(dataset):
-    """The training split as CSR tensors ``(indptr [n_users + 1], items)``, duplicates merged,
-    items sorted within each user."""
-    matrix = dataset.inter_matrix(form="csr")
-    matrix.sum_duplicates()
-    matrix.sort_indices()
-    return (
-        torch.from_numpy(matrix.indptr.astype("int64")),
-        torch.from_numpy(matrix.indices.astype("int64")),
-    )
-
-
 @torch.no_grad()
 def teacher_topn(
     score_users,
@@ -159,7 +147,7 @@ class UninterestingSampler:
     Memory: one int64 per excluded (user, item) pair.
 
     Args:
-        train_indptr, train_items: training split, CSR (:func:`train_interactions`).
+        train_indptr, train_items: training split, CSR (:func:`recbole_derrd.data.train_interactions`).
         topn_items (torch.LongTensor): ``[n_users, N]`` teacher top-N (disjoint from training).
         n_items (int): item id count, padding id 0 included.
     """

@@ -2,49 +2,38 @@
 recbole_derrd.utils
 ###################
 Plugin-first model and trainer lookup (the RecBole-GNN pattern): a name is first looked up
-among this plugin's models and trainers, then among RecBole's built-ins.
+among this plugin's models (whose classes declare their trainers), then among RecBole's
+built-ins.
 """
 
 import importlib
 
-from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_derrd.checkpoint import SafeCheckpointMixin
 from recbole_derrd.distributed import DistributedTrainerBase
-from recbole_derrd.errors import UserError
-
-
-class UnknownModelError(UserError, ValueError):
-    """The model name is neither a model of this plugin nor a RecBole built-in."""
-
-
-def plugin_model_names():
-    """Names of the models this plugin defines (the distillers)."""
-    module = importlib.import_module("recbole_derrd.model")
-    return list(module.__all__)
+from recbole_derrd.registry import (  # noqa: F401 (UnknownModelError, plugin_model_names: API)
+    PLUGIN_MODELS,
+    UnknownModelError,
+    check_model_name,
+    plugin_model_names,
+    recbole_model,
+)
+from recbole_derrd.trainer import SafeCheckpointMixin
 
 
 def get_model(model_name):
     r"""Return the model class for ``model_name``: this plugin's models first, then RecBole's.
+    The one place that imports the plugin's model classes (lazily: the configurator uses this
+    lookup, and the models use the configurator's modules).
 
     Raises:
         UnknownModelError: the name is not a model of either.
     """
-    if not isinstance(model_name, str) or not model_name:
-        raise UnknownModelError(f"A model name must be a non-empty string, got {model_name!r}.")
-    plugin_models = importlib.import_module("recbole_derrd.model")
-    if model_name in plugin_models.__all__:
+    check_model_name(model_name)
+    if model_name in PLUGIN_MODELS:
+        plugin_models = importlib.import_module("recbole_derrd.model")
         return getattr(plugin_models, model_name)
-    try:
-        return recbole_get_model(model_name)
-    except (ValueError, ImportError):
-        # RecBole's lookup also imports its optional xgboost/lightgbm wrappers while
-        # searching, so an unknown name can surface as ModuleNotFoundError.
-        raise UnknownModelError(
-            f"Unknown model '{model_name}': it is neither a recbole-derrd model "
-            f"({', '.join(plugin_model_names())}) nor a RecBole built-in model."
-        ) from None
+    return recbole_model(model_name)
 
 
 _SAFE_TRAINERS = {}
@@ -66,12 +55,14 @@ def safe_trainer_class(trainer_class):
 
 
 def get_trainer(model_type, model_name):
-    r"""Return the trainer class for a model: this plugin's ``<model_name>Trainer`` first, then
-    RecBole's choice. Every trainer returned writes and reads checkpoints that load with
-    ``weights_only=True`` (RecBole's own pickle a Config object, which torch >= 2.6 refuses).
+    r"""Return the trainer class for a model: the one a model of this plugin declares
+    (``trainer_class``), else RecBole's choice. Every trainer returned writes and reads
+    checkpoints that load with ``weights_only=True`` (RecBole's own pickle a Config object,
+    which torch >= 2.6 refuses).
     """
-    plugin_trainers = importlib.import_module("recbole_derrd.trainer")
-    trainer_class = getattr(plugin_trainers, model_name + "Trainer", None)
+    trainer_class = None
+    if model_name in PLUGIN_MODELS:
+        trainer_class = get_model(model_name).trainer_class
     if trainer_class is None:
         trainer_class = recbole_get_trainer(model_type, model_name)
     return safe_trainer_class(trainer_class)

@@ -12,7 +12,9 @@ import os
 
 import torch
 
+from recbole_derrd.data import training_split
 from recbole_derrd.errors import UserError
+from recbole_derrd.teacher import build_teacher_config
 
 
 class ConfigValueError(UserError, ValueError):
@@ -201,8 +203,6 @@ def teacher_config_problems(config):
     """The problems of an on-demand teacher's own configuration (``teacher_model``,
     ``teacher_embedding_size``, ``teacher_config``), found by building it: checked before
     anything is trained or cached."""
-    from recbole_derrd.teacher import build_teacher_config  # teacher imports the configurator
-
     teacher_keys = "teacher_model / teacher_embedding_size / teacher_config"
     try:
         build_teacher_config(config)
@@ -214,32 +214,37 @@ def teacher_config_problems(config):
     return []
 
 
-def check_data_requirements(config, dataset, topn, num_uninteresting):
+def check_data_requirements(config, dataset, topn, num_uninteresting, topn_key="rrd_topn",
+                            uninteresting_key="rrd_num_uninteresting", split=None):
     """Every user must have ``topn`` non-training items for the teacher's top-N, and
     ``num_uninteresting`` more outside it.
+
+    Args:
+        topn_key, uninteresting_key (str): the calling distiller's keys of ``topn`` and
+            ``num_uninteresting``, named in the message.
+        split (TrainingSplit): the training split of ``dataset``, if the run holds it.
 
     Raises:
         ConfigValueError: naming how many users fall short and the largest feasible values.
     """
-    matrix = dataset.inter_matrix(form="csr")
-    matrix.sum_duplicates()
-    train_counts = torch.from_numpy((matrix.indptr[1:] - matrix.indptr[:-1]).astype("int64"))
+    indptr = training_split(dataset, split).interactions[0]
+    train_counts = indptr[1:] - indptr[:-1]
     available = dataset.item_num - 1 - train_counts[1:]  # user 0 is padding
     fewest = int(available.min()) if available.numel() else 0
     problems = []
     if topn > fewest:
         short = int((available < topn).sum())
         problems.append(
-            f"rrd_topn={topn} exceeds the items available to {short} user(s): the most active "
-            f"user has only {fewest} items outside its training interactions (set rrd_topn <= "
+            f"{topn_key}={topn} exceeds the items available to {short} user(s): the most active "
+            f"user has only {fewest} items outside its training interactions (set {topn_key} <= "
             f"{fewest}, or filter heavy users with user_inter_num_interval)"
         )
     elif topn + num_uninteresting > fewest:
         short = int((available < topn + num_uninteresting).sum())
         problems.append(
-            f"rrd_num_uninteresting={num_uninteresting} exceeds the items left outside the "
+            f"{uninteresting_key}={num_uninteresting} exceeds the items left outside the "
             f"training items and top-{topn} of {short} user(s) (at least {fewest - topn} for "
-            f"every user; lower rrd_num_uninteresting or rrd_topn)"
+            f"every user; lower {uninteresting_key} or {topn_key})"
         )
     if problems:
         raise ConfigValueError(

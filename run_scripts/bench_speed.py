@@ -105,11 +105,8 @@ def untrained_teacher(config, train_dataset):
 
 def epoch_setup(dataset, data_path, device, batch_size):
     """Config, data, an untrained teacher and the four models with their trainers."""
-    from recbole.utils import init_seed
-
-    from recbole_derrd import DERRD, Config, get_trainer
-    from recbole_derrd.data import create_dataset, data_preparation
-    from recbole_derrd.utils import get_model
+    from recbole_derrd import Config
+    from recbole_derrd.pipeline import build_model, build_trainer, prepare_data
 
     common = {
         "gpu_id": "" if device == "cpu" else "0",
@@ -123,25 +120,23 @@ def epoch_setup(dataset, data_path, device, batch_size):
         common["data_path"] = data_path
     sys.argv = sys.argv[:1]
     config = Config("DERRD", dataset, config_dict=common)
-    init_seed(config["seed"], config["reproducibility"])
     start = time.perf_counter()
-    train_data = data_preparation(config, create_dataset(config))[0]
+    train_data = prepare_data(config)[1]
     load_time = time.perf_counter() - start
     config["teacher_checkpoint"] = untrained_teacher(config, train_data.dataset)
 
     variants = {}
     student_config = Config("BPR", dataset, config_dict=dict(common))
-    student = get_model("BPR")(student_config, train_data.dataset).to(config["device"])
-    variants["student"] = get_trainer(student_config["MODEL_TYPE"], "BPR")(student_config, student)
+    variants["student"] = build_trainer(student_config, build_model(student_config, train_data.dataset))
     build_times = {}
     for name, switches in (("DE", (True, False)), ("RRD", (False, True)), ("DE-RRD", (True, True))):
         variant_config = Config("DERRD", dataset, config_dict=dict(
             common, use_de=switches[0], use_rrd=switches[1],
             teacher_checkpoint=config["teacher_checkpoint"]))
         start = time.perf_counter()
-        model = DERRD(variant_config, train_data.dataset).to(config["device"])
+        model = build_model(variant_config, train_data.dataset)  # loads its teacher: timed
         build_times[name] = time.perf_counter() - start
-        variants[name] = get_trainer(variant_config["MODEL_TYPE"], "DERRD")(variant_config, model)
+        variants[name] = build_trainer(variant_config, model)
     return train_data, variants, {"load_s": load_time, "model_build_s": build_times}
 
 
@@ -399,13 +394,10 @@ def bench_profile(device, steps=40, epoch=60):
     """Median milliseconds per training step of each part of an annealed-phase DE-RRD step."""
     from itertools import islice
 
-    from recbole.utils import init_seed
-
-    from recbole_derrd import DERRD, Config, get_trainer
+    from recbole_derrd import Config
     from recbole_derrd.checkpoint import read_checkpoint
-    from recbole_derrd.data import create_dataset, data_preparation
     from recbole_derrd.model.experts import DistillationExperts
-    from recbole_derrd.utils import get_model
+    from recbole_derrd.pipeline import build_model, build_trainer, prepare_data
 
     wholerun = os.path.join(RESULTS, "speed", "wholerun", f"{torch.device(device).type}-ml-100k.json")
     runs = json.load(open(wholerun))["runs"] if os.path.isfile(wholerun) else {}
@@ -414,18 +406,17 @@ def bench_profile(device, steps=40, epoch=60):
     files = [os.path.join(REPO, WHOLERUN_PROTOCOLS["ml-100k"])]
     sys.argv = sys.argv[:1]
     config = Config("DERRD", "ml-100k", files, dict(common))
-    init_seed(config["seed"], config["reproducibility"])
-    train_data = data_preparation(config, create_dataset(config))[0]
+    train_data = prepare_data(config)[1]
     trained = "teacher" in runs and "DE-RRD" in runs
     config["teacher_checkpoint"] = (runs["teacher"]["checkpoint"] if trained
                                     else untrained_teacher(config, train_data.dataset))
-    model = DERRD(config, train_data.dataset).to(config["device"])
+    model = build_model(config, train_data.dataset)
     if trained:
         model.load_state_dict(read_checkpoint(runs["DE-RRD"]["checkpoint"])["state_dict"])
-    trainer = get_trainer(config["MODEL_TYPE"], "DERRD")(config, model)
+    trainer = build_trainer(config, model)
     student_config = Config("BPR", "ml-100k", files, dict(common, embedding_size=20))
-    student = get_model("BPR")(student_config, train_data.dataset).to(config["device"])
-    student_trainer = get_trainer(student_config["MODEL_TYPE"], "BPR")(student_config, student)
+    student = build_model(student_config, train_data.dataset)
+    student_trainer = build_trainer(student_config, student)
     model.start_epoch(epoch)
     model.train()
     batches = [batch.to(config["device"]) for batch in islice(train_data, steps)]

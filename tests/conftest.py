@@ -2,11 +2,16 @@
 ./log, ./log_tensorboard and ./saved), with a clean command line (RecBole's Config parses
 sys.argv), on the CPU, with tiny sizes."""
 
-import hashlib
 import os
 import sys
 
 import pytest
+
+#: The repository root on ``sys.path`` (once, for every test file): the scripts in
+#: ``run_scripts/`` are imported as modules (``run_scripts.benchmark``...).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
 
 #: Small and fast settings for ml-100k runs (tests check behaviour, not quality).
 FAST = {
@@ -60,7 +65,7 @@ def teacher_checkpoint(shared_saved, tmp_path_factory):
 
     from recbole_derrd import Config
     from recbole_derrd.data import create_dataset, data_preparation
-    from recbole_derrd.model import DERRD
+    from recbole_derrd.pipeline import prepare_teacher
 
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("teacher_run"))
@@ -69,7 +74,7 @@ def teacher_checkpoint(shared_saved, tmp_path_factory):
         config = Config("DERRD", "ml-100k", config_dict=dict(FAST, checkpoint_dir=shared_saved))
         init_seed(config["seed"], config["reproducibility"])  # RecBole's split is seeded
         train_data = data_preparation(config, create_dataset(config))[0]
-        return DERRD.prepare(config, train_data.dataset)
+        return prepare_teacher(config, train_data.dataset)
     finally:
         os.chdir(cwd)
         sys.argv = argv
@@ -93,14 +98,3 @@ def derrd_run(teacher_checkpoint, tmp_path_factory):
     finally:
         os.chdir(cwd)
         sys.argv = argv
-
-
-def directory_snapshot(path):
-    """{relative path: sha256} of every file under ``path``."""
-    snapshot = {}
-    for root, _, names in os.walk(path):
-        for name in names:
-            full = os.path.join(root, name)
-            with open(full, "rb") as handle:
-                snapshot[os.path.relpath(full, path)] = hashlib.sha256(handle.read()).hexdigest()
-    return snapshot

@@ -7,14 +7,15 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_derrd import DERRD, Config, run_recbole_derrd
-from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.data import TrainingSplit, create_dataset, data_preparation
 from recbole_derrd.model.backbones import RepresentationUndefinedError, backbone_of
 from recbole_derrd.model.experts import DistillationExperts
 from recbole_derrd.model.rrd import ranking_loss
+from recbole_derrd.pipeline import prepare_distiller_teacher
 from recbole_derrd.quick_start import evaluate_model, load_data_and_model
 from recbole_derrd.validation import ConfigValueError
 
-from test_rrd_loss import brute_force_rrd
+from helpers import brute_force_rrd
 
 SMALL_NEUMF = {"mf_embedding_size": 8, "mlp_embedding_size": 8, "mlp_hidden_size": [8, 4]}
 
@@ -52,9 +53,10 @@ def build(workdir, fast_config):
         config = Config("DERRD", "ml-100k", config_dict=fast_config(**overrides))
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
-        DERRD.prepare(config, train_data.dataset)
+        split = TrainingSplit(train_data.dataset)
+        teacher = prepare_distiller_teacher(config, split)
         init_seed(config["seed"], config["reproducibility"])
-        return DERRD(config, train_data.dataset), train_data
+        return DERRD(config, train_data.dataset, teacher=teacher, split=split), train_data
 
     return make
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import recbole_derrd.data
-import recbole_derrd.teacher
+import recbole_derrd.pipeline
 from recbole_derrd import run_recbole_derrd
 from recbole_derrd.checkpoint import CheckpointError, UntrustedCheckpointError, unique_path
 from recbole_derrd.data import DatasetNotFoundError
@@ -17,7 +17,7 @@ from recbole_derrd.teacher import TeacherError, TeacherMismatchError
 from recbole_derrd.utils import UnknownModelError
 from recbole_derrd.validation import ConfigValueError
 
-from conftest import directory_snapshot
+from helpers import directory_snapshot
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def no_teacher_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a bad input must be reported before the teacher is trained")
 
-    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", refuse)
 
 
 def derrd(fast_config, saved_dir, **overrides):

@@ -2,7 +2,7 @@
 CSV and plot, and resumes without redoing finished cells; the hyperparameter search runs."""
 
 import csv
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -14,10 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "run_scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"run_scripts.{name}")
 
 
 TINY = """

@@ -162,7 +162,7 @@ def test_yaml_defaults_ship_with_a_non_editable_install(tmp_path):
 
 
 PLUGIN_KEY_FILES = [("overall.yaml",), ("distiller.yaml",)] + [
-    ("model", name) for name in sorted(os.listdir(os.path.join(REPO, "properties", "model")))
+    ("model", name) for name in sorted(os.listdir(os.path.join(REPO, "recbole_derrd", "properties", "model")))
     if name.endswith(".yaml")
 ]
 

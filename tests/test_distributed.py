@@ -4,7 +4,6 @@ first writes files, the teacher is trained once, metrics match a single-process 
 starts."""
 
 import os
-import socket
 import sys
 
 import pytest
@@ -19,6 +18,8 @@ from recbole_derrd.distributed import DistributedSettingsError, check_launch_set
 from recbole_derrd.trainer import DistributionMismatchError, tensors_digest
 from recbole_derrd.teacher import teacher_config_dict
 
+from helpers import free_port
+
 #: Largest difference allowed between a 2-process and a 1-process run, per test metric.
 #: The two runs train along different (equally valid) trajectories: the 2-process run shuffles
 #: with RecBole's DistributedSampler, draws its negatives per process (seed + rank), and its DE
@@ -31,12 +32,6 @@ TOLERANCE = 0.05
 #: The teacher's metrics involve no training: only evaluation sharding differs (RecBole's
 #: DistributedSampler pads 943 users to 944, one user counted twice).
 TEACHER_TOLERANCE = 0.002
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def test_two_gloo_processes_train_like_one(workdir, fast_config, monkeypatch):

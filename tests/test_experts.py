@@ -1,4 +1,4 @@
-"""Distillation Experts against a hand computation (METHOD.md, DE)."""
+"""Distillation Experts against a hand computation (docs/method.md, DE)."""
 
 import math
 

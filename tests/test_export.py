@@ -13,7 +13,7 @@ from recbole_derrd.checkpoint import CheckpointError
 from recbole_derrd.export import export_student
 from recbole_derrd.quick_start import evaluate_model, load_data_and_model
 
-from conftest import directory_snapshot
+from helpers import directory_snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

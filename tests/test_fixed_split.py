@@ -3,12 +3,11 @@ as RecBole atomic files, refuses bad input and existing output, and RecBole trai
 on exactly those three splits (no filtering, no re-split)."""
 
 import gzip
-import importlib.util
 import os
 
 import pytest
 
-import recbole_derrd.quick_start
+import recbole_derrd.pipeline
 from recbole_derrd import run_recbole_derrd
 from recbole_derrd.fixed_split import (
     HEADER,
@@ -31,11 +30,9 @@ TEST = "0 5 6\n1 7\n2 0\n3 2 3\n4 8 0\n5 1\n"
 
 def convert_main(argv):
     """``run_scripts/convert_lightgcn.py`` run with ``argv``: its exit status."""
-    path = os.path.join(REPO, "run_scripts", "convert_lightgcn.py")
-    spec = importlib.util.spec_from_file_location("convert_lightgcn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(argv)
+    from run_scripts.convert_lightgcn import main
+
+    return main(argv)
 
 
 def pairs(text):
@@ -139,14 +136,14 @@ def test_recbole_trains_and_evaluates_on_exactly_the_converted_splits(tmp_path, 
     source = write_split(tmp_path / "lightgcn")
     convert_lightgcn(source, "tiny", str(tmp_path / "data"))
     prepared = []
-    recbole_preparation = recbole_derrd.quick_start.data_preparation
+    recbole_preparation = recbole_derrd.pipeline.data_preparation
 
     def recording_preparation(config, dataset):
         loaders = recbole_preparation(config, dataset)
         prepared.append((dataset, loaders))
         return loaders
 
-    monkeypatch.setattr(recbole_derrd.quick_start, "data_preparation", recording_preparation)
+    monkeypatch.setattr(recbole_derrd.pipeline, "data_preparation", recording_preparation)
     result = run_recbole_derrd(
         "BPR", "tiny", [PROTOCOL],
         {"data_path": str(tmp_path / "data"), "epochs": 1, "gpu_id": "", "state": "ERROR",

@@ -141,12 +141,12 @@ def test_run_main_exit_statuses(monkeypatch, capsys):
 
 @pytest.fixture
 def no_teacher_training(monkeypatch):
-    import recbole_derrd.teacher
+    import recbole_derrd.pipeline
 
     def refuse(*args, **kwargs):
         raise AssertionError("the run must stop before a teacher is trained")
 
-    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", refuse)
 
 
 @pytest.mark.parametrize("model", ["DERRD", "BPR"])
@@ -328,15 +328,17 @@ def test_a_second_run_waits_for_the_teacher_the_first_is_training(
     import shutil
     import threading
 
-    import recbole_derrd.teacher
+    import recbole_derrd.pipeline
     from recbole.utils import init_seed
 
     from recbole_derrd import Config
     from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
-    from recbole_derrd.teacher import build_teacher_config, prepare_teacher, teacher_cache_path
+    from recbole_derrd.pipeline import prepare_teacher
+    from recbole_derrd.teacher import build_teacher_config
+    from recbole_derrd.teacher_cache import teacher_cache_path
 
     trained = []
-    monkeypatch.setattr(recbole_derrd.teacher, "train_teacher", lambda *args: trained.append(args))
+    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", lambda *args: trained.append(args))
     config = Config("DERRD", "ml-100k", config_dict=fast_config(
         checkpoint_dir=str(workdir / "saved"), teacher_checkpoint=None))
     init_seed(config["seed"], config["reproducibility"])
@@ -423,7 +425,7 @@ def test_a_user_error_in_a_spawned_process_is_reported_as_one(workdir, fast_conf
     from recbole_derrd import run
     from recbole_derrd.errors import UserError
 
-    from test_distributed import free_port
+    from helpers import free_port
 
     folder = workdir / "data" / "mine"
     folder.mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Teacher top-N and RRD sampling (METHOD.md, RRD): exclusions, chunking, distributions."""
+"""Teacher top-N and RRD sampling (docs/method.md, RRD): exclusions, chunking, distributions."""
 
 import itertools
 

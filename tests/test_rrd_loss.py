@@ -1,24 +1,10 @@
-"""RRD loss against a brute-force Plackett-Luce computation (METHOD.md, RRD)."""
-
-import math
+"""RRD loss against a brute-force Plackett-Luce computation (docs/method.md, RRD)."""
 
 import torch
 
 from recbole_derrd.model.rrd import rrd_loss
 
-
-def brute_force_rrd(interesting, uninteresting):
-    """-sum_k [s_k - log(sum_{l>=k} exp s_l + sum_j exp u_j)], term by term, in float64."""
-    losses = []
-    for user in range(interesting.shape[0]):
-        s = interesting[user].tolist()
-        u = uninteresting[user].tolist()
-        total = 0.0
-        for k in range(len(s)):
-            denominator = sum(math.exp(v) for v in s[k:]) + sum(math.exp(v) for v in u)
-            total -= s[k] - math.log(denominator)
-        losses.append(total)
-    return torch.tensor(losses, dtype=torch.float64)
+from helpers import brute_force_rrd
 
 
 def test_matches_brute_force_plackett_luce():

@@ -6,7 +6,7 @@ What distillation needs from a RecBole general recommender, per architecture:
 - its scores for a batch of users against all items (the teacher's top-N), through the model's
   own ``full_sort_predict`` or, failing that, its pairwise scoring in bounded chunks;
 - its scores for a batch of (user, sampled items) pairs (the student's side of RRD);
-- the representations DE distils (METHOD.md, "Which representation"):
+- the representations DE distils (docs/method.md, "Which representation DE distils"):
 
   * *side tables*: one representation per user id and per item id, named (``user``, ``item``
     for BPR; LightGCN's propagated final embeddings; NeuMF's four embedding tables);

@@ -47,11 +47,11 @@ class CD(Distiller):
             checker.fail(f"cd_num_samples ({samples}) must not exceed cd_topn ({topn})")
 
     @classmethod
-    def data_requirements(cls, config, dataset):
-        check_data_requirements(config, dataset, config["cd_topn"], 0)
+    def data_requirements(cls, config, dataset, split=None):
+        check_data_requirements(config, dataset, config["cd_topn"], 0, topn_key="cd_topn", split=split)
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def __init__(self, config, dataset, teacher=None, split=None):
+        super().__init__(config, dataset, teacher=teacher, split=split)
         self.lambda_cd = config["lambda_cd"]
         self.num_samples = config["cd_num_samples"]
         self.rank_temperature = config["cd_rank_temperature"]

@@ -102,13 +102,15 @@ class DERRD(Distiller):
         return config["de_layer"] or backbone_class(config["student_model"]).default_de_layer
 
     @classmethod
-    def data_requirements(cls, config, dataset):
+    def data_requirements(cls, config, dataset, split=None):
         if config["use_rrd"]:
             uninteresting = 0 if config["rrd_mode"] == "interesting_only" else config["rrd_num_uninteresting"]
-            check_data_requirements(config, dataset, config["rrd_topn"], uninteresting)
+            check_data_requirements(config, dataset, config["rrd_topn"], uninteresting,
+                                    topn_key="rrd_topn", uninteresting_key="rrd_num_uninteresting",
+                                    split=split)
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def __init__(self, config, dataset, teacher=None, split=None):
+        super().__init__(config, dataset, teacher=teacher, split=split)
         self.use_de = config["use_de"]
         self.use_rrd = config["use_rrd"]
         self.lambda_de = config["lambda_de"]
@@ -213,7 +215,7 @@ class DERRD(Distiller):
         self.register_buffer("teacher_topn", topn, persistent=False)
         self.uninteresting_sampler = None
         if self.num_uninteresting:
-            indptr, items = self.training_interactions
+            indptr, items = self.training_split.interactions
             self.uninteresting_sampler = UninterestingSampler(
                 indptr, items, topn, self.n_items, device=self.device
             )

@@ -7,36 +7,27 @@ loss plus distillation terms from a frozen teacher.
 - The student is the backbone itself (``student_model``, e.g. RecBole's ``BPR``), held as
   ``self.student``; ``predict`` / ``full_sort_predict`` are the student's, untouched by any
   teacher tensor or sample, and the exported model is this backbone alone.
-- The teacher is loaded (and checked against the student's data) when the model is built;
-  :meth:`Distiller.prepare` trains or finds it before that, in a run.
+- The teacher is handed in, loaded and checked against the student's data by the run
+  (:mod:`recbole_derrd.pipeline`, which also trains an on-demand teacher); a model built
+  without one loads the teacher ``teacher_checkpoint`` names, and never trains one.
 - Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
   the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
   samples are reproducible (and identical on every process of a distributed run).
 """
 
-import os
-
 import torch
-import yaml
 
-import recbole
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_derrd.config import plugin_properties_file
-from recbole_derrd.model.backbones import backbone_of
-from recbole_derrd.data import split_fingerprint
+from recbole_derrd.data import training_split
 from recbole_derrd.distributed import writes_files
-from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path, train_interactions
-from recbole_derrd.teacher import TEACHER_TYPES, load_teacher, prepare_teacher
-from recbole_derrd.utils import get_model
+from recbole_derrd.model.backbones import backbone_of
+from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
+from recbole_derrd.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
+from recbole_derrd.teacher import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.trainer import DistillationTrainer
 from recbole_derrd.validation import ConfigChecker
-
-
-def recbole_model_yaml(model_name):
-    """RecBole's own defaults file of a built-in model (None if it has none)."""
-    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
-    return path if os.path.isfile(path) else None
 
 
 class Distiller(GeneralRecommender):
@@ -52,35 +43,10 @@ class Distiller(GeneralRecommender):
     student_models = ("BPR", "LightGCN", "NeuMF")
     #: Names of the parts ``calculate_loss`` returns, for the training log.
     loss_names = ("base",)
+    #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
+    trainer_class = DistillationTrainer
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
-
-    @classmethod
-    def config_layers(cls, config):
-        """YAML layers, lowest priority first: RecBole's defaults of the student backbone, then
-        :meth:`plugin_layers` for that backbone."""
-        shared = plugin_properties_file("distiller.yaml")
-        own = plugin_properties_file("model", f"{cls.__name__}.yaml")
-        defaults = {}
-        for path in (shared, own):
-            with open(path, encoding="utf-8") as handle:
-                defaults.update(yaml.load(handle, Loader=config.yaml_loader) or {})
-        student = config.external_config_dict.get("student_model", defaults.get("student_model"))
-        return [layer for layer in [recbole_model_yaml(student)] + cls.plugin_layers(student) if layer]
-
-    @classmethod
-    def plugin_layers(cls, student):
-        """This plugin's YAML layers for a student backbone, lowest priority first: the keys
-        every distiller shares (``distiller.yaml``) and their defaults for that backbone
-        (``distiller/<student>.yaml``), this distiller's own defaults (``model/<Model>.yaml``),
-        then its tuned defaults for that backbone (``model/<Model>/<student>.yaml``)."""
-        layers = [
-            plugin_properties_file("distiller.yaml"),
-            plugin_properties_file("distiller", f"{student}.yaml"),
-            plugin_properties_file("model", f"{cls.__name__}.yaml"),
-            plugin_properties_file("model", cls.__name__, f"{student}.yaml"),
-        ]
-        return [layer for layer in layers if layer]
 
     @classmethod
     def resolve_input_type(cls, final_config_dict):
@@ -88,7 +54,7 @@ class Distiller(GeneralRecommender):
         student = final_config_dict.get("student_model")
         if student not in cls.student_models:
             return cls.input_type  # check_config reports the bad name
-        return get_model(student).input_type
+        return recbole_model(student).input_type
 
     @classmethod
     def check_config(cls, config):
@@ -102,10 +68,9 @@ class Distiller(GeneralRecommender):
         student = checker.choice("student_model", cls.student_models)
         teacher = checker.config["teacher_model"]
         try:
-            teacher_class = get_model(teacher)
-            if teacher_class.type not in TEACHER_TYPES or getattr(teacher_class, "is_distiller", False):
+            if teacher in PLUGIN_MODELS or recbole_model(teacher).type not in TEACHER_TYPES:
                 checker.fail(f"teacher_model must be a RecBole general recommender, got {teacher}")
-        except ValueError as error:
+        except UnknownModelError as error:
             checker.fail(f"teacher_model: {error}")
         if student in ("BPR", "LightGCN"):
             checker.integer("embedding_size", minimum=1)
@@ -121,36 +86,51 @@ class Distiller(GeneralRecommender):
         checker.choice("loss_reduction", ("mean", "sum"))
 
     @classmethod
-    def data_requirements(cls, config, dataset):
-        """Checks of the configuration against the data (raise ConfigValueError)."""
-
-    @classmethod
-    def prepare(cls, config, train_dataset):
-        """Before the model is built in a run: check the data allows the configuration, then
-        find or train the teacher (sets ``config['teacher_checkpoint']``)."""
-        cls.data_requirements(config, train_dataset)
-        return prepare_teacher(config, train_dataset)
+    def data_requirements(cls, config, dataset, split=None):
+        """Checks of the configuration against the data (raise ConfigValueError); ``split``:
+        the :class:`~recbole_derrd.data.TrainingSplit` of ``dataset``, if the run holds it."""
 
     # ----- the model -----
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, teacher=None, split=None):
+        r"""
+        Args:
+            config (Config): the run's configuration.
+            dataset (Dataset): the training split.
+            teacher (FrozenTeacher): the teacher, loaded by the run
+                (:func:`recbole_derrd.pipeline.prepare_distiller_teacher`); None: the teacher of
+                ``teacher_checkpoint`` is loaded here.
+            split (TrainingSplit): the training split's fingerprint and interactions, if the
+                run computed them.
+
+        Raises:
+            TeacherError: no teacher handed in and no ``teacher_checkpoint`` set (a model never
+                trains a teacher).
+        """
         super().__init__(config, dataset)
-        if not config["teacher_checkpoint"]:  # built outside run(): prepare here
-            self.prepare(config, dataset)
-        else:
-            self.data_requirements(config, dataset)
+        if teacher is None and not config["teacher_checkpoint"]:
+            raise TeacherError(
+                f"{type(self).__name__} needs a teacher: pass one (teacher=...), set "
+                "teacher_checkpoint, or use recbole_derrd.run_recbole_derrd, which trains an "
+                "on-demand teacher."
+            )
+        self.training_split = training_split(dataset, split)
+        self.data_requirements(config, dataset, self.training_split)
         self.LABEL = config["LABEL_FIELD"]
         # on the training device at once: DE and RRD read the student while the model is built
-        self.student = get_model(config["student_model"])(config, dataset).to(self.device)
+        self.student = recbole_model(config["student_model"])(config, dataset).to(self.device)
         self.student_backbone = backbone_of(self.student)
-        self.teacher = load_teacher(config, dataset)
+        if teacher is None:
+            teacher = load_teacher(config, dataset, data_fingerprint=self.training_split.fingerprint)
+        else:
+            teacher.replay_construction(dataset)
+        self.teacher = teacher
         self.teacher_backbone = backbone_of(self.teacher.model)
         self.loss_reduction = config["loss_reduction"]
         self.seed = config["seed"]
         self.teacher_score_batch_size = config["teacher_score_batch_size"]
         self.show_progress = config["show_progress"]
-        self.training_interactions = train_interactions(dataset)
-        self.split_fingerprint = split_fingerprint(dataset)
+        self.split_fingerprint = self.training_split.fingerprint
         self.writes_cache = writes_files(config)  # one process writes in a multi-process run
 
     def reduce(self, losses):
@@ -185,7 +165,7 @@ class Distiller(GeneralRecommender):
     def compute_teacher_topn(self, topn):
         """The teacher's top-``topn`` items of every user, training items excluded; read from
         the cache next to the teacher when the teacher file and the split are unchanged."""
-        indptr, items = self.training_interactions
+        indptr, items = self.training_split.interactions
         chunk_users = max(1, self.teacher_score_batch_size // self.n_items)
 
         def compute():
@@ -204,8 +184,14 @@ class Distiller(GeneralRecommender):
         path = topn_cache_path(self.teacher.path, topn, self.split_fingerprint, self.teacher.digest)
         return cached_teacher_topn(path, compute, identity, write=self.writes_cache).to(self.device)
 
+    @property
+    def training_interactions(self):
+        """The training split as CSR tensors ``(indptr, items)``."""
+        return self.training_split.interactions
+
     def student_parameter_count(self):
-        """Parameters of the deployed student (the backbone alone)."""
+        """Parameters of the deployed student (the backbone alone); a run counts them with
+        :func:`recbole_derrd.pipeline.parameter_count`."""
         return sum(parameter.numel() for parameter in self.student.parameters())
 
     def predict(self, interaction):

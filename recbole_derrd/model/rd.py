@@ -69,11 +69,11 @@ class RD(Distiller):
         checker.integer("rd_discrepancy_start_epoch", minimum=0)
 
     @classmethod
-    def data_requirements(cls, config, dataset):
-        check_data_requirements(config, dataset, config["rd_topk"], 0)
+    def data_requirements(cls, config, dataset, split=None):
+        check_data_requirements(config, dataset, config["rd_topk"], 0, topn_key="rd_topk", split=split)
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def __init__(self, config, dataset, teacher=None, split=None):
+        super().__init__(config, dataset, teacher=teacher, split=split)
         self.lambda_rd = config["lambda_rd"]
         self.topk = config["rd_topk"]
         self.rank_samples = config["rd_rank_samples"]

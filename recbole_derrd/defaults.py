@@ -1,0 +1,92 @@
+"""
+recbole_derrd.defaults
+######################
+The plugin's YAML defaults: where they live and how they layer, read by the configurator
+(:class:`recbole_derrd.config.Config`) and by the export (:mod:`recbole_derrd.export`, which
+strips the plugin's keys from an exported student).
+
+Layers, lowest priority first, over RecBole's own defaults:
+
+- ``overall.yaml``: keys every model has, baselines included;
+- a RecBole model: ``model/<Model>.yaml`` where the plugin has one;
+- a distiller: RecBole's defaults of its student backbone (``student_model``), the keys every
+  distiller shares (``distiller.yaml``) and their defaults for that backbone
+  (``distiller/<student>.yaml``), the distiller's own defaults (``model/<Model>.yaml``), then
+  its tuned defaults for that backbone (``model/<Model>/<student>.yaml``).
+"""
+
+import os
+from pathlib import Path
+
+import yaml
+
+import recbole
+
+from recbole_derrd.registry import PLUGIN_MODELS
+
+
+#: Where the plugin's defaults live: package data (``recbole_derrd/properties``), so a source
+#: checkout and an install read the same files. Experiment configurations (``--config_files``)
+#: are not defaults and stay in the repository's top-level ``properties/experiments``.
+PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
+
+
+def plugin_properties_file(*parts):
+    """Path of a YAML file of the plugin's defaults (None if absent)."""
+    path = PROPERTIES_DIR.joinpath(*parts)
+    return str(path) if path.is_file() else None
+
+
+def recbole_model_yaml(model_name):
+    """RecBole's own defaults file of a built-in model (None if it has none)."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def distiller_layers(distiller, student):
+    """The plugin's YAML layers of ``distiller`` with the backbone ``student``, lowest priority
+    first (RecBole's defaults of the backbone not included)."""
+    layers = [
+        plugin_properties_file("distiller.yaml"),
+        plugin_properties_file("distiller", f"{student}.yaml"),
+        plugin_properties_file("model", f"{distiller}.yaml"),
+        plugin_properties_file("model", distiller, f"{student}.yaml"),
+    ]
+    return [layer for layer in layers if layer]
+
+
+def default_student(distiller, yaml_loader):
+    """The ``student_model`` of ``distiller`` when the user sets none."""
+    defaults = {}
+    for path in (plugin_properties_file("distiller.yaml"), plugin_properties_file("model", f"{distiller}.yaml")):
+        with open(path, encoding="utf-8") as handle:
+            defaults.update(yaml.load(handle, Loader=yaml_loader) or {})
+    return defaults.get("student_model")
+
+
+def config_layers(model, external_config_dict, yaml_loader):
+    """The plugin's YAML layers of ``model``, lowest priority first, for a configuration whose
+    user-given keys are ``external_config_dict`` (they choose a distiller's backbone)."""
+    layers = [plugin_properties_file("overall.yaml")]
+    if model in PLUGIN_MODELS:
+        student = external_config_dict.get("student_model", default_student(model, yaml_loader))
+        layers += [recbole_model_yaml(student)] + distiller_layers(model, student)
+    else:
+        layers.append(plugin_properties_file("model", f"{model}.yaml"))
+    return [layer for layer in layers if layer]
+
+
+def yaml_keys(path):
+    """Top-level keys of a YAML file (none for a missing file)."""
+    if path is None:
+        return set()
+    with open(path, encoding="utf-8") as handle:
+        return set(yaml.safe_load(handle) or {})
+
+
+def plugin_only_keys(distiller, student):
+    """Keys a distiller's configuration has that its plain backbone does not: those of the
+    plugin's YAML layers that are not keys of RecBole's own defaults for the backbone."""
+    layers = [plugin_properties_file("overall.yaml")] + distiller_layers(distiller, student)
+    keys = set().union(*(yaml_keys(layer) for layer in layers))
+    return keys - yaml_keys(recbole_model_yaml(student))

@@ -1,0 +1,188 @@
+"""
+recbole_derrd.pipeline
+######################
+One run, written once: configuration -> seed -> data -> teacher -> seed -> model -> trainer.
+Used by the run and objective functions (:mod:`recbole_derrd.quick_start`), by
+:func:`~recbole_derrd.quick_start.load_data_and_model`, by the training of an on-demand
+teacher (:func:`train_teacher`, itself such a run) and by ``run_scripts/bench_speed.py``.
+
+A distiller's teacher is loaded (or trained, then loaded) once, here, before its student is
+built, and handed to it: a model never trains a teacher. The training split's fingerprint and
+interactions are computed once per run (:class:`~recbole_derrd.data.TrainingSplit`) and handed
+on to the teacher's checks, the model and the trainer.
+"""
+
+import os
+from logging import getLogger
+
+from recbole.utils import init_seed, set_color
+
+from recbole_derrd.checkpoint import read_checkpoint, save_checkpoint, to_plain, unique_path
+from recbole_derrd.data import TrainingSplit, create_dataset, data_preparation, split_fingerprint
+from recbole_derrd.distributed import barrier, writes_files
+from recbole_derrd.random_state import preserved_random_state
+from recbole_derrd.teacher import TeacherError, TeacherMismatchError, build_teacher_config, load_teacher
+from recbole_derrd.teacher_cache import remove_stale_training_files, teacher_cache_path, teacher_lock
+from recbole_derrd.utils import get_trainer
+
+
+def parameter_count(model):
+    """Parameters of a model as deployed: a distiller's student backbone alone, any other
+    model (a teacher, a baseline) whole."""
+    deployed = model.student if getattr(model, "is_distiller", False) else model
+    return sum(parameter.numel() for parameter in deployed.parameters())
+
+
+def is_distiller(config):
+    return getattr(config.model_class, "is_distiller", False)
+
+
+def prepare_data(config):
+    """Seed, then RecBole's dataset and splits (``config['seed']`` decides the split).
+
+    Returns:
+        tuple: ``(dataset, train_data, valid_data, test_data)``.
+    """
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return dataset, train_data, valid_data, test_data
+
+
+def prepare_distiller_teacher(config, split, checkpoint=None):
+    """A distiller's teacher for the training ``split``: the data is checked against the
+    configuration first, then the teacher of ``teacher_checkpoint`` is loaded, or an on-demand
+    teacher found in the cache or trained (:func:`prepare_teacher`), then loaded.
+
+    Args:
+        checkpoint (dict): the teacher file, if already read (:func:`recbole_derrd.teacher.
+            read_teacher_checkpoint`, before any data was loaded).
+
+    Returns:
+        recbole_derrd.teacher.FrozenTeacher
+    """
+    config.model_class.data_requirements(config, split.dataset, split)
+    if not config["teacher_checkpoint"]:
+        prepare_teacher(config, split.dataset, split.fingerprint)
+        checkpoint = None
+    return load_teacher(config, split.dataset, checkpoint=checkpoint, data_fingerprint=split.fingerprint)
+
+
+def build_model(config, train_dataset, teacher=None, split=None):
+    """The model of ``config`` on the training data, on its device, seeded as RecBole's runs
+    seed it (``seed + local_rank``); a distiller is handed its ``teacher``."""
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = config.model_class
+    if is_distiller(config):
+        model = model_class(config, train_dataset, teacher=teacher, split=split)
+    else:
+        model = model_class(config, train_dataset)
+    return model.to(config["device"])
+
+
+def build_trainer(config, model):
+    """The plugin's trainer for ``config['model']`` (safe checkpoints, resume files)."""
+    return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+
+def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=False):
+    r"""Everything a run trains with: data, teacher (a distiller's), model and trainer.
+
+    Args:
+        config (Config): the run's configuration.
+        teacher_checkpoint (dict): the teacher file, if already read.
+        before_teacher (callable): called with the training split before a teacher is trained
+            or loaded (e.g. to check a resume file against the split).
+        log_model (bool): log the dataset and the model, as RecBole's run does.
+
+    Returns:
+        tuple: ``(dataset, train_data, valid_data, test_data, model, trainer)``.
+    """
+    logger = getLogger()
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    if log_model:
+        logger.info(dataset)
+    split = TrainingSplit(train_data.dataset)
+    if before_teacher is not None:
+        before_teacher(split)
+    teacher = prepare_distiller_teacher(config, split, teacher_checkpoint) if is_distiller(config) else None
+    model = build_model(config, train_data.dataset, teacher=teacher, split=split)
+    if log_model:
+        logger.info(model)
+    trainer = build_trainer(config, model)
+    trainer.training_split = split
+    return dataset, train_data, valid_data, test_data, model, trainer
+
+
+def prepare_teacher(config, train_dataset, data_fingerprint=None):
+    """Set ``config['teacher_checkpoint']``: the given checkpoint, a cached teacher for this
+    data and these teacher settings, or a teacher trained now and cached.
+
+    The global random state is left as it was, so the student's run is the same whether the
+    teacher was trained or read from the cache.
+
+    In a multi-process run the process that writes files trains the teacher (in a
+    single-process configuration of its own) while the others wait for it at a barrier, then
+    every process reads the same file.
+
+    Args:
+        data_fingerprint (str): ``split_fingerprint(train_dataset)``, if already computed.
+
+    Returns:
+        str: the teacher checkpoint path.
+    """
+    if config["teacher_checkpoint"]:
+        return config["teacher_checkpoint"]
+    logger = getLogger()
+    if data_fingerprint is None:
+        data_fingerprint = split_fingerprint(train_dataset)
+    teacher_config = build_teacher_config(config)
+    path = teacher_cache_path(config, teacher_config, data_fingerprint)
+    if os.path.isfile(path):
+        logger.info(set_color("Reusing cached teacher", "green") + f": {path}")
+    elif writes_files(config):
+        with teacher_lock(path):  # another run training this teacher finishes first
+            if os.path.isfile(path):
+                logger.info(set_color("Reusing the teacher just trained", "green") + f": {path}")
+            else:
+                remove_stale_training_files(path)
+                logger.info(
+                    set_color("Training the teacher", "green")
+                    + f" {teacher_config['model']} on {config['dataset']} (no cached teacher at "
+                    f"{path})"
+                )
+                with preserved_random_state():
+                    train_teacher(teacher_config, path, data_fingerprint)
+    barrier(config)
+    if not os.path.isfile(path):
+        raise TeacherError(
+            f"The teacher trained by the first process of this machine is missing at {path}."
+        )
+    config["teacher_checkpoint"] = path
+    return path
+
+
+def train_teacher(teacher_config, path, data_fingerprint):
+    """Train ``teacher_config['model']`` on the student's split and save it at ``path``, with
+    its data fingerprint and test metrics."""
+
+    def same_split(split):
+        if split.fingerprint != data_fingerprint:
+            raise TeacherMismatchError(
+                "The teacher's training split differs from the student's although their data "
+                "keys agree; check that the dataset files did not change during the run."
+            )
+
+    _, train_data, valid_data, test_data, _, trainer = prepare_run(teacher_config, before_teacher=same_split)
+    trainer.saved_model_file = unique_path(path + ".training")
+    # an interrupted on-demand teacher is trained again, not resumed: the next run removes
+    # its .training file (remove_stale_training_files)
+    trainer.resume_file = None
+    trainer.fit(train_data, valid_data, saved=True, show_progress=teacher_config["show_progress"])
+    test_result = trainer.evaluate(test_data, load_best_model=True)
+    getLogger().info(set_color("teacher test result", "yellow") + f": {dict(test_result)}")
+    # single-process (only one process of a multi-process run trains the teacher)
+    checkpoint = read_checkpoint(trainer.saved_model_file)
+    checkpoint["derrd"] = {"role": "teacher", "test_result": to_plain(dict(test_result))}
+    save_checkpoint(checkpoint, path)
+    os.remove(trainer.saved_model_file)
