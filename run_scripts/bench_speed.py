@@ -422,38 +422,42 @@ def bench_profile(device, steps=40, epoch=60):
     batches = [batch.to(config["device"]) for batch in islice(train_data, steps)]
     single = DistillationExperts(20, 200, 1, "single").to(config["device"])
 
-    def run_part(function):
-        trainer.optimizer.zero_grad()
-        student_trainer.optimizer.zero_grad()
-        return function()
-
     def de_floor(batch, users):
         # one expert of the paper's size per entity: users + unique positive and negative items
         entities = len(users) + len(torch.unique(torch.cat(model.batch_items(batch))))
         single(torch.randn(entities, 20, device=batch[model.USER_ID].device),
                torch.randn(entities, 200, device=batch[model.USER_ID].device), 1.0).sum().backward()
 
+    def nothing(batch, users):
+        return None
+
+    def full_backward(batch, users):
+        sum(model.calculate_loss(batch)).backward()
+
+    # name: (untimed preparation, timed work), each called with (batch, unique users)
     parts = {
-        "DE-RRD step (loss, backward, optimizer)": lambda batch, users: (
-            sum(model.calculate_loss(batch)).backward(), trainer.optimizer.step()),
-        "student loss (BPR), forward + backward": lambda batch, users: model.base_loss(batch).backward(),
-        "DE, forward + backward": lambda batch, users: model.de_term(batch, users).backward(),
-        "RRD, forward + backward": lambda batch, users: model.rrd_term(users).backward(),
-        "optimizer step (fused Adam, student + experts)": lambda batch, users: (
-            sum(model.calculate_loss(batch)).backward(), timed(trainer.optimizer.step, device)[0])[1],
-        "student alone step (RecBole BPR, d = 20)": lambda batch, users: (
-            student.calculate_loss(batch).backward(), student_trainer.optimizer.step()),
-        "DE floor: one expert per entity, no routing": de_floor,
+        "DE-RRD step (loss, backward, optimizer)": (
+            nothing, lambda batch, users: (full_backward(batch, users), trainer.optimizer.step())),
+        "student loss (BPR), forward + backward": (
+            nothing, lambda batch, users: model.base_loss(batch).backward()),
+        "DE, forward + backward": (nothing, lambda batch, users: model.de_term(batch, users).backward()),
+        "RRD, forward + backward": (nothing, lambda batch, users: model.rrd_term(users).backward()),
+        "optimizer step (fused Adam, student + experts)": (
+            full_backward, lambda batch, users: trainer.optimizer.step()),
+        "student alone step (RecBole BPR, d = 20)": (
+            nothing, lambda batch, users: (student.calculate_loss(batch).backward(),
+                                           student_trainer.optimizer.step())),
+        "DE floor: one expert per entity, no routing": (nothing, de_floor),
     }
     entry = {"epoch": epoch, "tau": model.selection_tau, "trained_model": trained, "steps": steps, "ms": {}}
-    for name, part in parts.items():
+    for name, (prepare, work) in parts.items():
         times = []
         for batch in batches:
             users = torch.unique(batch[model.USER_ID])
-            if name.startswith("optimizer"):  # only the step itself is timed
-                times.append(run_part(lambda: part(batch, users)))
-                continue
-            times.append(timed(lambda: run_part(lambda: part(batch, users)), device)[0])
+            trainer.optimizer.zero_grad()
+            student_trainer.optimizer.zero_grad()
+            prepare(batch, users)
+            times.append(timed(lambda: work(batch, users), device)[0])
         entry["ms"][name] = statistics.median(times) * 1000
     start = time.perf_counter()
     loaded = sum(1 for _ in train_data)
@@ -465,12 +469,14 @@ def bench_profile(device, steps=40, epoch=60):
 
 # --------------------------------------------------------------------------- whole runs
 
-#: Whole-run variants: (name, model, config overrides, extra config files). ``student`` is the
-#: distillers' student (BPR, d = 20) trained alone; every distiller uses the shared teacher.
+#: ``de_weight_floor`` values of the whole-run floor sweep (the default, 1e-3, is ``DE-RRD``).
 WHOLERUN_FLOORS = (0.0, 1e-6, 1e-4, 1e-2)
 
 
 def wholerun_variants(paper_epochs, floors=WHOLERUN_FLOORS):
+    """Whole-run variants: (name, model, config overrides, extra config files). ``student`` is
+    the distillers' student (BPR, d = 20) trained alone; every distiller uses the shared
+    teacher."""
     variants = [
         ("teacher", "BPR", {"embedding_size": 200}, []),
         ("student", "BPR", {"embedding_size": 20}, []),

@@ -191,7 +191,7 @@ class DistillationExperts(nn.Module):
             if padded_rows > self.sparse_work_fraction * n_entities * num_experts:
                 return self.dense_reconstruct(student_repr, selection)
         stats["sparse_calls"] += 1
-        return self.sparse_reconstruct(student_repr, selection, active)
+        return self.sparse_reconstruct(student_repr, selection, active, per_expert)
 
     def tile_rows(self, per_expert):
         """Rows per tile for active pairs counted ``per_expert``: their mean per expert, as a
@@ -214,8 +214,9 @@ class DistillationExperts(nn.Module):
         )
         return mixed + selection @ self.second_bias
 
-    def sparse_reconstruct(self, student_repr, selection, active):
-        r""":math:`\sum_m s_m E_m(h_s)` over the active (entity, expert) pairs only.
+    def sparse_reconstruct(self, student_repr, selection, active, per_expert):
+        r""":math:`\sum_m s_m E_m(h_s)` over the active (entity, expert) pairs only
+        (``active``, ``[E, M]``; ``per_expert``, their count per expert).
 
         The pairs are grouped by expert and each expert's group padded to whole tiles of
         :meth:`tile_rows` rows; every tile then goes through its expert's two layers in one
@@ -225,7 +226,6 @@ class DistillationExperts(nn.Module):
         """
         # nonzero of the transposed mask lists pairs expert by expert (entities ascending)
         pair_experts, pair_entities = active.t().nonzero(as_tuple=True)
-        per_expert = torch.bincount(pair_experts, minlength=selection.shape[1])
         tile_rows = self.tile_rows(per_expert)
         tiles_per_expert = (per_expert + tile_rows - 1) // tile_rows
         tile_experts = torch.repeat_interleave(
