@@ -28,6 +28,7 @@ from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data import TrainingSplit
 from recbole_derrd.distributed import check_launch_settings, is_distributed
 from recbole_derrd.errors import UserError
+from recbole_derrd.per_user import PerUserRecorder
 from recbole_derrd.pipeline import (
     build_model,
     is_distiller,
@@ -115,7 +116,9 @@ def run_recbole_derrd(
 
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, ``train_loss``, ``checkpoint`` and ``resume_file``; for a distiller
+        ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
+        evaluation's order: :mod:`recbole_derrd.per_user`), ``train_loss``, ``checkpoint`` and
+        ``resume_file``; for a distiller
         also ``teacher_test_result``, ``student_parameters``, ``teacher_parameters`` and
         ``teacher_checkpoint``.
     """
@@ -147,9 +150,10 @@ def run_recbole_derrd(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
-    )
+    with PerUserRecorder(trainer) as per_user_test:
+        test_result = trainer.evaluate(
+            test_data, load_best_model=saved, show_progress=config["show_progress"]
+        )
     logger.info(
         "The running environment of this training is as follows:\n"
         + get_environment(config).draw()
@@ -161,6 +165,7 @@ def run_recbole_derrd(
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "test_per_user": per_user_test.values,
         "train_loss": dict(trainer.train_loss_dict),
         "train_epoch_seconds": list(trainer.epoch_seconds),
         "train_epoch_diagnostics": list(getattr(trainer, "epoch_diagnostics", [])),

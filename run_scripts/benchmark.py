@@ -26,18 +26,45 @@ import torch
 from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ["teacher", "student", "RD", "CD", "DE", "RRD", "DE-RRD"]
+METHODS = ["teacher", "student", "RD", "CD", "DE", "RRD", "RRD-topK", "DE-RRD"]
 #: (model, extra keys) of every student method; the backbone and size are added per cell.
+#: RRD-topK: RRD with the teacher's top-K as the interesting items instead of sampling them.
 DISTILLERS = {
     "RD": ("RD", {}),
     "CD": ("CD", {}),
     "DE": ("DERRD", {"use_rrd": False}),
     "RRD": ("DERRD", {"use_de": False}),
+    "RRD-topK": ("DERRD", {"use_de": False, "rrd_sample_interesting": False}),
     "DE-RRD": ("DERRD", {}),
 }
+#: --tune: the search space of each method, searched on the validation split of the first seed,
+#: the same number of trials (3) for every method. Values are explicit (not the plugin's current
+#: defaults), so a later change of a default does not change what a stored trial means.
+TUNING_GRIDS = {
+    "student": [{"learning_rate": 0.001, "weight_decay": 0.0},
+                {"learning_rate": 0.003, "weight_decay": 0.0},
+                {"learning_rate": 0.001, "weight_decay": 1e-5}],
+    "RD": [{"lambda_rd": value} for value in (0.01, 0.1, 1.0)],
+    "CD": [{"lambda_cd": value} for value in (0.01, 0.1, 1.0)],
+    "RRD": [{"lambda_rrd": value} for value in (0.001, 0.003, 0.01)],
+    "DE-RRD": [{"lambda_de": value} for value in (0.001, 0.01, 0.1)],
+}
+#: --tune: settings taken from another method's search (method: (source, keys)), searched
+#: after it. DE-RRD's lambda_rrd is RRD's choice (its own trials search lambda_de); DE alone
+#: uses DE-RRD's lambda_de and RRD-topK RRD's lambda_rrd (no trials of their own: say so).
+TUNED_FROM = {
+    "DE-RRD": ("RRD", ["lambda_rrd"]),
+    "DE": ("DE-RRD", ["lambda_de"]),
+    "RRD-topK": ("RRD", ["lambda_rrd"]),
+}
+#: Order of the searches within a seed (a method after the one it takes settings from).
+TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
+#: Per-user test metrics kept in each cell for the significance tests.
+PER_USER_METRICS = ("ndcg@10", "recall@20", "hit@10")
 PROTOCOLS = {
     "recbole": "properties/experiments/protocol_recbole.yaml",
     "paper": "properties/experiments/protocol_paper.yaml",
+    "fixed": "properties/experiments/protocol_fixed_split.yaml",
 }
 
 
@@ -54,8 +81,72 @@ def timing_context(gpu_id):
     return f"{info.get('gpu', info['cpu'])}, {info['threads']} torch thread(s)"
 
 
-def cell_key(method, size, seed):
-    return f"{method}|{size}|{seed}"
+def cell_key(method, size, seed, setting=None):
+    """A cell's name; ``setting`` (a --tune trial's keys) is part of it."""
+    key = f"{method}|{size}|{seed}"
+    return key + "|" + setting_label(setting) if setting else key
+
+
+def setting_label(setting):
+    """``{'lambda_rrd': 0.003}`` -> ``lambda_rrd=0.003`` (sorted keys)."""
+    return ",".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
+                    for key, value in sorted(setting.items()))
+
+
+#: RecBole's learner defaults: the student alone's reference trial.
+STUDENT_DEFAULTS = {"learning_rate": 0.001, "weight_decay": 0.0}
+
+
+def is_plugin_default(method, setting):
+    """Whether a trial's setting is what the plugin (or RecBole, for the student) uses by
+    default for those keys."""
+    import yaml
+
+    if method == "student":
+        return setting == STUDENT_DEFAULTS
+    model = DISTILLERS[method][0]
+    path = os.path.join(REPO, "recbole_derrd", "properties", "model", f"{model}.yaml")
+    with open(path) as handle:
+        defaults = yaml.safe_load(handle)
+    return all(defaults.get(key) == value for key, value in setting.items())
+
+
+def paired_difference(cells, baseline_cells, metric, resamples=10000, seed=0):
+    """Mean per-user difference of ``metric`` (cells minus baseline cells), pooled over the
+    seeds both have, with a Wilcoxon signed-rank p-value and a bootstrap 95% interval (users
+    resampled within each seed). None when no seed has per-user values on both sides."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    baseline_by_seed = {cell["seed"]: cell for cell in baseline_cells}
+    differences, baseline_values = [], []
+    for cell in cells:
+        baseline = baseline_by_seed.get(cell["seed"])
+        if baseline is None or metric not in cell.get("test_per_user", {}) \
+                or metric not in baseline.get("test_per_user", {}):
+            continue
+        values = np.asarray(cell["test_per_user"][metric])
+        reference = np.asarray(baseline["test_per_user"][metric])
+        if values.shape != reference.shape:
+            raise ValueError(f"seed {cell['seed']}: {len(values)} vs {len(reference)} test users")
+        differences.append(values - reference)
+        baseline_values.append(reference)
+    if not differences:
+        return None
+    pooled = np.concatenate(differences)
+    rng = np.random.default_rng(seed)
+    totals = np.zeros(resamples)
+    for group in differences:  # one resampling per seed (users stay in their split)
+        for first in range(0, resamples, 1000):  # bounded memory on large test sets
+            count = min(1000, resamples - first)
+            picks = rng.integers(0, len(group), size=(count, len(group)))
+            totals[first:first + count] += group[picks].sum(axis=1)
+    means = totals / len(pooled)
+    low, high = np.percentile(means, [2.5, 97.5])
+    p_value = float(wilcoxon(pooled).pvalue) if np.any(pooled != 0) else 1.0
+    return {"mean": float(pooled.mean()), "low": float(low), "high": float(high), "p": p_value,
+            "users": len(pooled), "seeds": len(differences),
+            "baseline_mean": float(np.concatenate(baseline_values).mean())}
 
 
 class Benchmark:
@@ -99,74 +190,126 @@ class Benchmark:
             config["data_path"] = self.args.data_path
         return config
 
-    def cell_plan(self, seed, size):
-        """(method, model name, config) of every cell of a seed and size."""
+    def method_parameters(self, method, seed, size):
+        """(model name, keys) of a student method's cell, before any --tune setting."""
         backbone = self.args.backbone
         student_size = self.size_parameters(backbone, size)
+        if method == "student":
+            return backbone, dict(student_size)
+        model, extra = DISTILLERS[method]
         teacher = self.cells.get(cell_key("teacher", self.args.teacher_size, seed), {})
-        plan = [("student", backbone, dict(student_size))]
-        for method in self.args.methods:
-            if method in DISTILLERS:
-                model, extra = DISTILLERS[method]
-                plan.append((method, model, dict(extra, student_model=backbone, **student_size,
-                                                 teacher_checkpoint=teacher.get("checkpoint"))))
-        return [cell for cell in plan if cell[0] in self.args.methods]
+        return model, dict(extra, student_model=backbone, **student_size,
+                           teacher_checkpoint=teacher.get("checkpoint"))
 
-    def run_cell(self, method, model, parameters, seed, size):
+    def settings(self, method, seed, size):
+        """The settings ``method`` runs with at ``seed``: without --tune the plugin's defaults
+        (``{}``); with --tune every trial of its grid at the first seed, its chosen trial at
+        the others (plus what it takes from another method's search, TUNED_FROM)."""
+        if not self.args.tune:
+            return [{}]
+        inherited = {}
+        if method in TUNED_FROM:
+            source, keys = TUNED_FROM[method]
+            chosen = self.chosen_setting(source, size)
+            inherited = {key: chosen[key] for key in keys}
+        if method not in TUNING_GRIDS:
+            return [inherited]
+        if seed == self.args.seed_values[0]:
+            return [dict(inherited, **trial) for trial in TUNING_GRIDS[method]]
+        return [self.chosen_setting(method, size)]
+
+    def trials(self, method, size):
+        """The finished trials of ``method`` at the first seed, in grid order."""
+        first = self.args.seed_values[0]
+        keys = [cell_key(method, size, first, setting) for setting in self.settings(method, first, size)]
+        return [self.cells[key] for key in keys if key in self.cells]
+
+    def chosen_setting(self, method, size):
+        """The trial with the best validation score (``valid_metric`` of the protocol) at the
+        first seed; ties go to the earlier trial of the grid."""
+        trials = self.trials(method, size)
+        if not trials:
+            raise RuntimeError(f"{method} has no finished trial to choose from yet")
+        sign = 1 if trials[0].get("valid_score_bigger", True) else -1
+        return max(trials, key=lambda cell: sign * cell["valid_score"])["setting"]
+
+    def run_cell(self, method, model, parameters, seed, size, setting=None):
         from recbole_derrd import run_recbole_derrd
 
-        config = dict(self.base_config(seed), **parameters)
+        # the benchmark trains the student alone itself, as a row of its own
+        config = dict(self.base_config(seed), compare_student_alone=False, **parameters)
         start = time.time()
         result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config)
         epoch_seconds = result["train_epoch_seconds"]
+        per_user = result.get("test_per_user", {})
         return {
             "method": method, "model": model, "size": size, "seed": seed,
+            "setting": setting or {},
             "test": dict(result["test_result"]),
             "valid": dict(result["best_valid_result"] or {}),
+            "valid_score": result["best_valid_score"],
+            "valid_score_bigger": result["valid_score_bigger"],
+            "test_per_user": {metric: [round(float(value), 6) for value in per_user[metric]]
+                              for metric in PER_USER_METRICS if metric in per_user},
             "parameters": result["parameters"],
             "epochs": len(epoch_seconds),
             "train_seconds_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
+            "train_seconds": sum(epoch_seconds),
             "wall_seconds": time.time() - start,
             "checkpoint": result["checkpoint"],
             "timing": timing_context(config.get("gpu_id")),
             "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
         }
 
-    def run(self):
-        sizes, seeds = self.args.sizes, self.args.seed_values
-        todo = []
-        for seed in seeds:
-            todo.append(("teacher", self.args.teacher_size, seed))
-            for size in sizes:
-                todo += [(method, size, seed) for method in self.args.methods if method != "teacher"]
-        progress = tqdm(todo, desc=self.name, ncols=100)
-        for method, size, seed in progress:
-            key = cell_key(method, size, seed)
-            if key in self.cells and self.checkpoint_usable(key, method):
-                continue
-            progress.set_postfix_str(f"{method} d={size} seed={seed}")
-            if method == "teacher":
-                parameters = self.size_parameters(self.args.backbone, size)
-                self.cells[key] = self.run_cell("teacher", self.args.backbone, parameters, seed, size)
-            else:
-                plan = {cell[0]: cell for cell in self.cell_plan(seed, size)}
-                _, model, parameters = plan[method]
-                self.cells[key] = self.run_cell(method, model, parameters, seed, size)
+    def ensure_teacher(self, seed):
+        """The teacher cell of ``seed``, trained again if its checkpoint was removed while
+        some distiller of the seed still needs it."""
+        size = self.args.teacher_size
+        key = cell_key("teacher", size, seed)
+        cell = self.cells.get(key)
+        if cell is None or not os.path.isfile(cell.get("checkpoint") or ""):
+            parameters = self.size_parameters(self.args.backbone, size)
+            self.cells[key] = self.run_cell("teacher", self.args.backbone, parameters, seed, size)
             self.save()
             tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
-        for seed in seeds:
+
+    def run(self):
+        for seed in self.args.seed_values:
+            if "teacher" in self.args.methods and cell_key("teacher", self.args.teacher_size, seed) not in self.cells:
+                self.ensure_teacher(seed)
+            for size in self.args.sizes:
+                for method in TUNING_ORDER:
+                    if method == "teacher" or method not in self.args.methods:
+                        continue
+                    for setting in self.settings(method, seed, size):
+                        key = cell_key(method, size, seed, setting)
+                        if key in self.cells:
+                            continue
+                        if method in DISTILLERS:
+                            self.ensure_teacher(seed)
+                        model, parameters = self.method_parameters(method, seed, size)
+                        tqdm.write(f"running {key}")
+                        self.cells[key] = self.run_cell(method, model, dict(parameters, **setting),
+                                                        seed, size, setting)
+                        self.save()
+                        tqdm.write(f"{key}: {self.args.metric} = "
+                                   f"{self.cells[key]['test'][self.args.metric]:.4f}")
+        for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
 
-    def checkpoint_usable(self, key, method):
-        """A finished cell is kept; a teacher must also still have its checkpoint when some
-        distiller of its seed has yet to run."""
-        if method != "teacher":
-            return True
-        seed = self.cells[key]["seed"]
-        pending = any(cell_key(m, s, seed) not in self.cells for m in DISTILLERS
-                      for s in self.args.sizes if m in self.args.methods)
-        return not pending or os.path.isfile(self.cells[key]["checkpoint"] or "")
+    def reported_cells(self, method, size):
+        """The cells a row of the results table averages: one per seed, at the chosen setting
+        (--tune) or the defaults."""
+        setting = {}
+        if self.args.tune and method != "teacher":
+            try:
+                setting = (self.chosen_setting(method, size) if method in TUNING_GRIDS
+                           else self.settings(method, self.args.seed_values[0], size)[0])
+            except RuntimeError:  # its search (or the one it depends on) has not finished
+                return []
+        keys = [cell_key(method, size, seed, setting) for seed in self.args.seed_values]
+        return [self.cells[key] for key in keys if key in self.cells]
 
     def time_inference(self, seed):
         """Full-sort inference (scores of all items, then the top-k) for all users, every model
@@ -221,10 +364,11 @@ class Benchmark:
     def summary(self):
         """{(method, size): {metric: (mean, std), ...}} over seeds."""
         rows = {}
-        for cell in self.cells.values():
-            if cell["seed"] not in self.args.seed_values:
-                continue
-            rows.setdefault((cell["method"], cell["size"]), []).append(cell)
+        for method in METHODS:
+            for size in [self.args.teacher_size] if method == "teacher" else self.args.sizes:
+                cells = self.reported_cells(method, size)
+                if cells:
+                    rows[(method, size)] = cells
         summary = {}
         for (method, size), cells in rows.items():
             entry = {"seeds": len(cells)}
@@ -232,7 +376,10 @@ class Benchmark:
                 values = [cell["test"][metric] for cell in cells]
                 # one seed measures no spread: None, not a zero standard deviation
                 entry[metric] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None)
-            for field in ("parameters", "inference_seconds", "train_seconds_per_epoch", "epochs"):
+            entry["setting"] = cells[0].get("setting", {})
+            entry["seed_values"] = [cell["seed"] for cell in cells]
+            for field in ("parameters", "inference_seconds", "train_seconds_per_epoch", "epochs",
+                          "train_seconds"):
                 values = [cell[field] for cell in cells if cell.get(field) is not None]
                 entry[field] = statistics.mean(values) if values else None
             summary[(method, size)] = entry
@@ -277,19 +424,26 @@ class Benchmark:
                     f"Test metrics of one seed ({args.seed_values[0]}): no spread over seeds was "
                     "measured, so differences of about 0.01 may be training noise. ")
                  + f"Times measured on: {self.timing_text()}. "
-                 + "Students use the plugin's default "
-                 "hyperparameters. Inference: full-sort scoring and top-k (the protocol's largest k) of all users, "
+                 + ("Each method at its setting chosen on the validation split of seed "
+                    f"{args.seed_values[0]} (`--tune`: see the search below); " if args.tune else
+                    "Students use the plugin's default hyperparameters; ")
+                 + "train s: training time to the early stop (evaluation excluded). Inference: full-sort scoring and top-k (the protocol's largest k) of all users, "
                  f"median of {args.inference_repeats} repeats measured side by side; training time "
-                 "per epoch excludes evaluation.", "",
+                 "per epoch excludes evaluation. `*`: the difference to the student alone is significant at "
+                 "0.05 (paired Wilcoxon test over test users, below).", "",
                  "| method | size | " + " | ".join(shown) + " | params | inference | s/epoch | epochs | "
-                 f"{metric} vs teacher | {metric} vs student |",
-                 "|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|"]
+                 f"train s | {metric} vs teacher | {metric} vs student | setting |",
+                 "|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
         for method, size in keys:
             entry = summary[(method, size)]
             student = summary.get(("student", size))
             vs_teacher = f"{entry[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
             vs_student = (f"{100 * (entry[metric][0] / student[metric][0] - 1):+.1f}%"
                           if student and method not in ("teacher", "student") else "")
+            if vs_student:
+                test = paired_difference(self.reported_cells(method, size),
+                                         self.reported_cells("student", size), metric)
+                vs_student += "*" if test and test["p"] < 0.05 else ""
             inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
             lines.append(
@@ -297,10 +451,81 @@ class Benchmark:
                 + " | ".join(format_value(entry[m][0], ".4f") + format_value(entry[m][1], ".4f", prefix=" ± ")
                              for m in shown)
                 + f" | {entry['parameters']:,.0f} | {inference} | {per_epoch} | {entry['epochs']:.0f} | "
-                f"{vs_teacher} | {vs_student} |")
+                + (f"{entry['train_seconds']:.0f}" if entry.get("train_seconds") else "-")
+                + f" | {vs_teacher} | {vs_student} | {setting_label(entry['setting']) or '-'} |")
         lines.append("")
+        if args.tune:
+            lines += self.tuning_text()
+        lines += self.significance_text(summary)
         with open(path, "w") as handle:
             handle.write("\n".join(lines))
+
+    def tuning_text(self):
+        """The search behind the chosen settings: every trial of the first seed, its validation
+        score and test metric, and its validation gain over the student alone at RecBole's
+        defaults (the row the distilled student must beat)."""
+        args, size = self.args, self.args.sizes[0]
+        reference = self.cells.get(cell_key("student", size, args.seed_values[0], STUDENT_DEFAULTS))
+        lines = [f"## Search (seed {args.seed_values[0]}, validation split, {len(next(iter(TUNING_GRIDS.values())))} "
+                 "trials per method)", "",
+                 "Chosen: the best validation score (the protocol's `valid_metric`). DE-RRD searches "
+                 "`lambda_de` with RRD's chosen `lambda_rrd`; DE alone takes DE-RRD's `lambda_de` and "
+                 "RRD-topK RRD's `lambda_rrd` (no trials of their own). `defaults`: the plugin's "
+                 "current default for that key.", "",
+                 f"| method | setting | valid score | valid vs student alone | test {args.metric} | epochs | "
+                 "train s | |", "|---|---|---|---|---|---|---|---|"]
+        for method in TUNING_ORDER:
+            if method not in TUNING_GRIDS or method not in args.methods:
+                continue
+            trials = self.trials(method, size)
+            if not trials:
+                continue
+            chosen = self.chosen_setting(method, size)
+            for cell in trials:
+                gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
+                        if reference else "-")
+                marks = [word for word, flag in (("chosen", cell["setting"] == chosen),
+                                                 ("defaults", is_plugin_default(method, cell["setting"])))
+                         if flag]
+                lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
+                             f"{gain} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
+                             f"{cell['train_seconds']:.0f} | {', '.join(marks)} |")
+        return lines + [""]
+
+    def significance_text(self, summary):
+        """Paired tests over test users (per-user metrics of the same rankings the evaluator
+        scored), pooled over the seeds: DE-RRD and every distiller against the student alone,
+        DE-RRD against the best competitor (RD or CD, by mean test metric)."""
+        args, size = self.args, self.args.sizes[0]
+        student = self.reported_cells("student", size)
+        comparisons = [(method, "student") for method in METHODS if method in DISTILLERS]
+        competitors = [method for method in ("RD", "CD") if (method, size) in summary]
+        if competitors and ("DE-RRD", size) in summary:
+            best = max(competitors, key=lambda method: summary[(method, size)][args.metric][0])
+            comparisons.append(("DE-RRD", best))
+        metrics = [metric for metric in (args.metric, "recall@20") if metric in PER_USER_METRICS]
+        lines = ["## Significance (paired over test users)", "",
+                 "Per-user differences pooled over the seeds (each user of each seed's test split "
+                 "once; the two models of a pair ranked that user's candidates on the same split). "
+                 "p: Wilcoxon signed-rank test (users with no difference left out); 95% interval of "
+                 "the mean difference: bootstrap over users within each seed (10,000 resamples). "
+                 "`yes`: p < 0.05.", "",
+                 "| comparison | metric | mean difference | 95% interval | relative | p | significant |",
+                 "|---|---|---|---|---|---|---|"]
+        rows = 0
+        for method, baseline in comparisons:
+            cells = self.reported_cells(method, size)
+            baseline_cells = student if baseline == "student" else self.reported_cells(baseline, size)
+            for metric in metrics:
+                test = paired_difference(cells, baseline_cells, metric)
+                if test is None:
+                    continue
+                rows += 1
+                relative = 100 * test["mean"] / test["baseline_mean"] if test["baseline_mean"] else 0.0
+                lines.append(f"| {method} vs {baseline} | {metric} | {test['mean']:+.4f} | "
+                             f"[{test['low']:+.4f}, {test['high']:+.4f}] | {relative:+.1f}% | "
+                             f"{test['p']:.2g} | {'yes' if test['p'] < 0.05 else 'no'} |")
+        return lines + [""] if rows else []
 
     def timing_text(self):
         """What the reported cells' times were measured on (older cells did not record it)."""
@@ -388,6 +613,9 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--metric", default="ndcg@10", help="the main metric")
     parser.add_argument("--epochs", type=int, default=None, help="override RecBole's epochs")
+    parser.add_argument("--tune", action="store_true",
+                        help="search each method's weights on the first seed's validation split "
+                             "(TUNING_GRIDS), then run the chosen settings at every seed")
     parser.add_argument("--config_files", default="", help="extra YAML files, space-separated")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--gpu_id", default="")
