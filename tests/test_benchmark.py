@@ -38,7 +38,10 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     benchmark.main(argv)
     folder = workdir / "results" / "ml-100k"
     table = (folder / "BPR-recbole.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    results_table, significance = table.split("\n## Significance")
+    rows = [line for line in results_table.splitlines() if line.startswith("| ") and "---" not in line]
+    # the paired test of the distiller against the student alone, over the same test users
+    assert "| RRD vs student | ndcg@10 |" in significance and "| RRD vs student | recall@20 |" in significance
     assert [row.split("|")[1].strip() for row in rows] == ["method", "teacher", "student", "RRD"]
     header = [cell.strip() for cell in rows[0].split("|")[1:-1]]
     assert "ndcg@10" in header and "recall@20" in header and "inference" in header
