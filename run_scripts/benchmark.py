@@ -49,13 +49,19 @@ TUNING_GRIDS = {
     "RRD": [{"lambda_rrd": value} for value in (0.001, 0.003, 0.01)],
     "DE-RRD": [{"lambda_de": value} for value in (0.001, 0.01, 0.1)],
 }
-#: --tune: settings taken from another method's search (method: (source, keys)), searched
-#: after it. DE-RRD's lambda_rrd is RRD's choice (its own trials search lambda_de); DE alone
-#: uses DE-RRD's lambda_de and RRD-topK RRD's lambda_rrd (no trials of their own: say so).
+#: --tune: settings taken from other methods' searches (method: [(source, keys), ...]), searched
+#: after them. Every distiller trains its student with the student alone's chosen learning rate
+#: and weight decay (the student's recipe is fixed first, distillation is tuned on top of it).
+#: DE-RRD's lambda_rrd is RRD's choice (its own trials search lambda_de); DE alone uses
+#: DE-RRD's lambda_de and RRD-topK RRD's lambda_rrd (no trials of their own: the report says so).
+LEARNER_KEYS = ["learning_rate", "weight_decay"]
 TUNED_FROM = {
-    "DE-RRD": ("RRD", ["lambda_rrd"]),
-    "DE": ("DE-RRD", ["lambda_de"]),
-    "RRD-topK": ("RRD", ["lambda_rrd"]),
+    "RD": [("student", LEARNER_KEYS)],
+    "CD": [("student", LEARNER_KEYS)],
+    "RRD": [("student", LEARNER_KEYS)],
+    "DE-RRD": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
+    "DE": [("student", LEARNER_KEYS), ("DE-RRD", ["lambda_de"])],
+    "RRD-topK": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
 }
 #: Order of the searches within a seed (a method after the one it takes settings from).
 TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
@@ -102,12 +108,11 @@ def is_plugin_default(method, setting):
     default for those keys."""
     import yaml
 
-    if method == "student":
-        return setting == STUDENT_DEFAULTS
-    model = DISTILLERS[method][0]
-    path = os.path.join(REPO, "recbole_derrd", "properties", "model", f"{model}.yaml")
-    with open(path) as handle:
-        defaults = yaml.safe_load(handle)
+    defaults = dict(STUDENT_DEFAULTS)
+    if method != "student":
+        path = os.path.join(REPO, "recbole_derrd", "properties", "model", f"{DISTILLERS[method][0]}.yaml")
+        with open(path) as handle:
+            defaults.update(yaml.safe_load(handle))
     return all(defaults.get(key) == value for key, value in setting.items())
 
 
@@ -208,10 +213,10 @@ class Benchmark:
         if not self.args.tune:
             return [{}]
         inherited = {}
-        if method in TUNED_FROM:
-            source, keys = TUNED_FROM[method]
-            chosen = self.chosen_setting(source, size)
-            inherited = {key: chosen[key] for key in keys}
+        for source, keys in TUNED_FROM.get(method, []):
+            if source in self.args.methods:
+                chosen = self.chosen_setting(source, size)
+                inherited.update({key: chosen[key] for key in keys})
         if method not in TUNING_GRIDS:
             return [inherited]
         if seed == self.args.seed_values[0]:
@@ -468,7 +473,9 @@ class Benchmark:
         reference = self.cells.get(cell_key("student", size, args.seed_values[0], STUDENT_DEFAULTS))
         lines = [f"## Search (seed {args.seed_values[0]}, validation split, {len(next(iter(TUNING_GRIDS.values())))} "
                  "trials per method)", "",
-                 "Chosen: the best validation score (the protocol's `valid_metric`). DE-RRD searches "
+                 "Chosen: the best validation score (the protocol's `valid_metric`). Every distiller "
+                 "trains its student with the student alone's chosen learning rate and weight decay. "
+                 "DE-RRD searches "
                  "`lambda_de` with RRD's chosen `lambda_rrd`; DE alone takes DE-RRD's `lambda_de` and "
                  "RRD-topK RRD's `lambda_rrd` (no trials of their own). `defaults`: the plugin's "
                  "current default for that key.", "",

@@ -100,24 +100,33 @@ def test_tune_searches_the_first_seed_and_reuses_its_choice(tmp_path):
     args = bench.parse_args(["--tune", "--seeds=2", f"--results={tmp_path}", f"--work={tmp_path}"])
     table = bench.Benchmark(args)
     first, second = args.seed_values
-    assert table.settings("RRD", first, 20) == bench.TUNING_GRIDS["RRD"]
-    scores = {0.001: 0.30, 0.003: 0.32, 0.01: 0.32}  # a tie goes to the earlier trial
-    for setting in bench.TUNING_GRIDS["RRD"]:
-        key = bench.cell_key("RRD", 20, first, setting)
-        table.cells[key] = {"seed": first, "setting": setting, "valid_score": scores[setting["lambda_rrd"]],
-                            "valid_score_bigger": True}
-    assert table.chosen_setting("RRD", 20) == {"lambda_rrd": 0.003}
-    assert table.settings("RRD", second, 20) == [{"lambda_rrd": 0.003}]
+
+    def finish(method, scores):
+        for setting, score in zip(table.settings(method, first, 20), scores):
+            table.cells[bench.cell_key(method, 20, first, setting)] = {
+                "seed": first, "setting": setting, "valid_score": score, "valid_score_bigger": True}
+
+    with pytest.raises(RuntimeError):
+        table.settings("RRD", first, 20)  # the student's search comes first
+    assert table.settings("student", first, 20) == bench.TUNING_GRIDS["student"]
+    finish("student", [0.20, 0.19, 0.21])
+    learner = {"learning_rate": 0.001, "weight_decay": 1e-5}
+    assert table.chosen_setting("student", 20) == learner
+    # every distiller trains its student with the student alone's chosen learner settings
+    assert table.settings("RRD", first, 20) == [dict(learner, **trial) for trial in bench.TUNING_GRIDS["RRD"]]
+    finish("RRD", [0.30, 0.32, 0.32])  # a tie goes to the earlier trial
+    assert table.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.003)
+    assert table.settings("RRD", second, 20) == [dict(learner, lambda_rrd=0.003)]
     # DE-RRD searches lambda_de at RRD's choice; RRD-topK takes RRD's choice, no trials
     assert table.settings("DE-RRD", first, 20) == [
-        {"lambda_rrd": 0.003, "lambda_de": value} for value in (0.001, 0.01, 0.1)]
-    assert table.settings("RRD-topK", first, 20) == [{"lambda_rrd": 0.003}]
+        dict(learner, lambda_rrd=0.003, lambda_de=value) for value in (0.001, 0.01, 0.1)]
+    assert table.settings("RRD-topK", first, 20) == [dict(learner, lambda_rrd=0.003)]
     with pytest.raises(RuntimeError):
         table.settings("DE", first, 20)  # DE-RRD's search has not run
     # a smaller-is-better validation metric picks the smallest score
     for cell in table.trials("RRD", 20):
         cell["valid_score_bigger"] = False
-    assert table.chosen_setting("RRD", 20) == {"lambda_rrd": 0.001}
+    assert table.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.001)
     import yaml
 
     with open(f"{bench.REPO}/recbole_derrd/properties/model/DERRD.yaml") as handle:
