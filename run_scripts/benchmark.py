@@ -63,6 +63,8 @@ TUNED_FROM = {
     "DE": [("student", LEARNER_KEYS), ("DE-RRD", ["lambda_de"])],
     "RRD-topK": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
 }
+#: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them.
+DEFAULT_ROWS = ["RRD", "DE-RRD"]
 #: Order of the searches within a seed (a method after the one it takes settings from).
 TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
 #: Per-user test metrics kept in each cell for the significance tests.
@@ -299,9 +301,24 @@ class Benchmark:
                         self.save()
                         tqdm.write(f"{key}: {self.args.metric} = "
                                    f"{self.cells[key]['test'][self.args.metric]:.4f}")
+            if self.args.tune and seed == self.args.seed_values[0]:
+                self.run_default_rows(seed)
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
+
+    def run_default_rows(self, seed):
+        """DEFAULT_ROWS at the plugin's defaults (no setting), one seed."""
+        for size in self.args.sizes:
+            for method in DEFAULT_ROWS:
+                key = cell_key(method, size, seed)
+                if method not in self.args.methods or key in self.cells:
+                    continue
+                self.ensure_teacher(seed)
+                model, parameters = self.method_parameters(method, seed, size)
+                tqdm.write(f"running {key} (plugin defaults)")
+                self.cells[key] = self.run_cell(method, model, parameters, seed, size)
+                self.save()
 
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
@@ -497,6 +514,16 @@ class Benchmark:
                 lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
                              f"{gain} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
                              f"{cell['train_seconds']:.0f} | {', '.join(marks)} |")
+        lines += ["", f"Plugin defaults (seed {args.seed_values[0]}, no search; RecBole's learner defaults):", "",
+                  f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
+                  "|---|---|---|---|---|---|"]
+        for method in DEFAULT_ROWS:
+            cell = self.cells.get(cell_key(method, size, args.seed_values[0]))
+            if cell:
+                gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
+                        if reference else "-")
+                lines.append(f"| {method} | {cell['valid_score']:.4f} | {gain} | "
+                             f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")
         return lines + [""]
 
     def significance_text(self, summary):
