@@ -89,3 +89,37 @@ def test_hyperparameter_search_runs_on_the_validation_split(workdir):
     report = output.read_text()
     assert report.count("| lambda_rrd:") == 2 and "Best (validation)" in report
     assert "ndcg@10" in report
+
+
+def test_tuned_benchmark_and_its_summary(workdir):
+    """--tune: three trials per searched method at the first seed, the chosen setting at the
+    second; the summary's headline and defaults evidence are read from those cells."""
+    benchmark = load_script("benchmark")
+    summarize = load_script("summarize")
+    (workdir / "tiny.yaml").write_text(TINY)
+    common = [f"--results={workdir / 'results'}", "--seeds=2", "--sizes=8", "--teacher_size=16"]
+    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--epochs=1", "--methods=student,RRD,DE-RRD",
+                    "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",
+                    f"--work={workdir / 'work'}"] + common)
+    cells = json.loads((workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").read_text())
+    first = {key for key in cells if "|2020|" in key}
+    second = {key for key in cells if "|2021" in key}
+    # 3 student + 3 RRD + 3 DE-RRD trials at the first seed, plus the teacher and the two
+    # default rows; one chosen setting per method at the second seed
+    assert len([key for key in first if key.startswith("student|")]) == 3
+    assert len([key for key in first if key.startswith("RRD|")]) == 3
+    assert len([key for key in first if key.startswith("DE-RRD|")]) == 3
+    assert {"RRD|8|2020", "DE-RRD|8|2020"} <= set(cells)  # the plugin's defaults, as a user gets them
+    assert sorted(key.split("|")[0] for key in second) == ["DE-RRD", "RRD", "student", "teacher"]
+    rrd_trials = [cell for key, cell in cells.items() if key.startswith("RRD|8|2020|")]
+    best = max(rrd_trials, key=lambda cell: cell["valid_score"])
+    chosen = next(cell for key, cell in cells.items() if key.startswith("RRD|8|2021"))
+    assert chosen["setting"] == best["setting"]  # the second seed runs the validation winner
+    derrd = next(cell for key, cell in cells.items() if key.startswith("DE-RRD|8|2021"))
+    assert derrd["setting"]["lambda_rrd"] == best["setting"]["lambda_rrd"]
+    summarize.main(["--tables=ml-100k:BPR:recbole"] + common)
+    summary = (workdir / "results" / "summary.md").read_text()
+    assert "| ml-100k (recbole) | ndcg@10 |" in summary and "| ml-100k (recbole) | recall@20 |" in summary
+    for value in ("0.001", "0.003", "0.01"):
+        assert f"| RRD | lambda_rrd = {value} |" in summary
+    assert "Best worst case: RRD lambda_rrd" in summary

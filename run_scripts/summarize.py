@@ -1,0 +1,146 @@
+"""One page across the benchmark tables: the headline results per dataset, and the evidence the
+distillers' default weights are chosen on (the validation gain of every searched weight over the
+student alone, on every dataset, and the weight with the best worst case):
+
+    python run_scripts/summarize.py            # the tables listed in TABLES -> results/summary.md
+    python run_scripts/summarize.py --tables=ml-100k:BPR:recbole,lastfm:BPR:fixed
+
+Each table is a finished ``run_scripts/benchmark.py --tune --seeds=3`` run (its
+``results/<dataset>/<backbone>-<protocol>.cells.json``); nothing is trained here.
+"""
+
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from run_scripts import benchmark as bench  # noqa: E402
+
+#: (dataset, backbone, protocol) of the headline tables.
+TABLES = [("ml-100k", "BPR", "recbole"), ("ml-100k", "BPR", "paper"), ("lastfm", "BPR", "fixed")]
+#: The weight each method's search varies, for the defaults evidence.
+SEARCHED_WEIGHT = {"RD": "lambda_rd", "CD": "lambda_cd", "RRD": "lambda_rrd", "DE-RRD": "lambda_de"}
+COMPETITORS = ("RD", "CD")
+
+
+def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_size=200):
+    arguments = [f"--dataset={dataset}", f"--backbone={backbone}", f"--protocol={protocol}",
+                 f"--seeds={seeds}", "--tune", f"--results={results}", f"--work={results}",
+                 f"--sizes={sizes}", f"--teacher_size={teacher_size}"]
+    table = bench.Benchmark(bench.parse_args(arguments))
+    if not table.cells:
+        raise SystemExit(f"no benchmark cells at {table.cells_file}")
+    return table
+
+
+def cell_text(entry, metric):
+    if entry is None or metric not in entry:
+        return "-"
+    mean, spread = entry[metric]
+    return f"{mean:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
+
+
+def headline(tables):
+    """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
+    seeds), DE-RRD's relative difference to the student alone with its paired test."""
+    lines = ["## Results across datasets (BPR backbone, tuned settings, mean ± std over seeds)", "",
+             "| data (protocol) | metric | teacher | student alone | best competitor | RRD | DE-RRD | "
+             "DE-RRD vs student alone | DE-RRD / teacher |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, table in tables:
+        summary, size = table.summary(), table.args.sizes[0]
+        teacher = summary.get(("teacher", table.args.teacher_size))
+        student = summary.get(("student", size))
+        derrd = summary.get(("DE-RRD", size))
+        competitors = [method for method in COMPETITORS if (method, size) in summary]
+        for metric in ("ndcg@10", "recall@20", "hit@10"):
+            if student is None or metric not in student or (metric == "hit@10" and "recall@20" in student):
+                continue  # Hit@10 only where Recall is not measured (the paper protocol)
+            best = max(competitors, key=lambda method: summary[(method, size)][metric][0]) if competitors else None
+            versus, ratio = "-", "-"
+            if derrd is not None:
+                test = bench.paired_difference(table.reported_cells("DE-RRD", size),
+                                               table.reported_cells("student", size), metric)
+                relative = 100 * (derrd[metric][0] / student[metric][0] - 1)
+                significant = test is not None and test["p"] < 0.05
+                versus = f"{relative:+.1f}% ({'p = ' + format(test['p'], '.2g') if test else 'untested'}" \
+                         f"{', significant' if significant else ', not significant'})"
+                ratio = f"{derrd[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
+            lines.append(
+                f"| {name} | {metric} | {cell_text(teacher, metric)} | {cell_text(student, metric)} | "
+                + (f"{best}: {cell_text(summary[(best, size)], metric)}" if best else "-")
+                + f" | {cell_text(summary.get(('RRD', size)), metric)} | {cell_text(derrd, metric)} | "
+                f"{versus} | {ratio} |")
+    return lines + [""]
+
+
+def defaults_evidence(tables):
+    """For every searched weight value: its validation gain over the student alone (the chosen
+    learner settings, the same the distillers train with) on each dataset, and the worst."""
+    names = [name for name, _ in tables]
+    lines = ["## Default weights: validation gain over the student alone, every dataset", "",
+             "Each searched value's best validation score (seed 2020) relative to the student alone "
+             "trained with the same learning rate and weight decay; the default should maximise the "
+             "worst case (last column), not the gain on one dataset. DE-RRD's rows vary `lambda_de` "
+             "at each dataset's chosen `lambda_rrd`.", "",
+             "| method | weight | " + " | ".join(names) + " | worst |",
+             "|---|---|" + "---|" * len(names) + "---|"]
+    best_rows = {}
+    for method, key in SEARCHED_WEIGHT.items():
+        gains = {}
+        for name, table in tables:
+            size = table.args.sizes[0]
+            if method not in table.args.methods:
+                continue
+            try:
+                student = table.chosen_setting("student", size)
+            except RuntimeError:
+                continue
+            reference = table.cells.get(bench.cell_key("student", size, table.args.seed_values[0], student))
+            for cell in table.trials(method, size):
+                value = cell["setting"][key]
+                gains.setdefault(value, {})[name] = 100 * (cell["valid_score"] / reference["valid_score"] - 1)
+        for value in sorted(gains):
+            row = gains[value]
+            worst = min(row.values()) if len(row) == len(names) else None
+            cells = " | ".join(f"{row[name]:+.1f}%" if name in row else "-" for name in names)
+            lines.append(f"| {method} | {key} = {value:g} | {cells} | "
+                         + (f"{worst:+.1f}%" if worst is not None else "incomplete") + " |")
+            if worst is not None and (method not in best_rows or worst > best_rows[method][1]):
+                best_rows[method] = (value, worst)
+    lines += ["", "Best worst case: " + "; ".join(
+        f"{method} {SEARCHED_WEIGHT[method]} = {value:g} ({worst:+.1f}%)"
+        for method, (value, worst) in best_rows.items()) + "." if best_rows else "", ""]
+    return lines
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default=",".join(":".join(table) for table in TABLES),
+                        help="dataset:backbone:protocol, comma-separated")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sizes", default="20", help="the student size the tables report")
+    parser.add_argument("--teacher_size", type=int, default=200)
+    parser.add_argument("--results", default=os.path.join(REPO, "results"))
+    parser.add_argument("--output", default=None, help="default: <results>/summary.md")
+    args = parser.parse_args(argv)
+    tables = []
+    for spec in args.tables.split(","):
+        dataset, backbone, protocol = spec.split(":")
+        tables.append((f"{dataset} ({protocol})", load_table(dataset, backbone, protocol, args.results, args.seeds,
+                                                                args.sizes, args.teacher_size)))
+    lines = ["# Benchmark summary", "",
+             "Built by `python run_scripts/summarize.py` from the benchmark tables "
+             + ", ".join(f"`results/{table.args.dataset}/{table.name}.md`" for _, table in tables)
+             + " (each: `python run_scripts/benchmark.py --tune --seeds=3 ...`, see the README).", ""]
+    lines += headline(tables) + defaults_evidence(tables)
+    output = args.output or os.path.join(args.results, "summary.md")
+    with open(output, "w") as handle:
+        handle.write("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
