@@ -15,6 +15,7 @@ Layers, lowest priority first, over RecBole's own defaults:
   its tuned defaults for that backbone (``model/<Model>/<student>.yaml``).
 """
 
+import glob
 import os
 from pathlib import Path
 
@@ -82,6 +83,33 @@ def yaml_keys(path):
         return set()
     with open(path, encoding="utf-8") as handle:
         return set(yaml.safe_load(handle) or {})
+
+
+def recbole_overall_yaml():
+    """RecBole's defaults of every model (``learning_rate``, ``epochs``, ``eval_args``...)."""
+    return os.path.join(os.path.dirname(recbole.__file__), "properties", "overall.yaml")
+
+
+def all_distiller_layers():
+    """The plugin's YAML layers of every distiller, whatever its backbone."""
+    layers = [plugin_properties_file("distiller.yaml")]
+    layers += sorted(glob.glob(str(PROPERTIES_DIR / "distiller" / "*.yaml")))
+    for distiller in PLUGIN_MODELS:
+        layers.append(plugin_properties_file("model", f"{distiller}.yaml"))
+        layers += sorted(glob.glob(str(PROPERTIES_DIR / "model" / distiller / "*.yaml")))
+    return [layer for layer in layers if layer]
+
+
+def distillation_keys(student):
+    """Keys that only distillers read: those of any distiller's YAML layers (the teacher, the
+    distillation losses, ``student_model``...) that are neither RecBole's keys of every model
+    nor keys of RecBole's own defaults for the backbone ``student``. A distiller's
+    configuration without them is its student's (:mod:`recbole_derrd.student_baseline`).
+
+    Every distiller's keys, not only one's: the same settings given to DERRD and to RD (an
+    ``rrd_topn`` RD never reads) leave the same student."""
+    keys = set().union(*(yaml_keys(layer) for layer in all_distiller_layers()))
+    return keys - yaml_keys(recbole_model_yaml(student)) - yaml_keys(recbole_overall_yaml())
 
 
 def plugin_only_keys(distiller, student):

@@ -3,8 +3,10 @@ recbole_derrd.pipeline
 ######################
 One run, written once: configuration -> seed -> data -> teacher -> seed -> model -> trainer.
 Used by the run and objective functions (:mod:`recbole_derrd.quick_start`), by
-:func:`~recbole_derrd.quick_start.load_data_and_model`, by the training of an on-demand
-teacher (:func:`train_teacher`, itself such a run) and by ``run_scripts/bench_speed.py``.
+:func:`~recbole_derrd.quick_start.load_data_and_model`, by the training of a model a
+distillation run trains on demand (:func:`train_and_cache`, itself such a run: the on-demand
+teacher, the student alone of :mod:`recbole_derrd.student_baseline`) and by
+``run_scripts/bench_speed.py``.
 
 A distiller's teacher is loaded (or trained, then loaded) once, here, before its student is
 built, and handed to it: a model never trains a teacher. The training split's fingerprint and
@@ -15,6 +17,7 @@ on to the teacher's checks, the model and the trainer.
 import os
 from logging import getLogger
 
+from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
 from recbole_derrd.checkpoint import read_checkpoint, save_checkpoint, to_plain, unique_path
@@ -22,8 +25,8 @@ from recbole_derrd.data import TrainingSplit, create_dataset, data_preparation, 
 from recbole_derrd.distributed import barrier, writes_files
 from recbole_derrd.random_state import preserved_random_state
 from recbole_derrd.teacher import TeacherError, TeacherMismatchError, build_teacher_config, load_teacher
-from recbole_derrd.teacher_cache import remove_stale_training_files, teacher_cache_path, teacher_lock
-from recbole_derrd.utils import get_trainer
+from recbole_derrd.teacher_cache import remove_stale_training_files, role_name, teacher_cache_path, training_lock
+from recbole_derrd.utils import get_trainer, safe_trainer_class
 
 
 def parameter_count(model):
@@ -80,6 +83,13 @@ def build_model(config, train_dataset, teacher=None, split=None):
     return model.to(config["device"])
 
 
+def evaluate_model(config, model, train_data, eval_data, show_progress=False):
+    """Evaluate any RecBole model with ``config``'s evaluator settings (no checkpoint read)."""
+    trainer = safe_trainer_class(Trainer)(config, model)
+    trainer.eval_collector.data_collect(train_data)
+    return trainer.evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
 def build_trainer(config, model):
     """The plugin's trainer for ``config['model']`` (safe checkpoints, resume files)."""
     return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -116,14 +126,8 @@ def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=
 
 def prepare_teacher(config, train_dataset, data_fingerprint=None):
     """Set ``config['teacher_checkpoint']``: the given checkpoint, a cached teacher for this
-    data and these teacher settings, or a teacher trained now and cached.
-
-    The global random state is left as it was, so the student's run is the same whether the
-    teacher was trained or read from the cache.
-
-    In a multi-process run the process that writes files trains the teacher (in a
-    single-process configuration of its own) while the others wait for it at a barrier, then
-    every process reads the same file.
+    data and these teacher settings, or a teacher trained now and cached
+    (:func:`find_or_train`).
 
     Args:
         data_fingerprint (str): ``split_fingerprint(train_dataset)``, if already computed.
@@ -133,27 +137,12 @@ def prepare_teacher(config, train_dataset, data_fingerprint=None):
     """
     if config["teacher_checkpoint"]:
         return config["teacher_checkpoint"]
-    logger = getLogger()
     if data_fingerprint is None:
         data_fingerprint = split_fingerprint(train_dataset)
     teacher_config = build_teacher_config(config)
     path = teacher_cache_path(config, teacher_config, data_fingerprint)
-    if os.path.isfile(path):
-        logger.info(set_color("Reusing cached teacher", "green") + f": {path}")
-    elif writes_files(config):
-        with teacher_lock(path):  # another run training this teacher finishes first
-            if os.path.isfile(path):
-                logger.info(set_color("Reusing the teacher just trained", "green") + f": {path}")
-            else:
-                remove_stale_training_files(path)
-                logger.info(
-                    set_color("Training the teacher", "green")
-                    + f" {teacher_config['model']} on {config['dataset']} (no cached teacher at "
-                    f"{path})"
-                )
-                with preserved_random_state():
-                    train_teacher(teacher_config, path, data_fingerprint)
-    barrier(config)
+    # train_teacher looked up now, not bound at import: tests replace it
+    find_or_train(config, teacher_config, path, data_fingerprint, "teacher", train_teacher)
     if not os.path.isfile(path):
         raise TeacherError(
             f"The teacher trained by the first process of this machine is missing at {path}."
@@ -162,27 +151,83 @@ def prepare_teacher(config, train_dataset, data_fingerprint=None):
     return path
 
 
+def find_or_train(config, model_config, path, data_fingerprint, role, train):
+    """Make sure the model of ``model_config`` that the run of ``config`` needs is cached at
+    ``path``: reuse the file, or train it now with ``train(model_config, path,
+    data_fingerprint)`` (e.g. :func:`train_and_cache`) under the cache's lock, so that two runs
+    that need it train it once.
+
+    The global random state is left as it was, so the run is the same whether the model was
+    trained or read from the cache.
+
+    In a multi-process run the process that writes files trains the model (in a
+    single-process configuration of its own) while the others wait for it at a barrier; the
+    caller checks that the file is there.
+
+    Args:
+        role (str): ``teacher`` or ``student-alone``, for the log.
+    """
+    logger = getLogger()
+    what = role_name(role)
+    if os.path.isfile(path):
+        logger.info(set_color(f"Reusing cached {what}", "green") + f": {path}")
+    elif writes_files(config):
+        with training_lock(path, role):  # another run training this model finishes first
+            if os.path.isfile(path):
+                logger.info(set_color(f"Reusing the {what} just trained", "green") + f": {path}")
+            else:
+                remove_stale_training_files(path, role)
+                logger.info(
+                    set_color(f"Training the {what}", "green")
+                    + f" {model_config['model']} on {config['dataset']} (no cached {what} at "
+                    f"{path})"
+                )
+                with preserved_random_state():
+                    train(model_config, path, data_fingerprint)
+    barrier(config)
+
+
 def train_teacher(teacher_config, path, data_fingerprint):
-    """Train ``teacher_config['model']`` on the student's split and save it at ``path``, with
-    its data fingerprint and test metrics."""
+    """Train an on-demand teacher and cache it at ``path`` (:func:`train_and_cache`)."""
+    train_and_cache(teacher_config, path, data_fingerprint, "teacher")
+
+
+def train_and_cache(model_config, path, data_fingerprint, role):
+    """Train ``model_config['model']`` on the run's split and save it at ``path``, with its
+    data fingerprint, its role and its best validation and test results.
+
+    Args:
+        data_fingerprint (str): the fingerprint of the training split of the run that needs
+            the model: training on another split is refused.
+        role (str): ``teacher`` or ``student-alone``.
+    """
+    what = role_name(role)
 
     def same_split(split):
         if split.fingerprint != data_fingerprint:
             raise TeacherMismatchError(
-                "The teacher's training split differs from the student's although their data "
-                "keys agree; check that the dataset files did not change during the run."
+                f"The {what}'s training split differs from the distillation run's although "
+                "their data keys agree; check that the dataset files did not change during "
+                "the run."
             )
 
-    _, train_data, valid_data, test_data, _, trainer = prepare_run(teacher_config, before_teacher=same_split)
+    _, train_data, valid_data, test_data, _, trainer = prepare_run(model_config, before_teacher=same_split)
     trainer.saved_model_file = unique_path(path + ".training")
-    # an interrupted on-demand teacher is trained again, not resumed: the next run removes
-    # its .training file (remove_stale_training_files)
+    # an interrupted model is trained again, not resumed: the next run removes its .training
+    # file (remove_stale_training_files)
     trainer.resume_file = None
-    trainer.fit(train_data, valid_data, saved=True, show_progress=teacher_config["show_progress"])
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=model_config["show_progress"]
+    )
     test_result = trainer.evaluate(test_data, load_best_model=True)
-    getLogger().info(set_color("teacher test result", "yellow") + f": {dict(test_result)}")
-    # single-process (only one process of a multi-process run trains the teacher)
+    getLogger().info(set_color(f"{what} test result", "yellow") + f": {dict(test_result)}")
+    # single-process (only one process of a multi-process run trains the model)
     checkpoint = read_checkpoint(trainer.saved_model_file)
-    checkpoint["derrd"] = {"role": "teacher", "test_result": to_plain(dict(test_result))}
+    checkpoint["derrd"] = {
+        "role": role,
+        "best_valid_score": to_plain(best_valid_score),
+        "best_valid_result": to_plain(dict(best_valid_result or {})),
+        "test_result": to_plain(dict(test_result)),
+    }
     save_checkpoint(checkpoint, path)
     os.remove(trainer.saved_model_file)

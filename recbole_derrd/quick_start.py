@@ -3,7 +3,8 @@ recbole_derrd.quick_start
 #########################
 The plugin's run and objective functions. Like RecBole's, but models and trainers are looked up
 plugin-first, checkpoints are safe to load, runs resume where they stopped, and a distiller's
-run ends with its test metrics side by side with its teacher's. ``recbole.quick_start`` is never
+run ends with its test metrics side by side with its teacher's and with those of the same
+student trained alone (:mod:`recbole_derrd.student_baseline`). ``recbole.quick_start`` is never
 imported (it needs ray and knows RecBole's models only).
 
 Multi-process runs follow RecBole's ``run``: :func:`run` spawns ``nproc`` processes, each runs
@@ -19,7 +20,6 @@ from logging import getLogger
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from recbole.trainer import Trainer
 from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
@@ -29,16 +29,17 @@ from recbole_derrd.data import TrainingSplit
 from recbole_derrd.distributed import check_launch_settings, is_distributed
 from recbole_derrd.errors import UserError
 from recbole_derrd.per_user import PerUserRecorder
-from recbole_derrd.pipeline import (
+from recbole_derrd.pipeline import (  # noqa: F401 (evaluate_model: API)
     build_model,
+    evaluate_model,
     is_distiller,
     parameter_count,
     prepare_data,
     prepare_distiller_teacher,
     prepare_run,
 )
+from recbole_derrd.student_baseline import compare_student_alone, format_change, relative_change
 from recbole_derrd.teacher import read_teacher_checkpoint
-from recbole_derrd.utils import safe_trainer_class
 
 
 def init_logger(config):
@@ -61,13 +62,6 @@ def init_logger(config):
         root.addHandler(handler)
 
 
-def evaluate_model(config, model, train_data, eval_data, show_progress=False):
-    """Evaluate any RecBole model with ``config``'s evaluator settings (no checkpoint read)."""
-    trainer = safe_trainer_class(Trainer)(config, model)
-    trainer.eval_collector.data_collect(train_data)
-    return trainer.evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-
-
 def comparison_table(rows, columns):
     """A plain-text table: ``rows`` is a list of (label, values...)."""
     table = [columns] + [[str(cell) for cell in row] for row in rows]
@@ -77,19 +71,45 @@ def comparison_table(rows, columns):
     return "\n".join(lines)
 
 
-def student_teacher_comparison(model, student_result, teacher_result):
-    """Test metrics and inference parameter counts of a distilled student and its teacher."""
+def student_teacher_comparison(model, student_result, teacher_result, alone=None):
+    """Test metrics and inference parameter counts of a distilled student and its teacher and,
+    given ``alone`` (a :class:`~recbole_derrd.student_baseline.StudentAloneComparison`), of the
+    same student trained alone, with the best validation score of both students."""
     student_params = parameter_count(model)
     teacher_params = parameter_count(model.teacher.model)
-    rows = [("parameters", f"{student_params:,}", f"{teacher_params:,}",
-             f"{student_params / teacher_params:.3f}")]
-    for metric, value in student_result.items():
-        teacher_value = teacher_result[metric]
-        ratio = f"{value / teacher_value:.3f}" if teacher_value else "-"
-        rows.append((metric, f"{value:.4f}", f"{teacher_value:.4f}", ratio))
-    student_name = f"student ({type(model).__name__}: {type(model.student).__name__})"
-    teacher_name = f"teacher ({model.teacher.name})"
-    return comparison_table(rows, ["", student_name, teacher_name, "student/teacher"])
+    columns = ["", f"teacher ({model.teacher.name})",
+               f"distilled student ({type(model).__name__}: {type(model.student).__name__})"]
+    if alone is not None:
+        columns.append(f"student alone ({alone.model_name})")
+    columns.append("distilled/teacher")
+    if alone is not None:
+        columns.append("distilled vs alone")
+
+    def row(label, teacher, student, student_alone, cell):
+        """A table row; ``teacher`` None: not measured."""
+        cells = [label, "-" if teacher is None else cell(teacher), cell(student)]
+        if alone is not None:
+            cells.append(cell(student_alone))
+        cells.append(f"{student / teacher:.3f}" if teacher else "-")
+        if alone is not None:
+            cells.append(format_change(relative_change(student, student_alone)))
+        return cells
+
+    def count(value):
+        return f"{value:,}"
+
+    def metric(value):
+        return f"{value:.4f}"
+
+    rows = [row("parameters", teacher_params, student_params,
+                None if alone is None else alone.parameters, count)]
+    for name, value in student_result.items():
+        alone_value = None if alone is None else alone.test_result[name]
+        rows.append(row(name, teacher_result[name], value, alone_value, metric))
+    if alone is not None:
+        rows.append(row(f"valid {alone.valid_metric} (best)", None, alone.distilled_valid_score,
+                        alone.alone_valid_score, metric))
+    return comparison_table(rows, columns)
 
 
 def run_recbole_derrd(
@@ -119,8 +139,12 @@ def run_recbole_derrd(
         ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
         evaluation's order: :mod:`recbole_derrd.per_user`), ``train_loss``, ``checkpoint`` and
         ``resume_file``; for a distiller
-        also ``teacher_test_result``, ``student_parameters``, ``teacher_parameters`` and
-        ``teacher_checkpoint``.
+        also ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
+        ``teacher_checkpoint`` and, from the same student trained alone
+        (``compare_student_alone``; None when off, or skipped in a multi-process run),
+        ``student_alone_valid_result``, ``student_alone_test_result``,
+        ``student_alone_checkpoint`` and ``distilled_worse_than_alone`` (the distilled
+        student's best validation score is the worse).
     """
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -173,17 +197,38 @@ def run_recbole_derrd(
     }
     if distiller:
         teacher_result = evaluate_model(config, model.teacher.model, train_data, test_data)
-        logger.info(
-            set_color("student vs teacher", "yellow")
-            + " (test set, same split):\n"
-            + student_teacher_comparison(model, test_result, teacher_result)
-        )
+        alone = None
+        if config["compare_student_alone"]:
+            # after the distilled student's test, in a preserved random state: the distilled
+            # run's results are the same with the comparison on or off
+            alone = compare_student_alone(config, model, trainer.training_split, train_data,
+                                          valid_data, test_data, best_valid_result)
+        title = "student vs teacher" + (" and student alone" if alone is not None else "")
+        table = student_teacher_comparison(model, test_result, teacher_result, alone)
+        if alone is not None and alone.loss_note:
+            table += f"\n({alone.loss_note})"
+        logger.info(set_color(title, "yellow") + " (test set, same split):\n" + table)
+        if alone is not None and alone.distilled_is_worse:
+            logger.warning(alone.warning_message())
         result.update(
             teacher_test_result=teacher_result,
             student_parameters=parameter_count(model),
             teacher_parameters=parameter_count(model.teacher.model),
             teacher_checkpoint=config["teacher_checkpoint"],
         )
+        result.update(
+            student_alone_valid_result=None,
+            student_alone_test_result=None,
+            student_alone_checkpoint=None,
+            distilled_worse_than_alone=None,
+        )
+        if alone is not None:
+            result.update(
+                student_alone_valid_result=alone.valid_result,
+                student_alone_test_result=alone.test_result,
+                student_alone_checkpoint=alone.checkpoint,
+                distilled_worse_than_alone=alone.distilled_is_worse,
+            )
     result["checkpoint"] = trainer.saved_model_file if saved else None
     result["resume_file"] = trainer.resume_file if saved else None
     if is_distributed(config):

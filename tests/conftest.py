@@ -28,6 +28,9 @@ FAST = {
     "rrd_num_interesting": 8,
     "rrd_num_uninteresting": 8,
     "learning_rate": 0.01,
+    # no student alone trained next to every distillation: tests/test_student_baseline.py
+    # turns it on where it is what a test checks
+    "compare_student_alone": False,
 }
 
 

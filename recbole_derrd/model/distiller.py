@@ -84,6 +84,7 @@ class Distiller(GeneralRecommender):
             checker.fail(f"teacher_config must be a dict or a YAML file path, got {teacher_config!r}")
         checker.integer("teacher_score_batch_size", minimum=1)
         checker.choice("loss_reduction", ("mean", "sum"))
+        checker.boolean("compare_student_alone")
 
     @classmethod
     def data_requirements(cls, config, dataset, split=None):
