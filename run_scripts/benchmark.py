@@ -175,10 +175,19 @@ class Benchmark:
                 self.cells = json.load(handle)
 
     def save(self):
-        temporary = self.cells_file + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(self.cells, handle, indent=1, sort_keys=True)
-        os.replace(temporary, self.cells_file)
+        """Write the cells, merged with those other processes of the same benchmark saved
+        meanwhile (e.g. another seed run in parallel with --run_seeds), under a file lock."""
+        import fcntl
+
+        with open(self.cells_file + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.isfile(self.cells_file):
+                with open(self.cells_file) as handle:
+                    self.cells = dict(json.load(handle), **self.cells)
+            temporary = self.cells_file + ".tmp"
+            with open(temporary, "w") as handle:
+                json.dump(self.cells, handle, indent=1, sort_keys=True)
+            os.replace(temporary, self.cells_file)
 
     def config_files(self):
         return [os.path.join(REPO, PROTOCOLS[self.args.protocol])] + self.args.config_files
@@ -281,7 +290,7 @@ class Benchmark:
             tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
 
     def run(self):
-        for seed in self.args.seed_values:
+        for seed in self.args.run_seed_values:
             if "teacher" in self.args.methods and cell_key("teacher", self.args.teacher_size, seed) not in self.cells:
                 self.ensure_teacher(seed)
             for size in self.args.sizes:
@@ -652,6 +661,9 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--metric", default="ndcg@10", help="the main metric")
     parser.add_argument("--epochs", type=int, default=None, help="override RecBole's epochs")
+    parser.add_argument("--run_seeds", default="",
+                        help="train only these seeds (comma-separated; default: all), e.g. one seed "
+                             "per process, in parallel: the processes share the cells file")
     parser.add_argument("--tune", action="store_true",
                         help="search each method's weights on the first seed's validation split "
                              "(TUNING_GRIDS), then run the chosen settings at every seed")
@@ -665,6 +677,10 @@ def parse_args(argv=None):
     args.sizes_text = args.sizes
     args.sizes = [int(size) for size in args.sizes.split(",")]
     args.seed_values = [2020 + index for index in range(args.seeds)]
+    args.run_seed_values = ([int(seed) for seed in args.run_seeds.split(",")] if args.run_seeds
+                            else args.seed_values)
+    if not set(args.run_seed_values) <= set(args.seed_values):
+        parser.error(f"--run_seeds must be among the benchmark's seeds {args.seed_values}")
     args.methods = [method for method in args.methods.split(",") if method]
     unknown = set(args.methods) - set(METHODS)
     if unknown:
