@@ -171,7 +171,12 @@ def _write_atomic(path, users, items):
     atomic_write(path, lambda stream: stream.write((HEADER + rows).encode("utf-8")))
 
 
-def convert_lightgcn(input_dir, name, output_dir, overwrite=False):
+def merged_file_path(output_dir, name):
+    """``<output_dir>/<name>/<name>.inter``: all interactions, for RecBole's own splits."""
+    return os.path.join(output_dir, name, f"{name}.inter")
+
+
+def convert_lightgcn(input_dir, name, output_dir, overwrite=False, merged=False):
     """Convert a LightGCN-format split into RecBole atomic files.
 
     Every input file is read and checked before anything is written; each output file is
@@ -182,6 +187,9 @@ def convert_lightgcn(input_dir, name, output_dir, overwrite=False):
         name (str): dataset name (RecBole's ``dataset``): the folder and the files' stem.
         output_dir (str): RecBole's ``data_path``; the files go to ``<output_dir>/<name>/``.
         overwrite (bool): replace existing atomic files (otherwise they are refused).
+        merged (bool): write one file ``<name>.inter`` with the interactions of all three
+            splits instead (each (user, item) pair once), for a protocol that splits the data
+            itself (e.g. leave-one-out); the fixed split is then not used.
 
     Returns:
         dict: ``{"files": {split: path}, **split_summary(...)}``.
@@ -192,15 +200,25 @@ def convert_lightgcn(input_dir, name, output_dir, overwrite=False):
     """
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"invalid dataset name {name!r}")
-    paths = atomic_file_paths(output_dir, name)
+    paths = {"all": merged_file_path(output_dir, name)} if merged else atomic_file_paths(output_dir, name)
     existing = [path for path in paths.values() if os.path.exists(path)]
     if existing and not overwrite:
         raise FileExistsError(
-            f"{existing[0]} already exists ({len(existing)} of the 3 files): pass overwrite=True "
+            f"{existing[0]} already exists ({len(existing)} of the {len(paths)} files): pass overwrite=True "
             f"(--overwrite) to replace them"
         )
     splits = read_lightgcn_dir(input_dir)
-    os.makedirs(os.path.dirname(paths["train"]), exist_ok=True)
-    for split in SPLITS:
-        _write_atomic(paths[split], *splits[split])
-    return dict(files=paths, **split_summary(splits))
+    os.makedirs(os.path.dirname(next(iter(paths.values()))), exist_ok=True)
+    summary = split_summary(splits)
+    if merged:
+        users = np.concatenate([splits[split][0] for split in SPLITS])
+        items = np.concatenate([splits[split][1] for split in SPLITS])
+        n_items = int(items.max(initial=-1)) + 1
+        _, first = np.unique(users * n_items + items, return_index=True)
+        keep = np.sort(first)  # each pair once, in file order
+        _write_atomic(paths["all"], users[keep], items[keep])
+        summary["all"] = int(len(keep))
+    else:
+        for split in SPLITS:
+            _write_atomic(paths[split], *splits[split])
+    return dict(files=paths, **summary)

@@ -6,8 +6,11 @@
 
 The input folder holds ``train``, ``valid`` and ``test`` as ``.txt`` or ``.txt.gz``, one line per
 user: ``user_id item_id item_id ...`` (0-based integer ids). The output is
-``<output_dir>/<name>/<name>.{train,valid,test}.inter``, for RecBole's ``benchmark_filename``.
-Existing files are kept unless ``--overwrite`` is given.
+``<output_dir>/<name>/<name>.{train,valid,test}.inter``, for RecBole's ``benchmark_filename``;
+with ``--merged``, one file ``<output_dir>/<name>/<name>.inter`` holding every interaction once,
+for a protocol that splits the data itself (e.g. the paper's leave-one-out:
+``--name=lastfm-all --merged``, then ``--protocol=paper`` with ``order: RO``, as the LightGCN
+format has no timestamps). Existing files are kept unless ``--overwrite`` is given.
 """
 
 import argparse
@@ -22,14 +25,16 @@ def main(argv=None):
     parser.add_argument("--name", required=True, help="dataset name (folder and file stem)")
     parser.add_argument("--output_dir", default="dataset", help="RecBole's data_path")
     parser.add_argument("--overwrite", action="store_true", help="replace existing atomic files")
+    parser.add_argument("--merged", action="store_true",
+                        help="one file of all interactions (<name>.inter) instead of the three splits")
     args = parser.parse_args(argv)
     try:
-        summary = convert_lightgcn(args.input_dir, args.name, args.output_dir, args.overwrite)
+        summary = convert_lightgcn(args.input_dir, args.name, args.output_dir, args.overwrite, args.merged)
     except (LightGCNFormatError, FileExistsError, ValueError) as error:
         print(f"convert_lightgcn: error: {error}", file=sys.stderr)
         return 1
-    for split in ("train", "valid", "test"):
-        print(f"{summary['files'][split]}: {summary[split]:,} interactions")
+    for split, path in summary["files"].items():
+        print(f"{path}: {summary[split]:,} interactions")
     print(f"{summary['users']:,} users, {summary['items']:,} items in all splits")
     if summary["pairs_in_several_splits"]:
         print(f"warning: {summary['pairs_in_several_splits']:,} (user, item) pairs occur in "

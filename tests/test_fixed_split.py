@@ -69,6 +69,21 @@ def test_conversion_writes_exactly_the_interactions_of_each_split(tmp_path):
         "tiny.test.inter", "tiny.train.inter", "tiny.valid.inter"]
 
 
+def test_merged_conversion_writes_every_pair_once_in_file_order(tmp_path):
+    # user 0's item 4 also in its test file: a pair in two splits is written once
+    test = TEST.replace("0 5 6\n", "0 5 6 4\n")
+    source = write_split(tmp_path / "lightgcn", test=test)
+    assert convert_main([f"--input_dir={source}", "--name=tiny-all", f"--output_dir={tmp_path / 'data'}",
+                         "--merged"]) == 0
+    path = tmp_path / "data" / "tiny-all" / "tiny-all.inter"
+    expected = pairs(TRAIN) + pairs(VALID) + pairs(TEST)  # ("0", "4") of the test file left out
+    assert path.read_text() == HEADER + "".join(f"{user}\t{item}\n" for user, item in expected)
+    assert os.listdir(tmp_path / "data" / "tiny-all") == ["tiny-all.inter"]
+    # an existing merged file is kept unless overwrite
+    assert convert_main([f"--input_dir={source}", "--name=tiny-all", f"--output_dir={tmp_path / 'data'}",
+                         "--merged"]) == 1
+
+
 def test_existing_files_are_kept_unless_overwrite(tmp_path, capsys):
     source = write_split(tmp_path / "lightgcn")
     output = str(tmp_path / "data")
