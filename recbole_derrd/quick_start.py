@@ -40,6 +40,7 @@ from recbole_derrd.pipeline import (  # noqa: F401 (evaluate_model: API)
 )
 from recbole_derrd.student_baseline import compare_student_alone, format_change, relative_change
 from recbole_derrd.teacher import read_teacher_checkpoint
+from recbole_derrd.weight_search import refuse_automatic_weights, resolve_automatic_weights
 
 
 def init_logger(config):
@@ -137,9 +138,10 @@ def run_recbole_derrd(
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
-        evaluation's order: :mod:`recbole_derrd.per_user`), ``train_loss``, ``checkpoint`` and
-        ``resume_file``; for a distiller
-        also ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
+        evaluation's order: :mod:`recbole_derrd.per_user`), ``train_loss``, ``checkpoint``,
+        ``resume_file`` and ``weight_search`` (the report of the search of the loss weights set
+        to ``auto``, or None: :mod:`recbole_derrd.weight_search`); for a distiller also
+        ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
         ``teacher_checkpoint`` and, from the same student trained alone
         (``compare_student_alone``; None when off, or skipped in a multi-process run),
         ``student_alone_valid_result``, ``student_alone_test_result``,
@@ -152,6 +154,8 @@ def run_recbole_derrd(
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    # loss weights set to 'auto' are chosen on the validation split before the run trains
+    weight_search = resolve_automatic_weights(config, resume=resume)
     resumed = None
     if resume is not None:
         # fail on a bad resume file before loading any data
@@ -171,6 +175,7 @@ def run_recbole_derrd(
     )
     if resume is not None:
         trainer.resume_checkpoint(resume)
+    trainer.weight_search = weight_search  # saved with the checkpoints
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -231,6 +236,7 @@ def run_recbole_derrd(
             )
     result["checkpoint"] = trainer.saved_model_file if saved else None
     result["resume_file"] = trainer.resume_file if saved else None
+    result["weight_search"] = weight_search
     if is_distributed(config):
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
@@ -326,8 +332,12 @@ def run(
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):
     r"""Objective of RecBole's ``HyperTuning`` for this plugin's models (and RecBole's): trains
-    with ``config_dict`` and reports the validation score. No ray needed."""
+    with ``config_dict`` and reports the validation score. No ray needed. A loss weight set to
+    ``auto`` is refused: the tuner chooses among the values its parameter file gives."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    # a tuner's trial trains the values it is given: a search inside every trial would
+    # multiply the cost unseen
+    refuse_automatic_weights(config, "hyperparameter tuning (its trials train the values they are given)")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.ERROR)

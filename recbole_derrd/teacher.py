@@ -170,6 +170,10 @@ class FrozenTeacher:
         self.config = checkpoint_config
         #: The configuration the model was built with.
         self.model_config = model_config
+        #: (N, training split fingerprint) -> the teacher's top-N items, for every
+        #: model built with this teacher (:meth:`~recbole_derrd.model.distiller.Distiller.
+        #: compute_teacher_topn`).
+        self.topn_by_split = {}
 
     def replay_construction(self, dataset):
         """Build (and drop) a fresh model of the teacher's class, for its random draws alone.

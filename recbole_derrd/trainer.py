@@ -87,6 +87,9 @@ class SafeCheckpointMixin:
         #: Wall time of every training epoch of this run (the per-epoch work of a distiller
         #: included, evaluation excluded).
         self.epoch_seconds = []
+        #: The report of the weight search that chose this run's loss weights
+        #: (:mod:`recbole_derrd.weight_search`), saved with every checkpoint; None: no search.
+        self.weight_search = None
 
     def fit(
         self,
@@ -149,6 +152,7 @@ class SafeCheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
             "split_fingerprint": self.split_fingerprint,
             "run_id": self.run_id,
+            "weight_search": to_plain(self.weight_search),
         }
 
     def _write_own_file(self, state, resume):

@@ -45,6 +45,13 @@ LAYER_SIZES_KEYS = ("mlp_hidden_size", "hidden_size_list", "user_hidden_size_lis
 #: Dropout probabilities of RecBole general models: in [0, 1).
 PROBABILITY_KEYS = ("dropout_prob", "node_dropout", "message_dropout")
 
+#: The value of a loss weight chosen by the weight search (:mod:`recbole_derrd.weight_search`).
+AUTO = "auto"
+
+#: The loss weights of every distiller of this plugin (each model's own: its
+#: ``loss_weight_keys``): the keys ``weight_search_values`` may hold candidates for.
+LOSS_WEIGHT_KEYS = ("lambda_de", "lambda_rrd", "lambda_rd", "lambda_cd")
+
 
 class ConfigChecker:
     """Collects the problems of one configuration; :meth:`raise_if_any` reports them all."""
@@ -80,6 +87,23 @@ class ConfigChecker:
             self.fail(f"{key} must be positive, got {value}")
         elif minimum is not None and value < minimum:
             self.fail(f"{key} must be at least {minimum}, got {value}")
+        return value
+
+    def loss_weight(self, key):
+        """A loss weight: a finite number >= 0, or ``auto`` (chosen on the validation split by
+        the weight search). Returns the number, ``auto``, or None when invalid."""
+        value = self.config[key]
+        if isinstance(value, str) and value == AUTO:
+            return AUTO
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            self.fail(
+                f"{key} must be a number >= 0, or '{AUTO}' to choose it on the validation "
+                f"split; got {value!r}"
+            )
+            return None
+        if value < 0:
+            self.fail(f"{key} must be at least 0, got {value}")
+            return None
         return value
 
     def boolean(self, key):
@@ -130,6 +154,45 @@ class ConfigChecker:
             raise ConfigValueError(
                 f"Invalid configuration for {model}:\n  - " + "\n  - ".join(self.problems),
                 self.problems,
+            )
+
+
+def check_weight_search_keys(checker, automatic_keys):
+    """The weight search's keys (every distiller has them), and what a search needs of the run
+    when ``automatic_keys`` (the loss weights set to ``auto``) are searched."""
+    config = checker.config
+    candidates = config["weight_search_values"]
+    if not isinstance(candidates, dict):
+        checker.fail(
+            "weight_search_values must be a dict of loss weight -> list of candidate values, "
+            f"got {candidates!r}"
+        )
+        candidates = {}
+    for key, values in candidates.items():
+        if key not in LOSS_WEIGHT_KEYS:
+            checker.fail(
+                f"weight_search_values: unknown loss weight {key!r} (the distillers' weights: "
+                f"{', '.join(LOSS_WEIGHT_KEYS)})"
+            )
+        elif (
+            not isinstance(values, (list, tuple))
+            or not values
+            or any(isinstance(value, bool) or not isinstance(value, numbers.Real)
+                   or not math.isfinite(value) or value < 0 for value in values)
+        ):
+            checker.fail(
+                f"weight_search_values: {key} must be a non-empty list of numbers >= 0 (0 tries "
+                f"the run without that term), got {values!r}"
+            )
+    checker.integer("weight_search_epochs", minimum=1)
+    checker.integer("weight_search_stopping_step", minimum=1)
+    if automatic_keys:
+        eval_step = config["eval_step"]
+        if isinstance(eval_step, numbers.Integral) and eval_step < 1:
+            checker.fail(
+                f"{', '.join(automatic_keys)}: '{AUTO}' is chosen on the validation split, and "
+                f"eval_step {eval_step} turns validation off (set eval_step >= 1, or give "
+                "the weights numbers)"
             )
 
 

@@ -34,11 +34,11 @@ class CD(Distiller):
     on rank-sampled unobserved items. Inference is the plain student."""
 
     loss_names = ("base", "cd")
+    loss_weight_keys = ("lambda_cd",)
 
     @classmethod
     def check_keys(cls, checker):
         super().check_keys(checker)
-        checker.number("lambda_cd", minimum=0)
         topn = checker.integer("cd_topn", minimum=1)
         samples = checker.integer("cd_num_samples", minimum=1)
         checker.number("cd_rank_temperature", strictly_positive=True)

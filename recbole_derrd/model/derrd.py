@@ -33,12 +33,15 @@ class DERRD(Distiller):
     r"""A student backbone distilled from a frozen teacher with Distillation Experts (DE) and
     Relaxed Ranking Distillation (RRD). Inference is the plain student."""
 
+    # RRD's weight first: its term is the cheap one, and the one that does most of the work on
+    # ml-100k (README, benchmark); DE's is then chosen with RRD's in place
+    loss_weight_keys = ("lambda_rrd", "lambda_de")
+    term_switches = {"lambda_rrd": "use_rrd", "lambda_de": "use_de"}
+
     @classmethod
     def check_keys(cls, checker):
         super().check_keys(checker)
         use_de, use_rrd = checker.boolean("use_de"), checker.boolean("use_rrd")
-        checker.number("lambda_de", minimum=0)
-        checker.number("lambda_rrd", minimum=0)
         num_experts = checker.integer("de_num_experts", minimum=1)
         checker.choice("de_selection", DistillationExperts.selections)
         checker.choice("de_routing", DistillationExperts.routings)
@@ -65,6 +68,11 @@ class DERRD(Distiller):
             )
         if use_de is False and use_rrd is False:
             checker.fail("use_de and use_rrd are both False: nothing would be distilled")
+
+    @classmethod
+    def schedule_settings(cls, config):
+        """DE's annealing lasts ``de_anneal_epochs``, by default the run's ``epochs``."""
+        return {"de_anneal_epochs": config["de_anneal_epochs"] or config["epochs"]}
 
     @classmethod
     def check_de_layer(cls, checker):

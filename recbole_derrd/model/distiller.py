@@ -26,8 +26,9 @@ from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
 from recbole_derrd.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
 from recbole_derrd.teacher import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.errors import UserError
 from recbole_derrd.trainer import DistillationTrainer
-from recbole_derrd.validation import ConfigChecker
+from recbole_derrd.validation import AUTO, ConfigChecker, check_weight_search_keys
 
 
 class Distiller(GeneralRecommender):
@@ -45,6 +46,12 @@ class Distiller(GeneralRecommender):
     loss_names = ("base",)
     #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
     trainer_class = DistillationTrainer
+    #: Keys of the distillation terms' weights, in the order the weight search chooses them
+    #: (:mod:`recbole_derrd.weight_search`) when they are set to ``auto``.
+    loss_weight_keys = ()
+    #: Weight key -> the boolean key that switches its term on: a term whose weight the search
+    #: sets to 0 is switched off, not computed with weight 0.
+    term_switches = {}
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
 
@@ -85,6 +92,20 @@ class Distiller(GeneralRecommender):
         checker.integer("teacher_score_batch_size", minimum=1)
         checker.choice("loss_reduction", ("mean", "sum"))
         checker.boolean("compare_student_alone")
+        weights = {key: checker.loss_weight(key) for key in cls.loss_weight_keys}
+        for key, switch in cls.term_switches.items():
+            if weights[key] == AUTO and checker.config[switch] is False:
+                checker.fail(
+                    f"{key}: '{AUTO}' chooses the weight of a term that {switch}: False "
+                    f"switches off; set {switch}: True, or give {key} a number"
+                )
+        check_weight_search_keys(checker, [key for key, weight in weights.items() if weight == AUTO])
+
+    @classmethod
+    def schedule_settings(cls, config):
+        """Keys whose default follows ``epochs``, resolved for ``config``: a trial of the
+        weight search runs fewer epochs, and keeps the schedule of the run it stands for."""
+        return {}
 
     @classmethod
     def data_requirements(cls, config, dataset, split=None):
@@ -109,6 +130,13 @@ class Distiller(GeneralRecommender):
                 trains a teacher).
         """
         super().__init__(config, dataset)
+        automatic = [key for key in self.loss_weight_keys if config[key] == AUTO]
+        if automatic:
+            raise UserError(
+                f"{type(self).__name__}: {', '.join(automatic)} is '{AUTO}', a weight that the "
+                "run chooses before it builds the model (recbole_derrd.run_recbole_derrd, "
+                "run_scripts/run.py); a model built directly needs a number."
+            )
         if teacher is None and not config["teacher_checkpoint"]:
             raise TeacherError(
                 f"{type(self).__name__} needs a teacher: pass one (teacher=...), set "
@@ -182,8 +210,15 @@ class Distiller(GeneralRecommender):
             "n_users": self.n_users,
             "n_items": self.n_items,
         }
-        path = topn_cache_path(self.teacher.path, topn, self.split_fingerprint, self.teacher.digest)
-        return cached_teacher_topn(path, compute, identity, write=self.writes_cache).to(self.device)
+        # kept by the teacher object too: the trials of a weight search share one teacher, and
+        # read (or compute) its top-N once, even where the cache file cannot be written
+        memo = self.teacher.topn_by_split
+        if (topn, self.split_fingerprint) not in memo:
+            path = topn_cache_path(self.teacher.path, topn, self.split_fingerprint, self.teacher.digest)
+            memo[topn, self.split_fingerprint] = cached_teacher_topn(
+                path, compute, identity, write=self.writes_cache
+            )
+        return memo[topn, self.split_fingerprint].to(self.device)
 
     @property
     def training_interactions(self):

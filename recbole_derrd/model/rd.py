@@ -28,8 +28,12 @@ from recbole_derrd.validation import check_data_requirements
 
 def rd_position_weights(topk, temperature, device=None):
     r"""Position importance :math:`w^a_r \propto e^{-r/\lambda}`, ``r = 1..K``, summing to 1."""
-    weights = torch.exp(-torch.arange(1, topk + 1, dtype=torch.float, device=device) / temperature)
-    return weights / weights.sum()
+    ranks = torch.arange(1, topk + 1, dtype=torch.float, device=device)
+    weights = torch.exp(-ranks / temperature)
+    total = weights.sum()
+    if not 0 < total < float("inf"):  # a tiny lambda underflows every weight: the softmax's
+        return torch.softmax(-ranks / temperature, dim=0)  # (1, 0, ..., 0), not 0 / 0
+    return weights / total
 
 
 def rd_discrepancy_weights(topk_scores, sampled_scores, n_items, sharpness):
@@ -57,11 +61,11 @@ class RD(Distiller):
     weighted extra positives. Inference is the plain student."""
 
     loss_names = ("base", "rd")
+    loss_weight_keys = ("lambda_rd",)
 
     @classmethod
     def check_keys(cls, checker):
         super().check_keys(checker)
-        checker.number("lambda_rd", minimum=0)
         checker.integer("rd_topk", minimum=1)
         checker.number("rd_position_temperature", strictly_positive=True)
         checker.number("rd_discrepancy_sharpness", minimum=0)

@@ -1,0 +1,411 @@
+r"""
+recbole_derrd.weight_search
+###########################
+Automatic choice of a distiller's loss weights: a weight set to ``auto`` (``lambda_rrd: auto``,
+likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``) is chosen on the validation split by short
+trial runs before the run trains, and the run then trains with the chosen number.
+
+- **Candidates**: ``weight_search_values[key]`` (a key missing there takes the plugin's default
+  list). A candidate of 0 trains without that term, so the search can turn off a distillation
+  that does not help on validation: DERRD switches a term with weight 0 off (``use_de`` /
+  ``use_rrd``: False) rather than computing it with weight 0; were both its terms off, RRD stays
+  on with weight 0 (the student trains on its own loss alone, and RRD is the cheap term).
+- **Order**: several ``auto`` weights are chosen one after the other (coordinate search, in the
+  model's ``loss_weight_keys`` order: DERRD's ``lambda_rrd`` then ``lambda_de``), each with the
+  weights not yet chosen at the plugin's defaults; then, if every list holds 0 and the rounds
+  did not reach it, every weight at 0 (the student alone), so that it is always a candidate.
+  Trials: at most the sum of the candidate counts, plus that one (a combination already
+  trained is not trained again).
+- **Trials**: the data, the split and the teacher are prepared once (an on-demand teacher is
+  trained, or found in the cache, as by any run; its top-N read or computed once) and handed to
+  every trial; each trial is a fresh model, seeded as the run seeds it, starting from the same
+  random state, trained for at most ``min(weight_search_epochs, epochs)`` epochs with early
+  stopping after ``weight_search_stopping_step`` evaluations without improvement, scored by
+  ``valid_metric`` on the validation split; nothing is saved, the test split is never used.
+  Schedules that follow ``epochs`` (DE's annealing) keep the full run's length, so a trial is
+  the start of the run it stands for.
+- **Choice**: the best validation score (``valid_metric_bigger``), ties to the smaller weight
+  (to the student alone in the last comparison).
+- **Record**: the chosen numbers replace ``auto`` in the configuration (so the checkpoint's
+  configuration holds them); the log shows every trial, the cost (trials, epochs, seconds) and
+  the command-line fragment that reproduces the run without searching; the report is returned
+  by :func:`~recbole_derrd.quick_start.run_recbole_derrd` (``weight_search``) and saved in its
+  checkpoints. A resumed run takes the weights of the run it continues, without searching.
+"""
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from logging import getLogger
+
+import yaml
+
+from recbole.utils import set_color
+
+from recbole_derrd.checkpoint import RESUME_KIND, read_checkpoint, resume_path, to_plain
+from recbole_derrd.data import TrainingSplit
+from recbole_derrd.defaults import config_layers
+from recbole_derrd.distributed import is_distributed
+from recbole_derrd.errors import CheckpointError, UserError
+from recbole_derrd.pipeline import build_model, build_trainer, prepare_data, prepare_distiller_teacher
+from recbole_derrd.random_state import run_random_state, set_run_random_state
+from recbole_derrd.teacher import read_teacher_checkpoint
+from recbole_derrd.validation import AUTO
+
+
+#: The ``key`` of the trial with every searched weight at 0, after the weights' own rounds.
+STUDENT_ALONE = "student alone"
+
+
+class WeightSearchError(UserError, ValueError):
+    """A loss weight set to ``auto`` where no weight search can run."""
+
+
+def automatic_weight_keys(config):
+    """The loss weights of ``config``'s model set to ``auto``, in the order they are chosen."""
+    keys = getattr(config.model_class, "loss_weight_keys", ())
+    return [key for key in keys if isinstance(config[key], str) and config[key] == AUTO]
+
+
+def refuse_automatic_weights(config, where):
+    """Raise :class:`WeightSearchError` if a weight of ``config`` is ``auto`` (``where``: what
+    cannot search, for the message)."""
+    keys = automatic_weight_keys(config)
+    if keys:
+        raise WeightSearchError(
+            f"{', '.join(keys)}: '{AUTO}' is not supported by {where}; give "
+            f"{'it a number' if len(keys) == 1 else 'them numbers'} (e.g. those a run with "
+            f"'{AUTO}' logs and saves)."
+        )
+
+
+def plugin_default(config, key):
+    """The plugin's default of ``key`` for ``config``'s model and student backbone (its YAML
+    layers), whatever the user set."""
+    value = None
+    for path in config_layers(config["model"], config.external_config_dict, config.yaml_loader):
+        with open(path, encoding="utf-8") as handle:
+            layer = yaml.load(handle, Loader=config.yaml_loader) or {}
+        if key in layer:
+            value = layer[key]
+    return value
+
+
+def candidate_values(config, key):
+    """The candidates of ``key``, ascending, without repeats: ``weight_search_values[key]``, or
+    the plugin's default list when the user's dict leaves ``key`` out."""
+    values = config["weight_search_values"].get(key)
+    if values is None:
+        values = plugin_default(config, "weight_search_values")[key]
+    return sorted(set(values))
+
+
+def best_value(value_scores, bigger):
+    """The value whose validation score is best.
+
+    Args:
+        value_scores (list of tuple): ``(value, best valid score)`` of every trial of one weight.
+        bigger (bool): ``valid_metric_bigger``.
+
+    Returns:
+        The value of the best score; among equal scores the smallest value (the weaker
+        distillation, the cheaper run). A score that is not a number (a diverged trial) is
+        the worst.
+    """
+
+    def badness(value_score):
+        value, score = value_score
+        score = float(score)
+        if math.isnan(score):
+            return math.inf, value
+        return (-score if bigger else score), value
+
+    return min(value_scores, key=badness)[0]
+
+
+def weight_settings(model_class, weights, switches_on):
+    """The configuration values of a run with the searched ``weights`` ({key: number}).
+
+    A DERRD term whose searched weight is 0 is switched off; if that would leave no term on,
+    the first of them (RRD) stays on with weight 0.
+
+    Args:
+        model_class: the distiller (its ``term_switches``).
+        switches_on (dict): the user's value of every switch (``use_de``...).
+    """
+    settings = dict(weights)
+    switches = getattr(model_class, "term_switches", {})
+    zero = [switches[key] for key in switches if weights.get(key) == 0]
+    if not zero:
+        return settings
+    if not any(on and switch not in zero for switch, on in switches_on.items()):
+        zero = zero[1:]  # every term would be off: the first stays on, with weight 0
+    settings.update({switch: False for switch in zero})
+    return settings
+
+
+def command_line(settings):
+    """``--key=value`` for every entry of ``settings``: the run without searching again."""
+    return " ".join(f"--{key}={value}" for key, value in settings.items())
+
+
+@contextmanager
+def config_values(config, values):
+    """``config`` with ``values`` set for the block, restored afterwards."""
+    saved = {key: config[key] for key in values}
+    for key, value in values.items():
+        config[key] = value
+    try:
+        yield config
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def trial_table(report):
+    """The trials of ``report`` as a plain-text table, the chosen one marked; a combination
+    tried again (by the next weight's round) is listed with the trial it repeats."""
+    metric = report["valid_metric"]
+    columns = ["trial", "weights", f"valid {metric}", "epochs", "seconds", ""]
+    rows = [columns]
+    for trial in report["trials"]:
+        rows.append([
+            str(trial["index"]) if trial["trained"] else f"(= {trial['index']})",
+            ", ".join(f"{key}={value}" for key, value in trial["weights"].items()),
+            f"{trial['best_valid_score']:.4f}",
+            str(trial["epochs"]),
+            f"{trial['seconds']:.1f}" if trial["trained"] else "-",
+            "chosen" if trial["trained"] and trial["weights"] == report["chosen"] else "",
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths).rstrip())
+    return "\n".join(lines)
+
+
+def search_loss_weights(config, teacher_checkpoint=None):
+    r"""Choose the ``auto`` loss weights of ``config`` on the validation split (module
+    docstring: candidates, order, trials, choice). ``config`` is left as it was.
+
+    Args:
+        config (Config): the run's configuration, with at least one weight ``auto``.
+        teacher_checkpoint (dict): the teacher file, if already read.
+
+    Returns:
+        tuple: ``(settings, report)``: the configuration values of the chosen weights (and
+        the DERRD terms they switch off), and the search's report: ``chosen`` (weights),
+        ``settings``, ``command_line``, ``trials`` (each: ``index``, ``key``: the weight whose
+        round it belongs to, or :data:`STUDENT_ALONE`; ``value``, ``weights``,
+        ``best_valid_score``, ``best_valid_result``, ``epochs``, ``seconds``, ``trained``: False
+        for a combination trained before, whose result it repeats),
+        ``trial_count``, ``epochs``, ``seconds`` (the trials), ``preparation_seconds`` (data and
+        teacher), ``valid_metric``, ``valid_metric_bigger``, ``trial_epochs``,
+        ``trial_stopping_step``.
+    """
+    logger = getLogger()
+    model_class = config.model_class
+    keys = automatic_weight_keys(config)
+    bigger = config["valid_metric_bigger"]
+    candidates = {key: candidate_values(config, key) for key in keys}
+    weights = {key: plugin_default(config, key) for key in keys}  # those not yet chosen
+    switches_on = {switch: config[switch] for switch in getattr(model_class, "term_switches", {}).values()}
+    trial_config = dict(
+        model_class.schedule_settings(config),
+        epochs=min(config["weight_search_epochs"], config["epochs"]),
+        stopping_step=config["weight_search_stopping_step"],
+    )
+    order = "; then ".join(
+        f"{key} over {candidates[key]}"
+        + (f" (from {', '.join(f'{other}={weights[other]}' for other in keys[i + 1:])})"
+           if i + 1 < len(keys) else "")
+        for i, key in enumerate(keys)
+    )
+    logger.info(
+        set_color("Weight search", "green")
+        + f": {order}. Trials of at most {trial_config['epochs']} epochs, patience "
+        f"{trial_config['stopping_step']}, scored by {config['valid_metric']} on the validation "
+        "split (the test split is not used). A candidate of 0 trains without that term: a "
+        "distillation that does not help on validation is switched off, and with 0 in every "
+        "list the student alone is a candidate, so distillation that hurts is not chosen."
+    )
+
+    start = time.perf_counter()
+    # once for every trial: data, split, teacher (trained or found in the cache) and its top-N
+    _, train_data, valid_data, _ = prepare_data(config)
+    split = TrainingSplit(train_data.dataset)
+    teacher = prepare_distiller_teacher(config, split, teacher_checkpoint)
+    # every trial starts from the state the run starts from (its dataloader's shuffling too)
+    start_state = run_random_state(train_data)
+    preparation_seconds = time.perf_counter() - start
+
+    trials, trained = [], {}  # trained: the trial of each settings signature
+
+    def signature(trial_weights):
+        return tuple(sorted(weight_settings(model_class, trial_weights, switches_on).items()))
+
+    def trial_score(round_key, value, trial_weights):
+        """The best validation score with ``trial_weights``: trained now, or repeated from an
+        earlier trial of the same settings (listed again, not trained again)."""
+        settings = weight_settings(model_class, trial_weights, switches_on)
+        if signature(trial_weights) in trained:
+            trial = dict(trained[signature(trial_weights)], key=round_key, value=value, trained=False)
+        else:
+            trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
+                              split, teacher, start_state)
+            trial.update(index=len(trained) + 1, key=round_key, value=value,
+                         weights=dict(trial_weights), trained=True)
+            trained[signature(trial_weights)] = trial
+            logger.info(
+                set_color(f"weight search trial {trial['index']}", "blue") + ": "
+                + ", ".join(f"{name}={number}" for name, number in trial_weights.items())
+                + f": valid {config['valid_metric']} {trial['best_valid_score']:.4f} after "
+                f"{trial['epochs']} epochs ({trial['seconds']:.1f}s)"
+            )
+        trials.append(trial)
+        return trial["best_valid_score"]
+
+    for key in keys:
+        value_scores = [(value, trial_score(key, value, dict(weights, **{key: value})))
+                        for value in candidates[key]]
+        weights[key] = best_value(value_scores, bigger)
+    # one weight at a time reaches every weight at 0 (the student alone) only if the earlier
+    # rounds chose 0: tried at the end, so that it is always a candidate, ties going to it
+    student_alone = {key: 0 for key in keys}
+    if len(keys) > 1 and all(0 in candidates[key] for key in keys) and weights != student_alone:
+        chosen_score = trained[signature(weights)]["best_valid_score"]
+        alone_score = trial_score(STUDENT_ALONE, 0, student_alone)
+        if best_value([(0, alone_score), (1, chosen_score)], bigger) == 0:
+            weights = student_alone
+
+    settings = weight_settings(model_class, weights, switches_on)
+    report = {
+        "chosen": dict(weights),
+        "settings": settings,
+        "command_line": command_line(settings),
+        "trials": trials,
+        "trial_count": len(trained),
+        "epochs": sum(trial["epochs"] for trial in trained.values()),
+        "seconds": sum(trial["seconds"] for trial in trained.values()),
+        "preparation_seconds": preparation_seconds,
+        "valid_metric": config["valid_metric"],
+        "valid_metric_bigger": bigger,
+        "trial_epochs": trial_config["epochs"],
+        "trial_stopping_step": trial_config["stopping_step"],
+    }
+    return settings, to_plain(report)
+
+
+def run_trial(config, trial_settings, train_data, valid_data, split, teacher, start_state):
+    """Train one fresh model with ``trial_settings`` set in ``config``, no file saved.
+
+    Returns:
+        dict: ``best_valid_score``, ``best_valid_result``, ``epochs`` (trained), ``seconds``.
+    """
+    start = time.perf_counter()
+    with config_values(config, trial_settings):
+        set_run_random_state(start_state, train_data)
+        model = build_model(config, train_data.dataset, teacher=teacher, split=split)
+        trainer = build_trainer(config, model)
+        trainer.training_split = split
+        score, result = trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False)
+    return {
+        "best_valid_score": float(score),
+        "best_valid_result": dict(result or {}),
+        "epochs": len(trainer.epoch_seconds),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def resumed_weights(config, resume, keys):
+    """The settings of ``keys`` (and of the DERRD switches they decide) in the resume file
+    ``resume`` (or beside the best-model file ``resume``), and the report saved there; None
+    when it is no readable resume file holding numbers for them (the run's own checks of the
+    file then say what is wrong)."""
+    path = resume_path(resume) if os.path.isfile(resume_path(resume)) else resume
+    try:
+        checkpoint = read_checkpoint(path)
+    except CheckpointError:
+        return None
+    if checkpoint.get("kind") != RESUME_KIND:
+        return None
+    stored = checkpoint.get("config") or {}
+    switches = getattr(config.model_class, "term_switches", {})
+    settings = {key: stored.get(key) for key in keys}
+    settings.update({switches[key]: stored.get(switches[key]) for key in keys if key in switches})
+    if any(value is None or isinstance(value, str) for value in settings.values()):
+        return None
+    report = checkpoint.get("weight_search") or {"settings": settings,
+                                                  "command_line": command_line(settings)}
+    return settings, dict(report, resumed_from=path)
+
+
+def trains_student_alone(config):
+    """Whether every distillation term ``config`` computes has weight 0."""
+    model_class = config.model_class
+    switches = getattr(model_class, "term_switches", {})
+    computed = [key for key in model_class.loss_weight_keys if key not in switches or config[switches[key]]]
+    return all(config[key] == 0 for key in computed)
+
+
+def resolve_automatic_weights(config, resume=None):
+    """Replace the ``auto`` loss weights of ``config`` by numbers: chosen by
+    :func:`search_loss_weights`, or, for a resumed run, those of the run it continues. Logs the
+    trials, the cost and the command-line fragment that reproduces the choice.
+
+    Returns:
+        dict: the search's report (plain data), or None when no weight is ``auto``.
+
+    Raises:
+        WeightSearchError: in a multi-process run (each process would search on its own).
+    """
+    keys = automatic_weight_keys(config)
+    if not keys:
+        return None
+    logger = getLogger()
+    if resume is not None:
+        resumed = resumed_weights(config, str(resume), keys)
+        if resumed is not None:
+            settings, report = resumed
+            for key, value in settings.items():
+                config[key] = value
+            logger.info(
+                set_color("Loss weights of the resumed run", "green")
+                + f" (no search): {command_line(settings)}"
+            )
+            return report
+        return None  # the resume file's own checks report what is wrong with it
+    if is_distributed(config):
+        raise WeightSearchError(
+            f"{', '.join(keys)}: '{AUTO}' is chosen by a weight search, which runs in a "
+            "single process; run it once in one process (it logs and saves the chosen "
+            "numbers), then give them to the multi-process run."
+        )
+    teacher_checkpoint = read_teacher_checkpoint(config) if config["teacher_checkpoint"] else None
+    settings, report = search_loss_weights(config, teacher_checkpoint=teacher_checkpoint)
+    for key, value in settings.items():
+        config[key] = value
+    logger.info(
+        set_color("weight search trials", "yellow") + ":\n" + trial_table(report) + "\n"
+        + set_color("weight search cost", "yellow")
+        + f": {report['trial_count']} trials, {report['epochs']} epochs, "
+        f"{report['seconds']:.1f}s (data and teacher prepared once: "
+        f"{report['preparation_seconds']:.1f}s)"
+    )
+    off = [switch for switch, on in settings.items() if on is False]
+    if off:
+        logger.info(
+            set_color("weight search", "yellow") + f": {', '.join(off)}: a weight of 0 scored "
+            "best on validation, so that term is switched off"
+        )
+    if trains_student_alone(config):
+        logger.info(
+            set_color("weight search", "yellow") + ": no distillation term helped on validation: "
+            "the student trains on its own loss alone (a term kept on has weight 0)"
+        )
+    logger.info(
+        set_color("weight search chose", "yellow")
+        + f": {', '.join(f'{key}={value}' for key, value in report['chosen'].items())}; the "
+        f"same run without searching: {report['command_line']}"
+    )
+    return report

@@ -1,0 +1,294 @@
+"""Automatic loss weights (``lambda_rrd: auto``...): the search picks the best validation score
+among its trials, prepares the teacher and its top-N once for all of them and the run, and the
+run it chooses is reproduced, without searching, by the numbers it logs and saves."""
+
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+import recbole_derrd.model.distiller
+import recbole_derrd.pipeline
+import recbole_derrd.weight_search
+from recbole_derrd import CD, DERRD, RD, Config, objective_function, run_recbole_derrd
+from recbole_derrd.checkpoint import plain_config, save_checkpoint
+from recbole_derrd.config import config_from_plain
+from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.weight_search import (
+    WeightSearchError,
+    best_value,
+    resolve_automatic_weights,
+    weight_settings,
+)
+
+from conftest import FAST
+
+#: Two weights searched over two candidates each, trials as long as the run (2 epochs): the
+#: coordinate search trains 3 or 4 combinations (one repeats) and the chosen trial is the very
+#: run that follows.
+AUTO_SETTINGS = dict(
+    FAST,
+    epochs=2,
+    teacher_config={"epochs": 1},
+    lambda_rrd="auto",
+    lambda_de="auto",
+    weight_search_values={"lambda_rrd": [0, 0.01], "lambda_de": [0, 0.01]},
+)
+
+
+# ----- the choice -----
+
+def test_best_value_is_the_best_validation_score_ties_to_the_smaller_weight():
+    scores = [(0, 0.30), (0.001, 0.35), (0.01, 0.35), (0.1, 0.20)]
+    assert best_value(scores, bigger=True) == 0.001  # tie of 0.001 and 0.01: the smaller
+    assert best_value(scores, bigger=False) == 0.1
+    assert best_value([(0.1, 0.2), (0, 0.2)], bigger=True) == 0
+    # a diverged trial (nan) is never chosen, whichever direction is better
+    assert best_value([(0, 0.1), (0.01, math.nan)], bigger=True) == 0
+    assert best_value([(0, 0.1), (0.01, math.nan)], bigger=False) == 0
+    # a trial never validated keeps RecBole's initial score (-inf when bigger is better)
+    assert best_value([(0, -math.inf), (0.01, 0.05)], bigger=True) == 0.01
+
+
+def test_a_zero_weight_switches_its_derrd_term_off():
+    both_on = {"use_rrd": True, "use_de": True}
+    assert weight_settings(DERRD, {"lambda_rrd": 0.01, "lambda_de": 0.01}, both_on) == {
+        "lambda_rrd": 0.01, "lambda_de": 0.01}
+    assert weight_settings(DERRD, {"lambda_rrd": 0.01, "lambda_de": 0}, both_on) == {
+        "lambda_rrd": 0.01, "lambda_de": 0, "use_de": False}
+    # the other term, not searched, stays on: only the searched one goes
+    assert weight_settings(DERRD, {"lambda_rrd": 0}, both_on) == {"lambda_rrd": 0, "use_rrd": False}
+    # no term left: RRD stays on with weight 0 (the student on its own loss alone)
+    assert weight_settings(DERRD, {"lambda_rrd": 0, "lambda_de": 0}, both_on) == {
+        "lambda_rrd": 0, "lambda_de": 0, "use_de": False}
+    assert weight_settings(DERRD, {"lambda_rrd": 0}, {"use_rrd": True, "use_de": False}) == {
+        "lambda_rrd": 0}
+    # RD and CD have one term: a weight of 0 is their student alone
+    assert weight_settings(RD, {"lambda_rd": 0}, {}) == {"lambda_rd": 0}
+
+
+@pytest.mark.parametrize("alone_score, chosen", [
+    (0.36, {"lambda_rrd": 0, "lambda_de": 0}),
+    (0.35, {"lambda_rrd": 0, "lambda_de": 0}),  # a tie goes to the student alone
+    (0.20, {"lambda_rrd": 0.01, "lambda_de": 0.01}),
+])
+def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monkeypatch,
+                                                     alone_score, chosen):
+    """The search's order and choices, on scores given by a table instead of training."""
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(
+        lambda_rrd="auto", lambda_de="auto", epochs=7,
+        weight_search_values={"lambda_rrd": [0.1, 0, 0.01], "lambda_de": [0, 0.01]}))
+    table = {(0, 0.01): 0.30, (0.01, 0.01): 0.35, (0.1, 0.01): 0.35, (0.01, 0): 0.32,
+             (0, 0): alone_score}
+    trained = []
+
+    def scored_trial(config, settings, *args):
+        assert settings["epochs"] == 7 and settings["stopping_step"] == 5
+        assert settings["de_anneal_epochs"] == 7  # the run's schedule, not the trial's length
+        weights = (settings["lambda_rrd"], settings["lambda_de"])
+        # a weight of 0 switches its DERRD term off, unless no term would be left (RRD stays)
+        assert settings.get("use_de", True) == (weights[1] != 0)
+        assert settings.get("use_rrd", True) == (weights != (0, 0.01))
+        trained.append(weights)
+        return {"best_valid_score": table[weights], "best_valid_result": {}, "epochs": 1,
+                "seconds": 0.1}
+
+    class FakeData:
+        dataset = None
+
+    module = recbole_derrd.weight_search
+    monkeypatch.setattr(module, "run_trial", scored_trial)
+    monkeypatch.setattr(module, "prepare_data", lambda config: (None, FakeData(), None, None))
+    monkeypatch.setattr(module, "TrainingSplit", lambda dataset: None)
+    monkeypatch.setattr(module, "prepare_distiller_teacher", lambda *args: None)
+    monkeypatch.setattr(module, "run_random_state", lambda data: None)
+    settings, report = module.search_loss_weights(config)
+    # lambda_rrd over its sorted candidates with lambda_de at its default (0.01), ties to the
+    # smaller; then lambda_de with lambda_rrd at 0.01 ((0.01, 0.01) repeated, not trained);
+    # then the student alone
+    assert trained == [(0, 0.01), (0.01, 0.01), (0.1, 0.01), (0.01, 0), (0, 0)]
+    assert [trial["trained"] for trial in report["trials"]] == [True, True, True, True, False, True]
+    assert report["trials"][-1]["key"] == "student alone"
+    assert report["chosen"] == chosen and report["trial_count"] == 5
+    if chosen["lambda_rrd"] == 0:
+        assert settings == {"lambda_rrd": 0, "lambda_de": 0, "use_de": False}
+        assert report["command_line"] == "--lambda_rrd=0 --lambda_de=0 --use_de=False"
+    else:
+        assert settings == chosen
+    # the configuration is left as it was
+    assert (config["lambda_rrd"], config["epochs"], config["stopping_step"]) == ("auto", 7, 10)
+    assert config["de_anneal_epochs"] is None
+
+
+def test_every_distillers_weights_are_searchable():
+    assert {key for model in (DERRD, RD, CD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
+
+
+# ----- a real search -----
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """One DERRD run with both weights ``auto``, in a fresh working directory and
+    checkpoint_dir (its teacher trained by it), counting teacher trainings and top-N
+    computations. Returns ``(config_dict, result, counts)``."""
+    directory = tmp_path_factory.mktemp("auto_run")
+    counts = {"teacher trainings": 0, "top-N computed": 0, "top-N looked up": 0}
+
+    def counting(name, function):
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return counted
+
+    config_dict = dict(AUTO_SETTINGS, checkpoint_dir=str(directory / "saved"))
+    cwd = os.getcwd()
+    os.chdir(directory)
+    argv, sys.argv = sys.argv, ["pytest"]
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(recbole_derrd.pipeline, "train_teacher",
+                          counting("teacher trainings", recbole_derrd.pipeline.train_teacher))
+            patch.setattr(recbole_derrd.model.distiller, "teacher_topn",
+                          counting("top-N computed", recbole_derrd.model.distiller.teacher_topn))
+            patch.setattr(recbole_derrd.model.distiller, "cached_teacher_topn",
+                          counting("top-N looked up", recbole_derrd.model.distiller.cached_teacher_topn))
+            result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
+        return config_dict, result, counts
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+
+
+def best_by_hand(trials):
+    """The value of the best score among ``trials`` (MRR: bigger is better), ties to the
+    smaller value."""
+    best = max(trial["best_valid_score"] for trial in trials)
+    return min(trial["value"] for trial in trials if trial["best_valid_score"] == best)
+
+
+def test_the_search_chooses_the_best_validation_score_of_its_trials(auto_run):
+    _, result, _ = auto_run
+    report = result["weight_search"]
+    trials = report["trials"]
+    assert report["valid_metric_bigger"] is True
+    rrd_round = [trial for trial in trials if trial["key"] == "lambda_rrd"]
+    de_round = [trial for trial in trials if trial["key"] == "lambda_de"]
+    assert [trial["value"] for trial in rrd_round] == [trial["value"] for trial in de_round] == [0, 0.01]
+    # lambda_rrd first, lambda_de at its default; then lambda_de, lambda_rrd at its choice
+    assert all(trial["weights"]["lambda_de"] == 0.01 for trial in rrd_round)
+    rrd_choice = best_by_hand(rrd_round)
+    assert all(trial["weights"]["lambda_rrd"] == rrd_choice for trial in de_round)
+    # the choice is the best validation score of all trials (its own ties to the smaller weight)
+    best = max(trial["best_valid_score"] for trial in trials)
+    chosen_trial = next(trial for trial in trials if trial["weights"] == report["chosen"])
+    assert chosen_trial["best_valid_score"] == best
+    assert report["chosen"]["lambda_de"] in (best_by_hand(de_round), 0)
+    # the student alone (both 0) is a candidate: reached by the rounds if lambda_rrd chose 0,
+    # else tried last; (rrd_choice, 0.01) is in both rounds: trained once, its result repeated
+    assert any(trial["weights"] == {"lambda_rrd": 0, "lambda_de": 0} for trial in trials)
+    assert report["trial_count"] == sum(trial["trained"] for trial in trials) == 3 + (rrd_choice != 0)
+    # the cost: every trained trial's epochs (at most min(weight_search_epochs, epochs)) and time
+    assert report["trial_epochs"] == 2
+    assert report["epochs"] == sum(trial["epochs"] for trial in trials if trial["trained"])
+    assert all(1 <= trial["epochs"] <= 2 and trial["seconds"] > 0 for trial in trials)
+    assert report["seconds"] == pytest.approx(sum(t["seconds"] for t in trials if t["trained"]))
+    # a trial as long as the run is that run: same seed, same start, validation only
+    assert chosen_trial["best_valid_score"] == result["best_valid_score"]
+    assert chosen_trial["best_valid_result"] == dict(result["best_valid_result"])
+    assert f"--lambda_rrd={report['chosen']['lambda_rrd']}" in report["command_line"]
+
+
+def test_the_teacher_and_its_top_n_are_prepared_once(auto_run):
+    _, _, counts = auto_run
+    # 3 or 4 trials and the run: one teacher training, one top-N computation, one look-up of the
+    # cache by the search (its teacher object keeps it for every trial) and one by the run
+    assert counts == {"teacher trainings": 1, "top-N computed": 1, "top-N looked up": 2}
+
+
+def test_the_checkpoint_holds_the_chosen_numbers_and_the_report(auto_run):
+    _, result, _ = auto_run
+    report = result["weight_search"]
+    checkpoint = torch.load(result["checkpoint"], weights_only=True)
+    stored = checkpoint["config"]
+    for key, value in report["settings"].items():
+        assert stored[key] == value
+    assert not isinstance(stored["lambda_rrd"], str) and not isinstance(stored["lambda_de"], str)
+    assert checkpoint["weight_search"] == report
+    assert torch.load(result["resume_file"], weights_only=True)["weight_search"] == report
+    # the stored configuration rebuilds as it is (numbers), without searching
+    rebuilt = config_from_plain(stored)
+    assert all(rebuilt[key] == value for key, value in report["settings"].items())
+
+
+def test_the_chosen_numbers_reproduce_the_run_without_searching(auto_run, monkeypatch):
+    config_dict, result, _ = auto_run
+    settings = result["weight_search"]["settings"]
+    explicit = dict(config_dict, **settings)
+
+    def must_not_search(*args, **kwargs):
+        raise AssertionError("no weight is auto: nothing to search")
+
+    monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
+    monkeypatch.chdir(os.path.dirname(config_dict["checkpoint_dir"]))
+    again = run_recbole_derrd("DERRD", "ml-100k", config_dict=explicit)
+    assert again["weight_search"] is None
+    assert again["best_valid_score"] == result["best_valid_score"]
+    assert dict(again["test_result"]) == dict(result["test_result"])
+
+
+def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_config, monkeypatch):
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto", lambda_de="auto"))
+    report = {"chosen": {"lambda_rrd": 0.01, "lambda_de": 0}, "command_line": "--lambda_rrd=0.01"}
+    stored = dict(plain_config(config), lambda_rrd=0.01, lambda_de=0, use_de=False)
+    resume_file = str(workdir / "DERRD-x.resume.pth")
+    save_checkpoint({"kind": "resume", "config": stored, "state_dict": {}, "weight_search": report},
+                    resume_file)
+
+    def must_not_search(*args, **kwargs):
+        raise AssertionError("a resumed run does not search again")
+
+    monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
+    resumed = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    assert (config["lambda_rrd"], config["lambda_de"], config["use_de"]) == (0.01, 0, False)
+    assert resumed["chosen"] == report["chosen"] and resumed["resumed_from"] == resume_file
+
+
+# ----- refused settings -----
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lambda_rrd": "atuo"}, "lambda_rrd must be a number >= 0, or 'auto'"),
+    ({"lambda_de": "Auto"}, "lambda_de must be a number >= 0, or 'auto'"),
+    ({"lambda_rrd": -0.1}, "lambda_rrd must be at least 0"),
+    ({"lambda_de": "auto", "use_de": False}, "lambda_de: 'auto' chooses the weight of a term that use_de: False"),
+    ({"weight_search_values": {"lambda_rrd": [0, -0.01]}}, "lambda_rrd must be a non-empty list of numbers >= 0"),
+    ({"weight_search_values": {"lambda_rrd": []}}, "lambda_rrd must be a non-empty list"),
+    ({"weight_search_values": {"lambda_rrd": 0.01}}, "lambda_rrd must be a non-empty list"),
+    ({"weight_search_values": {"lamda_rrd": [0, 0.01]}}, "unknown loss weight 'lamda_rrd'"),
+    ({"weight_search_values": [0, 0.01]}, "weight_search_values must be a dict"),
+    ({"weight_search_epochs": 0}, "weight_search_epochs must be at least 1"),
+    ({"weight_search_stopping_step": 0}, "weight_search_stopping_step must be at least 1"),
+    ({"lambda_rrd": "auto", "eval_step": 0}, "eval_step 0 turns validation off"),
+])
+def test_bad_search_settings_are_refused_when_the_configuration_is_built(workdir, fast_config,
+                                                                          overrides, message):
+    with pytest.raises(ConfigValueError) as error:
+        Config("DERRD", "ml-100k", config_dict=fast_config(**overrides))
+    assert any(message in problem for problem in error.value.problems), error.value.problems
+
+
+@pytest.mark.parametrize("model, key", [("DERRD", "lambda_rrd"), ("DERRD", "lambda_de"),
+                                        ("RD", "lambda_rd"), ("CD", "lambda_cd")])
+def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key):
+    config = Config(model, "ml-100k", config_dict=fast_config(**{key: "auto"}))
+    assert config[key] == "auto"
+
+
+def test_auto_is_refused_where_no_search_runs(workdir, fast_config):
+    with pytest.raises(WeightSearchError, match="hyperparameter tuning"):
+        objective_function(config_dict=fast_config(model="DERRD", dataset="ml-100k", lambda_rrd="auto"))
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto"))
+    config["single_spec"] = False  # one process of a multi-process run
+    with pytest.raises(WeightSearchError, match="single process"):
+        resolve_automatic_weights(config)
