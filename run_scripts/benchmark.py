@@ -63,8 +63,10 @@ TUNED_FROM = {
     "DE": [("student", LEARNER_KEYS), ("DE-RRD", ["lambda_de"])],
     "RRD-topK": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
 }
-#: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them.
+#: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them,
+#: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.weight_search).
 DEFAULT_ROWS = ["RRD", "DE-RRD"]
+AUTO_ROWS = {"RRD": {"lambda_rrd": "auto"}, "DE-RRD": {"lambda_rrd": "auto", "lambda_de": "auto"}}
 #: Order of the searches within a seed (a method after the one it takes settings from).
 TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
 #: Per-user test metrics kept in each cell for the significance tests.
@@ -258,7 +260,11 @@ class Benchmark:
         result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config)
         epoch_seconds = result["train_epoch_seconds"]
         per_user = result.get("test_per_user", {})
+        search = result.get("weight_search")
         return {
+            "weight_search": None if not search else {
+                "chosen": search["chosen"], "trial_count": search["trial_count"],
+                "seconds": search["seconds"], "preparation_seconds": search["preparation_seconds"]},
             "method": method, "model": model, "size": size, "seed": seed,
             "setting": setting or {},
             "test": dict(result["test_result"]),
@@ -317,16 +323,19 @@ class Benchmark:
         self.save()
 
     def run_default_rows(self, seed):
-        """DEFAULT_ROWS at the plugin's defaults (no setting), one seed."""
+        """DEFAULT_ROWS at the plugin's defaults (no setting) and AUTO_ROWS with ``auto``
+        weights, one seed."""
+        rows = [(method, {}) for method in DEFAULT_ROWS] + list(AUTO_ROWS.items())
         for size in self.args.sizes:
-            for method in DEFAULT_ROWS:
-                key = cell_key(method, size, seed)
+            for method, setting in rows:
+                key = cell_key(method, size, seed, setting)
                 if method not in self.args.methods or key in self.cells:
                     continue
                 self.ensure_teacher(seed)
                 model, parameters = self.method_parameters(method, seed, size)
-                tqdm.write(f"running {key} (plugin defaults)")
-                self.cells[key] = self.run_cell(method, model, parameters, seed, size)
+                tqdm.write(f"running {key} (plugin defaults{', automatic weights' if setting else ''})")
+                self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size,
+                                                setting)
                 self.save()
 
     def reported_cells(self, method, size):
@@ -528,15 +537,22 @@ class Benchmark:
                 lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
                              f"{gain} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
                              f"{cell['train_seconds']:.0f} | {', '.join(marks)} |")
-        lines += ["", f"Plugin defaults (seed {args.seed_values[0]}, no search; RecBole's learner defaults):", "",
+        lines += ["", f"Plugin defaults (seed {args.seed_values[0]}, RecBole's learner defaults; with `auto`, "
+                  "the weights the plugin's own search chose, its trials and their time; train s: the "
+                  "final run):", "",
                   f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
                   "|---|---|---|---|---|---|"]
-        for method in DEFAULT_ROWS:
-            cell = self.cells.get(cell_key(method, size, args.seed_values[0]))
+        rows = [(method, {}) for method in DEFAULT_ROWS] + list(AUTO_ROWS.items())
+        for method, setting in rows:
+            cell = self.cells.get(cell_key(method, size, args.seed_values[0], setting))
             if cell:
                 gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
                         if reference else "-")
-                lines.append(f"| {method} | {cell['valid_score']:.4f} | {gain} | "
+                search = cell.get("weight_search")
+                name = method + (f" (auto: {setting_label(search['chosen'])}; {search['trial_count']} "
+                                 f"trials, {search['seconds'] + search['preparation_seconds']:.0f} s)"
+                                 if search else "")
+                lines.append(f"| {name} | {cell['valid_score']:.4f} | {gain} | "
                              f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")
         return lines + [""]
 

@@ -102,7 +102,7 @@ def test_tuned_benchmark_and_its_summary(workdir):
                     "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
     cells = json.loads((workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").read_text())
-    first = {key for key in cells if "|2020|" in key}
+    first = {key for key in cells if "|2020|" in key and "auto" not in key}
     second = {key for key in cells if "|2021" in key}
     # 3 student + 3 RRD + 3 DE-RRD trials at the first seed, plus the teacher and the two
     # default rows; one chosen setting per method at the second seed
@@ -110,8 +110,13 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert len([key for key in first if key.startswith("RRD|")]) == 3
     assert len([key for key in first if key.startswith("DE-RRD|")]) == 3
     assert {"RRD|8|2020", "DE-RRD|8|2020"} <= set(cells)  # the plugin's defaults, as a user gets them
+    # and with the plugin's own weight search (auto): the chosen weights are among its candidates
+    automatic = cells["DE-RRD|8|2020|lambda_de=auto,lambda_rrd=auto"]
+    assert automatic["weight_search"]["trial_count"] >= 2
+    assert automatic["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
+    assert cells["RRD|8|2020|lambda_rrd=auto"]["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
     assert sorted(key.split("|")[0] for key in second) == ["DE-RRD", "RRD", "student", "teacher"]
-    rrd_trials = [cell for key, cell in cells.items() if key.startswith("RRD|8|2020|")]
+    rrd_trials = [cell for key, cell in cells.items() if key.startswith("RRD|8|2020|") and "auto" not in key]
     best = max(rrd_trials, key=lambda cell: cell["valid_score"])
     chosen = next(cell for key, cell in cells.items() if key.startswith("RRD|8|2021"))
     assert chosen["setting"] == best["setting"]  # the second seed runs the validation winner
@@ -123,3 +128,5 @@ def test_tuned_benchmark_and_its_summary(workdir):
     for value in ("0.001", "0.003", "0.01"):
         assert f"| RRD | lambda_rrd = {value} |" in summary
     assert "Best worst case: RRD lambda_rrd" in summary
+    table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
+    assert "| DE-RRD (auto: lambda_de=" in table and "| RRD (auto: lambda_rrd=" in table
