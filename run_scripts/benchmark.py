@@ -325,9 +325,8 @@ class Benchmark:
     def run_default_rows(self, seed):
         """DEFAULT_ROWS at the plugin's defaults (no setting) and AUTO_ROWS with ``auto``
         weights, one seed."""
-        rows = [(method, {}) for method in DEFAULT_ROWS] + list(AUTO_ROWS.items())
         for size in self.args.sizes:
-            for method, setting in rows:
+            for method, setting in self.default_rows(size):
                 key = cell_key(method, size, seed, setting)
                 if method not in self.args.methods or key in self.cells:
                     continue
@@ -337,6 +336,17 @@ class Benchmark:
                 self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size,
                                                 setting)
                 self.save()
+
+    def default_rows(self, size):
+        """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and
+        RecBole's) defaults; AUTO_ROWS with ``auto`` weights and the student alone's chosen
+        learner settings (what ``auto`` replaces is the weight search alone)."""
+        rows = [(method, {}) for method in DEFAULT_ROWS]
+        try:
+            learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
+        except RuntimeError:  # the student's search has not run
+            return rows
+        return rows + [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
 
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
@@ -537,13 +547,13 @@ class Benchmark:
                 lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
                              f"{gain} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
                              f"{cell['train_seconds']:.0f} | {', '.join(marks)} |")
-        lines += ["", f"Plugin defaults (seed {args.seed_values[0]}, RecBole's learner defaults; with `auto`, "
-                  "the weights the plugin's own search chose, its trials and their time; train s: the "
-                  "final run):", "",
+        lines += ["", f"Without a search (seed {args.seed_values[0]}): the plugin's defaults with RecBole's "
+                  "learner defaults, and `auto` (the weights the plugin's own search chose, with the "
+                  "student alone's chosen learner settings; its trials and their time; train s: the final "
+                  "run). Validation gains relative to the chosen student alone.", "",
                   f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
                   "|---|---|---|---|---|---|"]
-        rows = [(method, {}) for method in DEFAULT_ROWS] + list(AUTO_ROWS.items())
-        for method, setting in rows:
+        for method, setting in self.default_rows(size):
             cell = self.cells.get(cell_key(method, size, args.seed_values[0], setting))
             if cell:
                 gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
