@@ -38,6 +38,7 @@ from recbole_derrd.pipeline import (  # noqa: F401 (evaluate_model: API)
     prepare_distiller_teacher,
     prepare_run,
 )
+from recbole_derrd.popularity import PopularityGroupRecorder
 from recbole_derrd.student_baseline import compare_student_alone, format_change, relative_change
 from recbole_derrd.teacher import read_teacher_checkpoint
 from recbole_derrd.weight_search import refuse_automatic_weights, resolve_automatic_weights
@@ -138,7 +139,9 @@ def run_recbole_derrd(
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
-        evaluation's order: :mod:`recbole_derrd.per_user`), ``train_loss``, ``checkpoint``,
+        evaluation's order: :mod:`recbole_derrd.per_user`), ``test_popularity_result`` (test
+        Recall@k by item-popularity group with ``popularity_groups`` > 0, else None:
+        :mod:`recbole_derrd.popularity`), ``train_loss``, ``checkpoint``,
         ``resume_file`` and ``weight_search`` (the report of the search of the loss weights set
         to ``auto``, or None: :mod:`recbole_derrd.weight_search`); for a distiller also
         ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
@@ -179,7 +182,8 @@ def run_recbole_derrd(
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    with PerUserRecorder(trainer) as per_user_test:
+    popularity = PopularityGroupRecorder(trainer, train_data)  # a no-op unless popularity_groups > 0
+    with PerUserRecorder(trainer) as per_user_test, popularity:
         test_result = trainer.evaluate(
             test_data, load_best_model=saved, show_progress=config["show_progress"]
         )
@@ -195,6 +199,7 @@ def run_recbole_derrd(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "test_per_user": per_user_test.values,
+        "test_popularity_result": popularity.report(),  # None unless popularity_groups > 0
         "train_loss": dict(trainer.train_loss_dict),
         "train_epoch_seconds": list(trainer.epoch_seconds),
         "train_epoch_diagnostics": list(getattr(trainer, "epoch_diagnostics", [])),

@@ -12,8 +12,11 @@ import os
 
 import torch
 
+from recbole.utils import EvaluatorType
+
 from recbole_derrd.data import training_split
 from recbole_derrd.errors import UserError
+from recbole_derrd.popularity import MAX_POPULARITY_GROUPS
 from recbole_derrd.teacher import build_teacher_config
 
 
@@ -219,6 +222,8 @@ def check_training_keys(checker):
         checker.integer("n_layers", minimum=0)
     if "trust_checkpoint" in final:
         checker.boolean("trust_checkpoint")
+    if "popularity_groups" in final:
+        check_popularity_groups(checker)
     if final.get("use_pretrain") is True and config["trust_checkpoint"] is not True:
         if not torch_load_is_weights_only():
             checker.fail(
@@ -226,6 +231,18 @@ def check_training_keys(checker):
                 f"which in torch {torch.__version__} unpickles them (running whatever code they "
                 "contain); opt in with trust_checkpoint: True, or use torch >= 2.6"
             )
+
+
+def check_popularity_groups(checker):
+    """``popularity_groups``: 0 (off) to :data:`~recbole_derrd.popularity.MAX_POPULARITY_GROUPS`,
+    and, when on, a ranking evaluation (it reports Recall@k of the ranking)."""
+    groups = checker.integer("popularity_groups", minimum=0, maximum=MAX_POPULARITY_GROUPS)
+    if groups and checker.config["eval_type"] != EvaluatorType.RANKING:
+        checker.fail(
+            f"popularity_groups={groups} reports Recall@k of each item-popularity group, which "
+            "needs a ranking evaluation (top-k metrics such as Recall, NDCG); this run's metrics "
+            "are value metrics (set popularity_groups: 0, or evaluate with top-k metrics)"
+        )
 
 
 def torch_load_is_weights_only():
