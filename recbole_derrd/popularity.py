@@ -117,25 +117,24 @@ def per_group_recall(topk_items, positive_u, positive_i, item_groups, n_groups, 
         tuple: ``(recall, positives)``: ``[U, G, len(ks)]`` float64, NaN where the user has
         no test item in the group, and ``[U, G]`` the user's test items in each group.
     """
-    n_users, depth = topk_items.shape
-    item_groups = item_groups.to(topk_items.device)
-    n_items = max(int(item_groups.numel()), int(topk_items.max()) + 1 if topk_items.numel() else 0)
-    pairs = torch.unique(positive_u.long().to(topk_items.device) * n_items + positive_i.long().to(topk_items.device))
+    n_users = topk_items.shape[0]
+    device = topk_items.device
+    item_groups = item_groups.to(device)
+    positive_u, positive_i = positive_u.long().to(device), positive_i.long().to(device)
+    n_items = int(item_groups.numel())
+    pairs = torch.unique(positive_u * n_items + positive_i)
     pair_users, pair_items = pairs // n_items, pairs % n_items
     pair_groups = item_groups[pair_items]
     inside = pair_groups >= 0
-    positives = torch.zeros(n_users * n_groups, dtype=torch.long, device=topk_items.device)
-    positives.index_add_(0, (pair_users * n_groups + pair_groups)[inside],
-                         torch.ones(int(inside.sum()), dtype=torch.long, device=topk_items.device))
-    positives = positives.view(n_users, n_groups)
-    rows = torch.arange(n_users, device=topk_items.device).unsqueeze(1)
+    positive_keys = (pair_users * n_groups + pair_groups)[inside]
+    positives = torch.bincount(positive_keys, minlength=n_users * n_groups).view(n_users, n_groups)
+    rows = torch.arange(n_users, device=device).unsqueeze(1)
     hit = torch.isin(rows * n_items + topk_items, pairs)  # [U, K]
     ranked_groups = item_groups[topk_items]
-    hit &= ranked_groups >= 0
-    per_group = torch.zeros(n_users, depth, n_groups, dtype=torch.long, device=topk_items.device)
-    per_group.scatter_(2, ranked_groups.clamp(min=0).unsqueeze(2), hit.long().unsqueeze(2))
-    cumulative = per_group.cumsum(1)  # hits within the first r + 1 ranks, by group
-    hits = cumulative[:, [k - 1 for k in ks], :].permute(0, 2, 1).double()  # [U, G, len(ks)]
+    hit_users, hit_ranks = torch.nonzero(hit & (ranked_groups >= 0), as_tuple=True)
+    hit_keys = hit_users * n_groups + ranked_groups[hit_users, hit_ranks]
+    hits = torch.stack([torch.bincount(hit_keys[hit_ranks < k], minlength=n_users * n_groups) for k in ks], 1)
+    hits = hits.view(n_users, n_groups, len(ks)).double()  # hits within the top-k, by group
     denominator = positives.unsqueeze(2).double()
     recall = torch.where(denominator > 0, hits / denominator.clamp(min=1), torch.nan)
     return recall.cpu(), positives.cpu()

@@ -175,7 +175,8 @@ def test_groups_of_a_real_evaluation(workdir):
                                                            valid_metric="recall@10"))
     _, train_data, _, test_data, _, trainer = prepare_run(config)
     trainer.fit(train_data, saved=False)
-    with PopularityGroupRecorder(trainer, train_data, n_groups=4) as recorder, PerUserRecorder(trainer) as per_user:
+    recorder = PopularityGroupRecorder(trainer, train_data, n_groups=4)
+    with recorder, PerUserRecorder(trainer) as per_user:
         trainer.evaluate(test_data, load_best_model=False)
     report = recorder.report(log=False)
     groups, counts = item_popularity_groups(train_data.dataset, 4)
