@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from recbole_derrd.config import Config
-from recbole_derrd.model import CD, DERRD, RD
+from recbole_derrd.model import CD, DERRD, RD, UnKD
 from recbole_derrd.quick_start import load_data_and_model, objective_function, run, run_recbole_derrd
 from recbole_derrd.trainer import DERRDTrainer, DistillationTrainer
 from recbole_derrd.utils import get_model, get_trainer
@@ -21,4 +21,5 @@ __all__ = [
     "RD",
     "run",
     "run_recbole_derrd",
+    "UnKD",
 ]

@@ -2,8 +2,9 @@ r"""
 recbole_derrd.weight_search
 ###########################
 Automatic choice of a distiller's loss weights: a weight set to ``auto`` (``lambda_rrd: auto``,
-likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``) is chosen on the validation split by short
-trial runs before the run trains, and the run then trains with the chosen number.
+likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``, ``lambda_unkd``) is chosen on the
+validation split by short trial runs before the run trains, and the run then trains with the
+chosen number.
 
 - **Candidates**: ``weight_search_values[key]`` (a key missing there takes the plugin's default
   list). A candidate of 0 trains without that term, so the search can turn off a distillation

@@ -3,5 +3,6 @@
 from recbole_derrd.model.cd import CD
 from recbole_derrd.model.derrd import DERRD
 from recbole_derrd.model.rd import RD
+from recbole_derrd.model.unkd import UnKD
 
-__all__ = ["DERRD", "RD", "CD"]
+__all__ = ["DERRD", "RD", "CD", "UnKD"]
