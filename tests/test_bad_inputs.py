@@ -62,7 +62,8 @@ def modified_teacher(saved_dir, tmp_path, change):
         ({"lambda_rrd": -1e-3}, "lambda_rrd must be at least 0"),
         ({"de_num_experts": 0}, "de_num_experts must be at least 1"),
         ({"rrd_topn": 0}, "rrd_topn must be at least 1"),
-        ({"de_tau_end": 0.0}, "de_tau_end must be positive"),
+        ({"de_tau_end": 0.0}, "de_tau_end must be at least 1e-30"),
+        ({"de_tau_start": 1e-308}, "de_tau_start must be at least 1e-30"),  # would overflow to NaN
         ({"loss_reduction": "median"}, "loss_reduction must be one of mean, sum"),
         ({"student_model": "NoSuchModel"}, "student_model must be one of"),
         ({"teacher_model": "NoSuchModel"}, "Unknown model 'NoSuchModel'"),

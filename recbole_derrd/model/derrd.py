@@ -29,6 +29,10 @@ from recbole_derrd.ranking import UninterestingSampler, sample_interesting, sort
 from recbole_derrd.validation import check_data_requirements
 
 
+#: Smallest selection temperature accepted (``de_tau_start``, ``de_tau_end``).
+MIN_SELECTION_TAU = 1e-30
+
+
 class DERRD(Distiller):
     r"""A student backbone distilled from a frozen teacher with Distillation Experts (DE) and
     Relaxed Ranking Distillation (RRD). Inference is the plain student."""
@@ -51,8 +55,10 @@ class DERRD(Distiller):
                 f"de_weight_floor ({floor}) must be below 1/de_num_experts ({1 / num_experts:.4g}): "
                 "a floor that high could drop every expert of an entity"
             )
-        checker.number("de_tau_start", strictly_positive=True)
-        checker.number("de_tau_end", strictly_positive=True)
+        # the selection divides logits (plus Gumbel noise, |x| up to ~1e2) by tau: below 1e-30
+        # the quotient overflows float32 to inf and the softmax turns to NaN
+        checker.number("de_tau_start", minimum=MIN_SELECTION_TAU)
+        checker.number("de_tau_end", minimum=MIN_SELECTION_TAU)
         checker.integer("de_anneal_epochs", minimum=1, optional=True)
         cls.check_de_layer(checker)
         topn = checker.integer("rrd_topn", minimum=1)
