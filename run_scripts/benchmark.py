@@ -481,9 +481,9 @@ class Benchmark:
                  f"median of {args.inference_repeats} repeats measured side by side; training time "
                  "per epoch excludes evaluation. `*`: the difference to the student alone is significant at "
                  "0.05 (paired Wilcoxon test over test users, below).", "",
-                 "| method | size | " + " | ".join(shown) + " | params | inference | s/epoch | epochs | "
+                 "| method | size | seeds | " + " | ".join(shown) + " | params | inference | s/epoch | epochs | "
                  f"train s | {metric} vs teacher | {metric} vs student | setting |",
-                 "|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
+                 "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
         for method, size in keys:
             entry = summary[(method, size)]
             student = summary.get(("student", size))
@@ -497,7 +497,7 @@ class Benchmark:
             inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
             lines.append(
-                f"| {method} | {size} | "
+                f"| {method} | {size} | {entry['seeds']} | "
                 + " | ".join(format_value(entry[m][0], ".4f") + format_value(entry[m][1], ".4f", prefix=" ± ")
                              for m in shown)
                 + f" | {entry['parameters']:,.0f} | {inference} | {per_epoch} | {entry['epochs']:.0f} | "
@@ -690,6 +690,8 @@ def parse_args(argv=None):
     parser.add_argument("--run_seeds", default="",
                         help="train only these seeds (comma-separated; default: all), e.g. one seed "
                              "per process, in parallel: the processes share the cells file")
+    parser.add_argument("--report_only", action="store_true",
+                        help="train nothing: write the reports from the cells already run")
     parser.add_argument("--tune", action="store_true",
                         help="search each method's weights on the first seed's validation split "
                              "(TUNING_GRIDS), then run the chosen settings at every seed")
@@ -721,7 +723,12 @@ def main(argv=None):
     args = parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config must not read the benchmark's own flags
     benchmark = Benchmark(args)
-    benchmark.run()
+    if args.report_only:
+        for seed in args.seed_values:
+            benchmark.time_inference(seed)
+        benchmark.save()
+    else:
+        benchmark.run()
     benchmark.write_reports()
     print(open(os.path.join(benchmark.folder, benchmark.name + ".md")).read())
 

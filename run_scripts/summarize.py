@@ -47,8 +47,9 @@ def headline(tables):
     """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
     seeds), DE-RRD's relative difference to the student alone with its paired test."""
     lines = ["## Results across datasets (BPR backbone, tuned settings, mean ± std over seeds)", "",
-             "| data (protocol) | metric | teacher | student alone | best competitor | RRD | DE-RRD | "
-             "DE-RRD vs student alone | DE-RRD / teacher |", "|---|---|---|---|---|---|---|---|---|"]
+             "seeds: of the student alone / of DE-RRD (a spread needs two or more).", "",
+             "| data (protocol) | seeds | metric | teacher | student alone | best competitor | RRD | DE-RRD | "
+             "DE-RRD vs student alone | DE-RRD / teacher |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, table in tables:
         summary, size = table.summary(), table.args.sizes[0]
         teacher = summary.get(("teacher", table.args.teacher_size))
@@ -63,13 +64,17 @@ def headline(tables):
             if derrd is not None:
                 test = bench.paired_difference(table.reported_cells("DE-RRD", size),
                                                table.reported_cells("student", size), metric)
-                relative = 100 * (derrd[metric][0] / student[metric][0] - 1)
+                # over the seeds both have (the paired users), not over unequal sets of seeds
+                relative = (100 * test["mean"] / test["baseline_mean"] if test and test["baseline_mean"]
+                            else 100 * (derrd[metric][0] / student[metric][0] - 1))
                 significant = test is not None and test["p"] < 0.05
                 versus = f"{relative:+.1f}% ({'p = ' + format(test['p'], '.2g') if test else 'untested'}" \
                          f"{', significant' if significant else ', not significant'})"
                 ratio = f"{derrd[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
+            seeds = "/".join(str(summary[(method, size)]["seeds"]) for method in ("student", "DE-RRD")
+                             if (method, size) in summary)
             lines.append(
-                f"| {name} | {metric} | {cell_text(teacher, metric)} | {cell_text(student, metric)} | "
+                f"| {name} | {seeds} | {metric} | {cell_text(teacher, metric)} | {cell_text(student, metric)} | "
                 + (f"{best}: {cell_text(summary[(best, size)], metric)}" if best else "-")
                 + f" | {cell_text(summary.get(('RRD', size)), metric)} | {cell_text(derrd, metric)} | "
                 f"{versus} | {ratio} |")

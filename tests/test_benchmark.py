@@ -128,7 +128,7 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert derrd["setting"]["lambda_rrd"] == best["setting"]["lambda_rrd"]
     summarize.main(["--tables=ml-100k:BPR:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
-    assert "| ml-100k (recbole) | ndcg@10 |" in summary and "| ml-100k (recbole) | recall@20 |" in summary
+    assert "| ml-100k (recbole) | 2/2 | ndcg@10 |" in summary and "| ml-100k (recbole) | 2/2 | recall@20 |" in summary
     for value in ("0.001", "0.003", "0.01"):
         assert f"| RRD | lambda_rrd = {value} |" in summary
     assert "Best worst case: RRD lambda_rrd" in summary
