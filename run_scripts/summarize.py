@@ -81,6 +81,38 @@ def headline(tables):
     return lines + [""]
 
 
+def promise_table(tables):
+    """The plugin's promise, checked where a user stands without tuning: RRD and DE-RRD at the
+    plugin's defaults against the student alone at RecBole's defaults, and with ``auto`` weights
+    against the student alone at the same (chosen) learner settings; validation and test."""
+    lines = ["## Without tuning: defaults and `auto` against the same student alone (seed 2020)", "",
+             "| data (protocol) | run | its student alone | valid score (vs alone) | test ndcg@10 (vs alone) | "
+             "chosen by `auto` |", "|---|---|---|---|---|---|"]
+    for name, table in tables:
+        size, first = table.args.sizes[0], table.args.seed_values[0]
+        default_student = table.cells.get(bench.cell_key("student", size, first, bench.STUDENT_DEFAULTS))
+        try:
+            chosen = table.chosen_setting("student", size)
+        except RuntimeError:
+            continue
+        chosen_student = table.cells.get(bench.cell_key("student", size, first, chosen))
+        for method, setting in table.default_rows(size):
+            cell = table.cells.get(bench.cell_key(method, size, first, setting))
+            student = chosen_student if setting else default_student
+            if cell is None or student is None:
+                continue
+            learner = bench.setting_label({key: student["setting"][key] for key in bench.LEARNER_KEYS})
+            valid = 100 * (cell["valid_score"] / student["valid_score"] - 1)
+            test = 100 * (cell["test"]["ndcg@10"] / student["test"]["ndcg@10"] - 1)
+            search = cell.get("weight_search")
+            lines.append(
+                f"| {name} | {method} {'auto' if setting else 'defaults'} | {learner} | "
+                f"{cell['valid_score']:.4f} ({valid:+.1f}%) | {cell['test']['ndcg@10']:.4f} ({test:+.1f}%) | "
+                + (f"{bench.setting_label(search['chosen'])}, {search['trial_count']} trials, "
+                   f"{search['seconds'] + search['preparation_seconds']:.0f} s" if search else "-") + " |")
+    return lines + [""]
+
+
 def defaults_evidence(tables):
     """For every searched weight value: its validation gain over the student alone (the chosen
     learner settings, the same the distillers train with) on each dataset, and the worst."""
@@ -140,7 +172,7 @@ def main(argv=None):
              "Built by `python run_scripts/summarize.py` from the benchmark tables "
              + ", ".join(f"`results/{table.args.dataset}/{table.name}.md`" for _, table in tables)
              + " (each: `python run_scripts/benchmark.py --tune --seeds=3 ...`, see the README).", ""]
-    lines += headline(tables) + defaults_evidence(tables)
+    lines += headline(tables) + promise_table(tables) + defaults_evidence(tables)
     output = args.output or os.path.join(args.results, "summary.md")
     with open(output, "w") as handle:
         handle.write("\n".join(lines))

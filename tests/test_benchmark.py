@@ -132,5 +132,8 @@ def test_tuned_benchmark_and_its_summary(workdir):
     for value in ("0.001", "0.003", "0.01"):
         assert f"| RRD | lambda_rrd = {value} |" in summary
     assert "Best worst case: RRD lambda_rrd" in summary
+    # defaults and auto, each against the student alone with the same learner settings
+    assert "| ml-100k (recbole) | RRD defaults | learning_rate=0.001,weight_decay=0 |" in summary
+    assert "| ml-100k (recbole) | DE-RRD auto |" in summary
     table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     assert "| DE-RRD (auto: lambda_de=" in table and "| RRD (auto: lambda_rrd=" in table
