@@ -153,6 +153,39 @@ def defaults_evidence(tables):
     return lines
 
 
+def candidates_table(results):
+    """Fixed against redrawn evaluation candidates under the paper's protocol (benchmarks run
+    with ``--results=<results>/eval-candidates/{fixed,redrawn}``): the early stop and the test
+    metrics of the student alone and RRD, at the plugin's defaults."""
+    import json
+
+    folder = os.path.join(results, "eval-candidates")
+    if not os.path.isdir(os.path.join(folder, "fixed")):
+        return []
+    lines = ["## Sampled evaluation: fixed against redrawn candidates (paper's protocol, defaults)", "",
+             "Each user's 499 negatives drawn once per split (`fixed_eval_candidates: True`, "
+             "`protocol_paper.yaml`) or anew at every evaluation (RecBole's own, "
+             "`redrawn_candidates.yaml`); the same split, seed and settings otherwise. Best epoch = "
+             "epochs run - the patience (20).", "",
+             "| data | method | candidates | epochs run | best valid ndcg@10 | test ndcg@10 | test hit@10 |",
+             "|---|---|---|---|---|---|---|"]
+    for dataset in sorted(os.listdir(os.path.join(folder, "fixed"))):
+        for method in ("teacher", "student", "RRD"):
+            for variant in ("fixed", "redrawn"):
+                path = os.path.join(folder, variant, dataset, "BPR-paper.cells.json")
+                if not os.path.isfile(path):
+                    continue
+                with open(path) as handle:
+                    cells = json.load(handle)
+                cell = next((cell for cell in cells.values() if cell["method"] == method), None)
+                if cell is None:
+                    continue
+                lines.append(f"| {dataset} | {method} | {variant} | {cell['epochs']} | "
+                             f"{cell['valid'].get('ndcg@10', float('nan')):.4f} | {cell['test']['ndcg@10']:.4f} | "
+                             f"{cell['test']['hit@10']:.4f} |")
+    return lines + [""]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(":".join(table) for table in TABLES),
@@ -172,7 +205,7 @@ def main(argv=None):
              "Built by `python run_scripts/summarize.py` from the benchmark tables "
              + ", ".join(f"`results/{table.args.dataset}/{table.name}.md`" for _, table in tables)
              + " (each: `python run_scripts/benchmark.py --tune --seeds=3 ...`, see the README).", ""]
-    lines += headline(tables) + promise_table(tables) + defaults_evidence(tables)
+    lines += headline(tables) + promise_table(tables) + defaults_evidence(tables) + candidates_table(args.results)
     output = args.output or os.path.join(args.results, "summary.md")
     with open(output, "w") as handle:
         handle.write("\n".join(lines))
