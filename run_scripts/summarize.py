@@ -31,9 +31,7 @@ def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_
                  f"--seeds={seeds}", "--tune", f"--results={results}", f"--work={results}",
                  f"--sizes={sizes}", f"--teacher_size={teacher_size}"]
     table = bench.Benchmark(bench.parse_args(arguments))
-    if not table.cells:
-        raise SystemExit(f"no benchmark cells at {table.cells_file}")
-    return table
+    return table if table.cells else None
 
 
 def cell_text(entry, metric):
@@ -196,15 +194,21 @@ def main(argv=None):
     parser.add_argument("--results", default=os.path.join(REPO, "results"))
     parser.add_argument("--output", default=None, help="default: <results>/summary.md")
     args = parser.parse_args(argv)
-    tables = []
+    tables, missing = [], []
     for spec in args.tables.split(","):
         dataset, backbone, protocol = spec.split(":")
-        tables.append((f"{dataset} ({protocol})", load_table(dataset, backbone, protocol, args.results, args.seeds,
-                                                                args.sizes, args.teacher_size)))
+        table = load_table(dataset, backbone, protocol, args.results, args.seeds, args.sizes, args.teacher_size)
+        if table is None:
+            missing.append(f"`{dataset}/{backbone}-{protocol}`")
+        else:
+            tables.append((f"{dataset} ({protocol})", table))
+    if not tables:
+        raise SystemExit(f"no benchmark cells under {args.results} for {', '.join(missing)}")
     lines = ["# Benchmark summary", "",
              "Built by `python run_scripts/summarize.py` from the benchmark tables "
              + ", ".join(f"`results/{table.args.dataset}/{table.name}.md`" for _, table in tables)
-             + " (each: `python run_scripts/benchmark.py --tune --seeds=3 ...`, see the README).", ""]
+             + " (each: `python run_scripts/benchmark.py --tune --seeds=3 ...`, see the README)."
+             + (f" Not run yet: {', '.join(missing)}." if missing else ""), ""]
     lines += headline(tables) + promise_table(tables) + defaults_evidence(tables) + candidates_table(args.results)
     output = args.output or os.path.join(args.results, "summary.md")
     with open(output, "w") as handle:
