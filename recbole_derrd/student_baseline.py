@@ -171,9 +171,15 @@ class StudentAloneComparison:
 
 
 def distillation_weights(config):
-    """The distiller's loss weights (its ``lambda_*`` keys) and their values in ``config``."""
+    """The distiller's loss weights (its ``lambda_*`` keys) and their values in ``config``,
+    those of terms switched off (e.g. ``lambda_de`` with ``use_de: False``) left out."""
     keys = yaml_keys(plugin_properties_file("model", f"{config['model']}.yaml"))
-    return {key: config[key] for key in sorted(keys) if key.startswith("lambda_")}
+    switches = getattr(config.model_class, "term_switches", {})
+
+    def term_on(key):
+        return key not in switches or config[switches[key]] is not False
+
+    return {key: config[key] for key in sorted(keys) if key.startswith("lambda_") and term_on(key)}
 
 
 def loss_note(config, alone_config):
