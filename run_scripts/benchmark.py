@@ -304,38 +304,34 @@ class Benchmark:
                     if method == "teacher" or method not in self.args.methods:
                         continue
                     for setting in self.settings(method, seed, size):
-                        key = cell_key(method, size, seed, setting)
-                        if key in self.cells:
-                            continue
-                        if method in DISTILLERS:
-                            self.ensure_teacher(seed)
-                        model, parameters = self.method_parameters(method, seed, size)
-                        tqdm.write(f"running {key}")
-                        self.cells[key] = self.run_cell(method, model, dict(parameters, **setting),
-                                                        seed, size, setting)
-                        self.save()
-                        tqdm.write(f"{key}: {self.args.metric} = "
-                                   f"{self.cells[key]['test'][self.args.metric]:.4f}")
+                        self.run_missing_cell(method, size, seed, setting)
             if self.args.tune and seed == self.args.seed_values[0]:
                 self.run_default_rows(seed)
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
 
+    def run_missing_cell(self, method, size, seed, setting, note=""):
+        """Train and test one student cell unless it is done, then save the cells."""
+        key = cell_key(method, size, seed, setting)
+        if key in self.cells:
+            return
+        if method in DISTILLERS:
+            self.ensure_teacher(seed)
+        model, parameters = self.method_parameters(method, seed, size)
+        tqdm.write(f"running {key}{note}")
+        self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size, setting)
+        self.save()
+        tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
+
     def run_default_rows(self, seed):
         """DEFAULT_ROWS at the plugin's defaults (no setting) and AUTO_ROWS with ``auto``
         weights, one seed."""
         for size in self.args.sizes:
             for method, setting in self.default_rows(size):
-                key = cell_key(method, size, seed, setting)
-                if method not in self.args.methods or key in self.cells:
-                    continue
-                self.ensure_teacher(seed)
-                model, parameters = self.method_parameters(method, seed, size)
-                tqdm.write(f"running {key} (plugin defaults{', automatic weights' if setting else ''})")
-                self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size,
-                                                setting)
-                self.save()
+                if method in self.args.methods:
+                    note = f" (plugin defaults{', automatic weights' if setting else ''})"
+                    self.run_missing_cell(method, size, seed, setting, note)
 
     def default_rows(self, size):
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and
