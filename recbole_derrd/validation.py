@@ -187,8 +187,8 @@ def check_weight_search_keys(checker, automatic_keys):
                 f"weight_search_values: {key} must be a non-empty list of numbers >= 0 (0 tries "
                 f"the run without that term), got {values!r}"
             )
-    checker.integer("weight_search_epochs", minimum=1)
-    checker.integer("weight_search_stopping_step", minimum=1)
+    checker.integer("weight_search_epochs", minimum=1, optional=True)
+    checker.integer("weight_search_stopping_step", minimum=1, optional=True)
     if automatic_keys:
         eval_step = config["eval_step"]
         if isinstance(eval_step, numbers.Integral) and eval_step < 1:

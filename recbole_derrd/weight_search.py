@@ -3,7 +3,7 @@ recbole_derrd.weight_search
 ###########################
 Automatic choice of a distiller's loss weights: a weight set to ``auto`` (``lambda_rrd: auto``,
 likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``, ``lambda_unkd``) is chosen on the
-validation split by short trial runs before the run trains, and the run then trains with the
+validation split by trial runs before the run trains, and the run then trains with the
 chosen number.
 
 - **Candidates**: ``weight_search_values[key]`` (a key missing there takes the plugin's default
@@ -23,8 +23,13 @@ chosen number.
   random state, trained for at most ``min(weight_search_epochs, epochs)`` epochs with early
   stopping after ``weight_search_stopping_step`` evaluations without improvement, scored by
   ``valid_metric`` on the validation split; nothing is saved, the test split is never used.
-  Schedules that follow ``epochs`` (DE's annealing) keep the full run's length, so a trial is
-  the start of the run it stands for.
+  By default (both keys ``~``) a trial is as long as the run, with the run's patience: the
+  chosen trial is the run that follows, and the choice compares converged runs. Shorter
+  trials are cheaper but biased: distillation speeds up the first epochs, so trials stopped
+  long before convergence favour the strongest weight (on ml-100k and Last.fm, 30-epoch trials
+  chose the largest weight offered, and on Last.fm a student worse than the student alone).
+  Schedules that follow ``epochs`` (DE's annealing) keep the full run's length, so a short
+  trial is the start of the run it stands for.
 - **Choice**: the best validation score (``valid_metric_bigger``), ties to the smaller weight
   (to the student alone in the last comparison).
 - **Record**: the chosen numbers replace ``auto`` in the configuration (so the checkpoint's
@@ -185,6 +190,17 @@ def trial_table(report):
     return "\n".join(lines)
 
 
+def trial_length(config):
+    """``epochs`` and ``stopping_step`` of a trial: ``weight_search_epochs`` (at most the run's
+    ``epochs``) and ``weight_search_stopping_step``, each ``~`` meaning the run's own."""
+    epochs = config["weight_search_epochs"]
+    stopping_step = config["weight_search_stopping_step"]
+    return {
+        "epochs": config["epochs"] if epochs is None else min(epochs, config["epochs"]),
+        "stopping_step": config["stopping_step"] if stopping_step is None else stopping_step,
+    }
+
+
 def search_loss_weights(config, teacher_checkpoint=None):
     r"""Choose the ``auto`` loss weights of ``config`` on the validation split (module
     docstring: candidates, order, trials, choice). ``config`` is left as it was.
@@ -213,8 +229,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
     switches_on = {switch: config[switch] for switch in getattr(model_class, "term_switches", {}).values()}
     trial_config = dict(
         model_class.schedule_settings(config),
-        epochs=min(config["weight_search_epochs"], config["epochs"]),
-        stopping_step=config["weight_search_stopping_step"],
+        **trial_length(config),
     )
     order = "; then ".join(
         f"{key} over {candidates[key]}"

@@ -67,6 +67,9 @@ TUNED_FROM = {
 #: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.weight_search).
 DEFAULT_ROWS = ["RRD", "DE-RRD"]
 AUTO_ROWS = {"RRD": {"lambda_rrd": "auto"}, "DE-RRD": {"lambda_rrd": "auto", "lambda_de": "auto"}}
+#: The search's former default trial length (30 epochs, patience 5): rows run with it are kept
+#: in the reports (not run again), beside those with trials as long as the run.
+SHORT_TRIALS = {"weight_search_epochs": 30, "weight_search_stopping_step": 5}
 #: Order of the searches within a seed (a method after the one it takes settings from).
 TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
 #: Per-user test metrics kept in each cell for the significance tests.
@@ -333,16 +336,20 @@ class Benchmark:
                     note = f" (plugin defaults{', automatic weights' if setting else ''})"
                     self.run_missing_cell(method, size, seed, setting, note)
 
-    def default_rows(self, size):
+    def default_rows(self, size, short_trials=False):
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and
         RecBole's) defaults; AUTO_ROWS with ``auto`` weights and the student alone's chosen
-        learner settings (what ``auto`` replaces is the weight search alone)."""
+        learner settings (what ``auto`` replaces is the weight search alone); with
+        ``short_trials`` also AUTO_ROWS with SHORT_TRIALS (reported where they were run)."""
         rows = [(method, {}) for method in DEFAULT_ROWS]
         try:
             learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
         except RuntimeError:  # the student's search has not run
             return rows
-        return rows + [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
+        rows += [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
+        if short_trials:
+            rows += [(method, dict(learner, **weights, **SHORT_TRIALS)) for method, weights in AUTO_ROWS.items()]
+        return rows
 
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
@@ -546,17 +553,19 @@ class Benchmark:
         lines += ["", f"Without a search (seed {args.seed_values[0]}): the plugin's defaults with RecBole's "
                   "learner defaults, and `auto` (the weights the plugin's own search chose, with the "
                   "student alone's chosen learner settings; its trials and their time; train s: the final "
-                  "run). Validation gains relative to the chosen student alone.", "",
+                  "run; trials as long as the run unless the row says 30-epoch trials, the former "
+                  "default). Validation gains relative to the chosen student alone.", "",
                   f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
                   "|---|---|---|---|---|---|"]
-        for method, setting in self.default_rows(size):
+        for method, setting in self.default_rows(size, short_trials=True):
             cell = self.cells.get(cell_key(method, size, args.seed_values[0], setting))
             if cell:
                 gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
                         if reference else "-")
                 search = cell.get("weight_search")
+                short = " of 30 epochs" if "weight_search_epochs" in setting else ""
                 name = method + (f" (auto: {setting_label(search['chosen'])}; {search['trial_count']} "
-                                 f"trials, {search['seconds'] + search['preparation_seconds']:.0f} s)"
+                                 f"trials{short}, {search['seconds'] + search['preparation_seconds']:.0f} s)"
                                  if search else "")
                 lines.append(f"| {name} | {cell['valid_score']:.4f} | {gain} | "
                              f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")

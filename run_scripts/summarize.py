@@ -79,6 +79,14 @@ def headline(tables):
     return lines + [""]
 
 
+def run_label(setting):
+    """How a row beside the search was run: the defaults, or ``auto`` (with trials as long as
+    the run, or 30-epoch ones, the former default)."""
+    if not setting:
+        return "defaults"
+    return "auto (30-epoch trials)" if "weight_search_epochs" in setting else "auto"
+
+
 def promise_table(tables):
     """The plugin's promise, checked where a user stands without tuning: RRD and DE-RRD at the
     plugin's defaults against the student alone at RecBole's defaults, and with ``auto`` weights
@@ -94,7 +102,7 @@ def promise_table(tables):
         except RuntimeError:
             continue
         chosen_student = table.cells.get(bench.cell_key("student", size, first, chosen))
-        for method, setting in table.default_rows(size):
+        for method, setting in table.default_rows(size, short_trials=True):
             cell = table.cells.get(bench.cell_key(method, size, first, setting))
             student = chosen_student if setting else default_student
             if cell is None or student is None:
@@ -104,7 +112,7 @@ def promise_table(tables):
             test = 100 * (cell["test"]["ndcg@10"] / student["test"]["ndcg@10"] - 1)
             search = cell.get("weight_search")
             lines.append(
-                f"| {name} | {method} {'auto' if setting else 'defaults'} | {learner} | "
+                f"| {name} | {method} {run_label(setting)} | {learner} | "
                 f"{cell['valid_score']:.4f} ({valid:+.1f}%) | {cell['test']['ndcg@10']:.4f} ({test:+.1f}%) | "
                 + (f"{bench.setting_label(search['chosen'])}, {search['trial_count']} trials, "
                    f"{search['seconds'] + search['preparation_seconds']:.0f} s" if search else "-") + " |")

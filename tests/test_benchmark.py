@@ -126,8 +126,17 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert chosen["setting"] == best["setting"]  # the second seed runs the validation winner
     derrd = next(cell for key, cell in cells.items() if key.startswith("DE-RRD|8|2021"))
     assert derrd["setting"]["lambda_rrd"] == best["setting"]["lambda_rrd"]
+    # a row run with the former 30-epoch trials is kept in the reports, labelled, not run again
+    short_setting = dict(rrd_auto["setting"], **benchmark.SHORT_TRIALS)
+    short_key = benchmark.cell_key("RRD", 8, 2020, short_setting)
+    cells[short_key] = dict(rrd_auto, setting=short_setting)
+    (workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").write_text(json.dumps(cells))
+    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--methods=student,RRD,DE-RRD", "--tune",
+                    "--report_only", f"--work={workdir / 'work'}"] + common)
     summarize.main(["--tables=ml-100k:BPR:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
+    assert "| ml-100k (recbole) | RRD auto (30-epoch trials) |" in summary
+    assert "| ml-100k (recbole) | RRD auto |" in summary
     assert "| ml-100k (recbole) | 2/2 | ndcg@10 |" in summary and "| ml-100k (recbole) | 2/2 | recall@20 |" in summary
     for value in ("0.001", "0.003", "0.01"):
         assert f"| RRD | lambda_rrd = {value} |" in summary
@@ -137,3 +146,4 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert "| ml-100k (recbole) | DE-RRD auto |" in summary
     table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     assert "| DE-RRD (auto: lambda_de=" in table and "| RRD (auto: lambda_rrd=" in table
+    assert " trials of 30 epochs, " in table

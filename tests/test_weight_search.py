@@ -85,7 +85,8 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
     trained = []
 
     def scored_trial(config, settings, *args):
-        assert settings["epochs"] == 7 and settings["stopping_step"] == 5
+        # by default a trial is as long as the run, with its patience
+        assert settings["epochs"] == 7 and settings["stopping_step"] == 10
         assert settings["de_anneal_epochs"] == 7  # the run's schedule, not the trial's length
         weights = (settings["lambda_rrd"], settings["lambda_de"])
         # a weight of 0 switches its DERRD term off, unless no term would be left (RRD stays)
@@ -120,6 +121,17 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
     # the configuration is left as it was
     assert (config["lambda_rrd"], config["epochs"], config["stopping_step"]) == ("auto", 7, 10)
     assert config["de_anneal_epochs"] is None
+
+
+@pytest.mark.parametrize("overrides, length", [
+    ({}, {"epochs": 7, "stopping_step": 10}),  # the run's own
+    ({"weight_search_epochs": 30, "weight_search_stopping_step": 5}, {"epochs": 7, "stopping_step": 5}),
+    ({"weight_search_epochs": 3}, {"epochs": 3, "stopping_step": 10}),
+])
+def test_a_trial_is_as_long_as_the_run_unless_shortened(workdir, fast_config, overrides, length):
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(
+        lambda_rrd="auto", epochs=7, stopping_step=10, **overrides))
+    assert recbole_derrd.weight_search.trial_length(config) == length
 
 
 def test_every_distillers_weights_are_searchable():
