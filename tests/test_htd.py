@@ -230,7 +230,7 @@ def test_registered_as_a_distiller_with_an_auto_weight(workdir, fast_config):
     assert HTD.loss_weight_keys == ("lambda_htd",)
     config = Config("HTD", "ml-100k", config_dict=fast_config(lambda_htd="auto"))
     assert config["lambda_htd"] == "auto"
-    assert config["weight_search_values"]["lambda_htd"] == [0, 0.1, 1, 10]
+    assert config["weight_search_values"]["lambda_htd"] == [0, 1, 10, 100]
 
 
 @pytest.mark.parametrize("overrides, message", [
