@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from recbole_derrd.config import Config
-from recbole_derrd.model import CD, DERRD, RD, UnKD
+from recbole_derrd.model import CD, DERRD, HTD, RD, UnKD
 from recbole_derrd.quick_start import load_data_and_model, objective_function, run, run_recbole_derrd
 from recbole_derrd.trainer import DERRDTrainer, DistillationTrainer
 from recbole_derrd.utils import get_model, get_trainer
@@ -16,6 +16,7 @@ __all__ = [
     "DistillationTrainer",
     "get_model",
     "get_trainer",
+    "HTD",
     "load_data_and_model",
     "objective_function",
     "RD",

@@ -48,6 +48,8 @@ PARAMETER_KEYS = [
     "de_num_experts",
     "de_selection",
     "de_layer",
+    "htd_num_groups",
+    "htd_flat",
 ]
 
 #: Keys that decide an on-demand teacher: a resume with other values would train (and

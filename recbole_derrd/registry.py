@@ -16,7 +16,7 @@ from recbole_derrd.errors import UserError
 
 #: Names of the models this plugin defines (the distillers), as exported by
 #: :mod:`recbole_derrd.model`.
-PLUGIN_MODELS = ("DERRD", "RD", "CD", "UnKD")
+PLUGIN_MODELS = ("DERRD", "RD", "CD", "UnKD", "HTD")
 
 
 class UnknownModelError(UserError, ValueError):

@@ -355,10 +355,10 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         )
         diagnostics = self.epoch_diagnostics[-1] if self.epoch_diagnostics else {}
         if "tau" in diagnostics:
-            parts += (
-                ", " + set_color("tau", "blue") + f": {diagnostics['tau']:.3g}, "
-                + set_color("experts/entity", "blue") + f": {diagnostics['active_experts']:.2f}"
-            )
+            parts += ", " + set_color("tau", "blue") + f": {diagnostics['tau']:.3g}"
+        for key, label in (("active_experts", "experts/entity"), ("groups_used", "groups/batch")):
+            if key in diagnostics:
+                parts += ", " + set_color(label, "blue") + f": {diagnostics[key]:.2f}"
         return (
             set_color(f"epoch {epoch_idx} training", "green")
             + " ["

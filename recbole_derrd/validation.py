@@ -53,7 +53,7 @@ AUTO = "auto"
 
 #: The loss weights of every distiller of this plugin (each model's own: its
 #: ``loss_weight_keys``): the keys ``weight_search_values`` may hold candidates for.
-LOSS_WEIGHT_KEYS = ("lambda_de", "lambda_rrd", "lambda_rd", "lambda_cd", "lambda_unkd")
+LOSS_WEIGHT_KEYS = ("lambda_de", "lambda_rrd", "lambda_rd", "lambda_cd", "lambda_unkd", "lambda_htd")
 
 
 class ConfigChecker:

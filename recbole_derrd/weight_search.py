@@ -2,7 +2,7 @@ r"""
 recbole_derrd.weight_search
 ###########################
 Automatic choice of a distiller's loss weights: a weight set to ``auto`` (``lambda_rrd: auto``,
-likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``, ``lambda_unkd``) is chosen on the
+likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``, ``lambda_unkd``, ``lambda_htd``) is chosen on the
 validation split by trial runs before the run trains, and the run then trains with the
 chosen number.
 

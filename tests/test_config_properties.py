@@ -43,7 +43,7 @@ def model_keys(model):
 
 
 #: Every plugin key, by distiller.
-PLUGIN_KEYS = {model: model_keys(model) for model in ("DERRD", "RD", "CD")}
+PLUGIN_KEYS = {model: model_keys(model) for model in ("DERRD", "RD", "CD", "HTD")}
 
 #: Fast settings of the competitors, on top of the tests' FAST ones.
 FAST_COMPETITORS = {"rd_topk": 5, "rd_rank_samples": 10, "cd_topn": 50}
@@ -75,7 +75,7 @@ def yaml_defaults(*parts):
 #: The distillers' defaults (BPR student), by key.
 DEFAULTS = {**yaml_defaults("overall.yaml"), **yaml_defaults("distiller.yaml"),
             **yaml_defaults("model", "DERRD.yaml"), **yaml_defaults("model", "RD.yaml"),
-            **yaml_defaults("model", "CD.yaml")}
+            **yaml_defaults("model", "CD.yaml"), **yaml_defaults("model", "HTD.yaml")}
 
 #: Values of any type near the boundaries of the checks.
 NEAR_VALUE = st.one_of(

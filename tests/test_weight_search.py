@@ -12,7 +12,7 @@ import torch
 import recbole_derrd.model.distiller
 import recbole_derrd.pipeline
 import recbole_derrd.weight_search
-from recbole_derrd import CD, DERRD, RD, Config, UnKD, objective_function, run_recbole_derrd
+from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
 from recbole_derrd.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
 from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
@@ -135,7 +135,7 @@ def test_a_trial_is_as_long_as_the_run_unless_shortened(workdir, fast_config, ov
 
 
 def test_every_distillers_weights_are_searchable():
-    assert {key for model in (DERRD, RD, CD, UnKD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
+    assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
 
 
 # ----- a real search -----
@@ -292,7 +292,7 @@ def test_bad_search_settings_are_refused_when_the_configuration_is_built(workdir
 
 @pytest.mark.parametrize("model, key", [("DERRD", "lambda_rrd"), ("DERRD", "lambda_de"),
                                         ("RD", "lambda_rd"), ("CD", "lambda_cd"),
-                                        ("UnKD", "lambda_unkd")])
+                                        ("UnKD", "lambda_unkd"), ("HTD", "lambda_htd")])
 def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key):
     config = Config(model, "ml-100k", config_dict=fast_config(**{key: "auto"}))
     assert config[key] == "auto"

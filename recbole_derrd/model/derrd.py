@@ -174,15 +174,6 @@ class DERRD(Distiller):
         """The frozen teacher representation a student table is distilled towards."""
         return getattr(self, f"teacher_{name}_repr")
 
-    def batch_items(self, interaction):
-        """``(positive, negative)`` item ids of a batch: pairwise batches carry negatives in
-        their own field, pointwise ones as rows labelled 0."""
-        items = interaction[self.ITEM_ID]
-        if self.NEG_ITEM_ID in interaction:
-            return items, interaction[self.NEG_ITEM_ID]
-        labels = interaction[self.LABEL]
-        return items[labels > 0.5], items[labels <= 0.5]
-
     def de_term(self, interaction, batch_users):
         r""":math:`\mathcal{L}_{DE}` of the batch."""
         if self.de_pair_layer is not None:

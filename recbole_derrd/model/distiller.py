@@ -172,6 +172,15 @@ class Distiller(GeneralRecommender):
         loss = self.student.calculate_loss(interaction)
         return loss * len(interaction) if self.loss_reduction == "sum" else loss
 
+    def batch_items(self, interaction):
+        """``(positive, negative)`` item ids of a batch: pairwise batches carry negatives in
+        their own field, pointwise ones as rows labelled 0."""
+        items = interaction[self.ITEM_ID]
+        if self.NEG_ITEM_ID in interaction:
+            return items, interaction[self.NEG_ITEM_ID]
+        labels = interaction[self.LABEL]
+        return items[labels > 0.5], items[labels <= 0.5]
+
     def epoch_generator(self, epoch):
         """A generator seeded from (seed, epoch), on the model's device."""
         generator = torch.Generator(device=self.device)

@@ -1,0 +1,269 @@
+r"""
+HTD
+################################################
+Reference:
+    SeongKu Kang, Junyoung Hwang, Wonbin Kweon, Hwanjo Yu. "Topology Distillation for
+    Recommender System." In KDD 2021 (arXiv:2106.08700).
+
+Topology distillation transfers the *relations* among entities in the teacher's representation
+space, not the representations themselves. For the entities of a batch (the batch's unique
+users, and separately its unique items, positives and negatives), a relation is the cosine
+similarity :math:`\rho` of two representations; the teacher's relations are computed on its
+frozen representations.
+
+**FTD** (full topology distillation, ``htd_flat: True``): the student's relations, on its own
+representations (cosine needs no common dimension), match the teacher's over every pair:
+
+.. math::
+    \mathcal{L}_{FTD} = \lVert A^t - A^s \rVert_F^2, \qquad
+    A^t_{ij} = \rho(h^t_i, h^t_j), \quad A^s_{ij} = \rho(h^s_i, h^s_j)
+
+**HTD** (hierarchical topology distillation, the default): a compact student cannot hold the
+whole topology, so it is decomposed.
+
+- *Preference groups*: a selection network reads the teacher representation and assigns every
+  entity to one of ``K`` groups (``htd_num_groups``) by a Gumbel-softmax,
+  :math:`z_i = \text{one-hot}\big(\arg\max_k (\log\alpha_{ik} + g_k)\big)`,
+  :math:`\alpha_i = \mathrm{softmax}(W h^t_i + b)`, straight-through: one-hot forward, the
+  gradient of the soft sample at temperature :math:`\tau` backward (:func:`group_assignment`),
+  with :math:`\tau` annealed per epoch as DE anneals its selection (``htd_tau_start``,
+  ``htd_tau_end``, ``htd_anneal_epochs``; :func:`~recbole_derrd.model.experts.annealed_temperature`).
+- Each group has a mapping of the student representation into the teacher space (DE's experts,
+  :class:`~recbole_derrd.model.experts.DistillationExperts`, one per group):
+  :math:`\hat h^s_i = \sum_k z_{ik} f_k(h^s_i)`.
+- *Prototypes*: a group's prototype is the mean of its members' representations,
+  :math:`p^t_k`, :math:`p^s_k` (teacher, mapped student).
+- The student preserves the group-level topology (relations among the non-empty groups'
+  prototypes), and the entity-level topology: each entity's relations to every non-empty
+  group's prototype, and the full relations among the entities of one group:
+
+.. math::
+    \mathcal{L}_{HTD} = \alpha\, \mathcal{L}_{group} + (1 - \alpha) (\mathcal{L}_{entity\text{-}group}
+    + \mathcal{L}_{within}), \qquad
+    \mathcal{L}_{within} = \sum_{i \ne j} z_i^\top z_j \big(\rho(h^t_i, h^t_j) - \rho(\hat h^s_i, \hat h^s_j)\big)^2
+
+with :math:`\alpha` = ``htd_alpha``. The loss is computed for users and for items, and
+:math:`\mathcal{L} = \mathcal{L}_{base} + \lambda_{HTD} (\mathcal{L}^{user}_{TD} + \mathcal{L}^{item}_{TD})`.
+
+Reduction (``loss_reduction``): ``sum`` sums the squared differences of each level (the
+paper's squared Frobenius norms); ``mean`` averages them over the level's relations (ordered
+pairs of distinct entities, entity x non-empty group, ordered pairs of distinct non-empty
+groups), so that the weight does not depend on the batch size. Relations of an entity (or a
+group) with itself are 1 on both sides and left out.
+
+Identities (tests/test_htd.py): with ``K = 1`` every entity is in the one group, the group
+level is empty and :math:`\mathcal{L}_{within}` is :math:`\mathcal{L}_{FTD}` on the mapped
+student representations.
+
+Everything is vectorised: one-hot assignments as a matrix, group masks as :math:`Z Z^\top`, the
+experts as one batched product; no loop over entities or groups. The selection network and
+the experts are training-only: the deployed student is the backbone alone.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_derrd.model.backbones import backbone_class
+from recbole_derrd.model.derrd import MIN_SELECTION_TAU
+from recbole_derrd.model.distiller import Distiller
+from recbole_derrd.model.experts import DistillationExperts, annealed_temperature
+
+
+def cosine_relations(left, right=None):
+    r""":math:`\rho(a_i, b_j)` for every row ``i`` of ``left`` and ``j`` of ``right`` (default
+    ``left``): ``[n, m]``. A zero vector has relation 0 to everything."""
+    left = F.normalize(left, dim=-1)
+    right = left if right is None else F.normalize(right, dim=-1)
+    return left @ right.T
+
+
+def reduce_relations(squared_differences, weights, reduction):
+    """The sum of ``weights * squared_differences`` (``sum``), or that sum over the weights'
+    total (``mean``: the mean over the relations the weights select; 0 when none)."""
+    total = (weights * squared_differences).sum()
+    if reduction == "sum":
+        return total
+    return total / weights.detach().sum().clamp(min=1)
+
+
+def off_diagonal(n, device=None):
+    """``[n, n]`` float mask, 1 off the diagonal."""
+    return 1.0 - torch.eye(n, device=device)
+
+
+def ftd_loss(teacher_repr, student_repr, reduction="mean"):
+    r""":math:`\mathcal{L}_{FTD}`: the squared differences of the teacher's and the student's
+    relations over every ordered pair of distinct entities, summed or averaged."""
+    difference = (cosine_relations(teacher_repr) - cosine_relations(student_repr)).pow(2)
+    return reduce_relations(difference, off_diagonal(len(teacher_repr), teacher_repr.device), reduction)
+
+
+def htd_losses(teacher_repr, student_repr, assignment, reduction="mean"):
+    r"""The three levels of HTD, ``(group, entity_group, within)``.
+
+    Args:
+        teacher_repr (torch.Tensor): ``[n, d_t]`` teacher representations.
+        student_repr (torch.Tensor): ``[n, d_t]`` student representations mapped to the
+            teacher space.
+        assignment (torch.Tensor): ``[n, K]`` group assignment (one-hot rows; straight-through
+            gradients reach it through the prototypes and the group masks).
+        reduction (str): ``mean`` or ``sum``.
+    """
+    counts = assignment.sum(dim=0)  # [K]
+    present = (counts.detach() > 0).to(teacher_repr.dtype)
+    scale = counts.clamp(min=1).unsqueeze(1)
+    teacher_prototypes = assignment.T @ teacher_repr / scale  # [K, d_t], means of the members
+    student_prototypes = assignment.T @ student_repr / scale
+    n_groups = assignment.shape[1]
+
+    group_difference = (cosine_relations(teacher_prototypes) - cosine_relations(student_prototypes)).pow(2)
+    group_weights = present.unsqueeze(1) * present.unsqueeze(0) * off_diagonal(n_groups, teacher_repr.device)
+    group = reduce_relations(group_difference, group_weights, reduction)
+
+    entity_group_difference = (
+        cosine_relations(teacher_repr, teacher_prototypes) - cosine_relations(student_repr, student_prototypes)
+    ).pow(2)
+    entity_group = reduce_relations(entity_group_difference, present.expand_as(entity_group_difference), reduction)
+
+    within_difference = (cosine_relations(teacher_repr) - cosine_relations(student_repr)).pow(2)
+    same_group = (assignment @ assignment.T) * off_diagonal(len(teacher_repr), teacher_repr.device)
+    within = reduce_relations(within_difference, same_group, reduction)
+    return group, entity_group, within
+
+
+def group_assignment(logits, tau):
+    r"""One-hot Gumbel-softmax sample of each row of ``logits`` (``[n, K]``), straight-through:
+    the forward value is one-hot, the gradient is that of the soft sample at temperature
+    ``tau``. ``softmax(logits)`` is :math:`\alpha`; Gumbel-softmax on the logits equals the
+    paper's form on :math:`\log\alpha` (they differ by a per-row constant)."""
+    return F.gumbel_softmax(logits, tau=tau, hard=True)
+
+
+class TopologyGroups(nn.Module):
+    r"""HTD's training-only modules for one side (users or items): the selection network that
+    assigns entities to ``K`` groups from their teacher representation, and one mapping of the
+    student representation into the teacher space per group (DE's experts, dense).
+
+    Args:
+        student_dim (int), teacher_dim (int): representation sizes.
+        num_groups (int): K.
+    """
+
+    def __init__(self, student_dim, teacher_dim, num_groups):
+        super().__init__()
+        self.num_groups = num_groups
+        # gumbel: a selection network (K > 1); the assignment itself is drawn here, hard
+        self.experts = DistillationExperts(student_dim, teacher_dim, num_groups, "gumbel",
+                                           weight_floor=0.0, routing="dense")
+
+    def assign(self, teacher_repr, tau):
+        """``[n, K]`` one-hot assignment (straight-through); all ones for ``K = 1``."""
+        if self.experts.selection is None:
+            return teacher_repr.new_ones(teacher_repr.shape[0], 1)
+        return group_assignment(self.experts.selection_logits(teacher_repr), tau)
+
+    def forward(self, student_repr, teacher_repr, tau, alpha, reduction):
+        r""":math:`\mathcal{L}_{HTD}` of one side's entities, and the number of non-empty groups."""
+        assignment = self.assign(teacher_repr, tau)
+        mapped = self.experts.dense_reconstruct(student_repr, assignment)
+        group, entity_group, within = htd_losses(teacher_repr, mapped, assignment, reduction)
+        loss = alpha * group + (1 - alpha) * (entity_group + within)
+        return loss, (assignment.detach().sum(0) > 0).sum()
+
+
+class HTD(Distiller):
+    r"""A student backbone distilled with topology distillation: hierarchical (HTD, the
+    default) or full (FTD, ``htd_flat: True``), on the batch's users and items. Inference is
+    the plain student."""
+
+    loss_names = ("base", "htd")
+    loss_weight_keys = ("lambda_htd",)
+    sides = ("user", "item")
+
+    @classmethod
+    def check_keys(cls, checker):
+        super().check_keys(checker)
+        checker.integer("htd_num_groups", minimum=1)
+        checker.boolean("htd_flat")
+        alpha = checker.number("htd_alpha", minimum=0)
+        if alpha is not None and alpha > 1:
+            checker.fail(f"htd_alpha must be in [0, 1] (the group level's share), got {alpha}")
+        checker.number("htd_tau_start", minimum=MIN_SELECTION_TAU)
+        checker.number("htd_tau_end", minimum=MIN_SELECTION_TAU)
+        checker.integer("htd_anneal_epochs", minimum=1, optional=True)
+        config = checker.config
+        teacher = config["teacher_model"]
+        if not config["teacher_checkpoint"] and isinstance(teacher, str) \
+                and not backbone_class(teacher).defines_side_tables():
+            checker.fail(
+                f"HTD distils the teacher's user and item representations, and none is defined "
+                f"for teacher_model {teacher} (BPR, LightGCN and NeuMF have one)"
+            )
+
+    @classmethod
+    def schedule_settings(cls, config):
+        """The assignment's annealing lasts ``htd_anneal_epochs``, by default ``epochs``."""
+        return {"htd_anneal_epochs": config["htd_anneal_epochs"] or config["epochs"]}
+
+    def __init__(self, config, dataset, teacher=None, split=None):
+        super().__init__(config, dataset, teacher=teacher, split=split)
+        self.lambda_htd = config["lambda_htd"]
+        self.flat = config["htd_flat"]
+        self.alpha = config["htd_alpha"]
+        self.tau_start, self.tau_end = config["htd_tau_start"], config["htd_tau_end"]
+        self.anneal_epochs = config["htd_anneal_epochs"] or config["epochs"]
+        self.selection_tau = self.tau_start
+        groups = {}
+        for side in self.sides:
+            target = self.teacher_backbone.side_representation(side).detach().clone()
+            self.register_buffer(f"teacher_{side}_repr", target, persistent=False)
+            if not self.flat:
+                student_dim = self.student_backbone.side_representation(side).shape[1]
+                groups[side] = TopologyGroups(student_dim, target.shape[1], config["htd_num_groups"])
+        self.groups = nn.ModuleDict(groups) if groups else None
+        self.reset_diagnostics()
+
+    def reset_diagnostics(self):
+        self.groups_used, self.group_calls = 0, 0
+
+    def teacher_repr(self, side):
+        return getattr(self, f"teacher_{side}_repr")
+
+    def start_epoch(self, epoch):
+        r"""Anneal the assignment's temperature :math:`\tau` for ``epoch``."""
+        self.selection_tau = annealed_temperature(epoch, self.tau_start, self.tau_end, self.anneal_epochs)
+
+    def epoch_diagnostics(self):
+        """The assignment temperature of the epoch and the mean number of non-empty groups of
+        a side's batch (HTD)."""
+        if self.flat:
+            return {}
+        used = float(self.groups_used) / max(self.group_calls, 1)
+        self.reset_diagnostics()
+        return {"tau": self.selection_tau, "groups_used": used}
+
+    def shared_state(self):
+        return [self.teacher_repr(side) for side in self.sides]
+
+    def side_term(self, side, entities):
+        """The topology loss of one side's entities (unique ids)."""
+        student_repr = self.student_backbone.side_representation(side).index_select(0, entities)
+        teacher_repr = self.teacher_repr(side)[entities]
+        if self.flat:
+            return ftd_loss(teacher_repr, student_repr, self.loss_reduction)
+        loss, used = self.groups[side](student_repr, teacher_repr, self.selection_tau, self.alpha,
+                                       self.loss_reduction)
+        self.groups_used = self.groups_used + used  # a tensor: no device sync per step
+        self.group_calls += 1
+        return loss
+
+    def htd_term(self, interaction):
+        r""":math:`\mathcal{L}^{user}_{TD} + \mathcal{L}^{item}_{TD}` of the batch."""
+        users = torch.unique(interaction[self.USER_ID])
+        items = torch.unique(torch.cat(self.batch_items(interaction)))
+        return self.side_term("user", users) + self.side_term("item", items)
+
+    def calculate_loss(self, interaction):
+        with self.student_backbone.training_step():
+            return self.base_loss(interaction), self.lambda_htd * self.htd_term(interaction)
