@@ -26,7 +26,10 @@ import torch
 from tqdm import tqdm
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ["teacher", "student", "RD", "CD", "DE", "RRD", "RRD-topK", "DE-RRD"]
+#: Every method, in the tables' order; the default --methods are the DE-RRD paper's (and RRD-topK),
+#: UnKD and HTD (the later distillers) run when named.
+METHODS = ["teacher", "student", "RD", "CD", "DE", "RRD", "RRD-topK", "DE-RRD", "UnKD", "HTD"]
+DEFAULT_METHODS = METHODS[:8]
 #: (model, extra keys) of every student method; the backbone and size are added per cell.
 #: RRD-topK: RRD with the teacher's top-K as the interesting items instead of sampling them.
 DISTILLERS = {
@@ -36,6 +39,8 @@ DISTILLERS = {
     "RRD": ("DERRD", {"use_de": False}),
     "RRD-topK": ("DERRD", {"use_de": False, "rrd_sample_interesting": False}),
     "DE-RRD": ("DERRD", {}),
+    "UnKD": ("UnKD", {}),
+    "HTD": ("HTD", {}),
 }
 #: --tune: the search space of each method, searched on the validation split of the first seed,
 #: the same number of trials (3) for every method. Values are explicit (not the plugin's current
@@ -48,6 +53,8 @@ TUNING_GRIDS = {
     "CD": [{"lambda_cd": value} for value in (0.01, 0.1, 1.0)],
     "RRD": [{"lambda_rrd": value} for value in (0.001, 0.003, 0.01)],
     "DE-RRD": [{"lambda_de": value} for value in (0.001, 0.01, 0.1)],
+    "UnKD": [{"lambda_unkd": value} for value in (0.01, 0.1, 1.0)],
+    "HTD": [{"lambda_htd": value} for value in (1.0, 10.0, 100.0)],
 }
 #: --tune: settings taken from other methods' searches (method: [(source, keys), ...]), searched
 #: after them. Every distiller trains its student with the student alone's chosen learning rate
@@ -62,6 +69,8 @@ TUNED_FROM = {
     "DE-RRD": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
     "DE": [("student", LEARNER_KEYS), ("DE-RRD", ["lambda_de"])],
     "RRD-topK": [("student", LEARNER_KEYS), ("RRD", ["lambda_rrd"])],
+    "UnKD": [("student", LEARNER_KEYS)],
+    "HTD": [("student", LEARNER_KEYS)],
 }
 #: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them,
 #: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.weight_search).
@@ -71,7 +80,7 @@ AUTO_ROWS = {"RRD": {"lambda_rrd": "auto"}, "DE-RRD": {"lambda_rrd": "auto", "la
 #: in the reports (not run again), beside those with trials as long as the run.
 SHORT_TRIALS = {"weight_search_epochs": 30, "weight_search_stopping_step": 5}
 #: Order of the searches within a seed (a method after the one it takes settings from).
-TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE"]
+TUNING_ORDER = ["teacher", "student", "RD", "CD", "RRD", "RRD-topK", "DE-RRD", "DE", "UnKD", "HTD"]
 #: Per-user test metrics kept in each cell for the significance tests.
 PER_USER_METRICS = ("ndcg@10", "recall@20", "hit@10")
 PROTOCOLS = {
@@ -209,6 +218,8 @@ class Benchmark:
             config["epochs"] = self.args.epochs
         if self.args.data_path:
             config["data_path"] = self.args.data_path
+        if self.args.popularity_groups:
+            config["popularity_groups"] = self.args.popularity_groups
         return config
 
     def method_parameters(self, method, seed, size):
@@ -282,6 +293,7 @@ class Benchmark:
             "train_seconds": sum(epoch_seconds),
             "wall_seconds": time.time() - start,
             "checkpoint": result["checkpoint"],
+            "popularity": result.get("test_popularity_result"),  # None unless --popularity_groups
             "timing": timing_context(config.get("gpu_id")),
             "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
         }
@@ -510,6 +522,7 @@ class Benchmark:
         if args.tune:
             lines += self.tuning_text()
         lines += self.significance_text(summary)
+        lines += self.popularity_text(keys)
         with open(path, "w") as handle:
             handle.write("\n".join(lines))
 
@@ -606,6 +619,40 @@ class Benchmark:
                              f"{test['p']:.2g} | {'yes' if test['p'] < 0.05 else 'no'} |")
         return lines + [""] if rows else []
 
+    def popularity_text(self, keys):
+        """Test Recall@20 (or the protocol's largest k) within item-popularity groups
+        (--popularity_groups), mean over the reported seeds of each row: does a distilled
+        student serve the long tail as well as the head?"""
+        rows = []
+        for method, size in keys:
+            cells = [cell.get("popularity") for cell in self.reported_cells(method, size)]
+            cells = [cell for cell in cells if cell]
+            if cells:
+                rows.append((method, size, cells))
+        if not rows:
+            return []
+        first = rows[0][2][0]
+        ks = sorted(int(field.split("@")[1]) for field in first if field.startswith("recall@"))
+        k = 20 if 20 in ks else ks[-1]
+        groups = first["groups"]
+        shares = " | ".join(f"group {group} ({100 * share:.0f}%, {items:,} items)" for group, (share, items)
+                            in enumerate(zip(first["interaction_share"], first["items"])))
+        lines = [f"## Recall@{k} by item-popularity group", "",
+                 f"Items in {groups} groups of about equal total training interactions, group 0 the "
+                 "least popular (in brackets: its share of the training interactions, its items; "
+                 "`popularity_groups`, recbole_derrd/popularity.py). Recall@k of each group's test "
+                 "items in the user's top-k, over the test users with a test item in the group; mean "
+                 "over the row's seeds.", "",
+                 f"| method | size | seeds | {shares} |", "|---|---|---|" + "---|" * groups]
+        for method, size, cells in rows:
+            values = []
+            for group in range(groups):
+                scores = [cell[f"recall@{k}"][group] for cell in cells
+                          if cell[f"recall@{k}"][group] is not None and cell[f"recall@{k}"][group] == cell[f"recall@{k}"][group]]
+                values.append(f"{statistics.mean(scores):.4f}" if scores else "-")  # NaN: an empty group
+            lines.append(f"| {method} | {size} | {len(cells)} | " + " | ".join(values) + " |")
+        return lines + [""]
+
     def timing_text(self):
         """What the reported cells' times were measured on (older cells did not record it)."""
         contexts = {cell.get("timing", "not recorded") for cell in self.cells.values()
@@ -615,12 +662,14 @@ class Benchmark:
     def extra_arguments(self):
         """The command-line options that changed what was run, for the report's command."""
         args, extra = self.args, []
-        if args.methods != METHODS:
+        if args.methods != DEFAULT_METHODS:
             extra.append(f"--methods={','.join(args.methods)}")
         if args.teacher_size != 200:
             extra.append(f"--teacher_size={args.teacher_size}")
         if args.epochs is not None:
             extra.append(f"--epochs={args.epochs}")
+        if args.popularity_groups:
+            extra.append(f"--popularity_groups={args.popularity_groups}")
         if args.config_files:
             extra.append(f"--config_files=\"{' '.join(args.config_files)}\"")
         return "".join(f" {option}" for option in extra)
@@ -637,7 +686,7 @@ class Benchmark:
         metric = self.args.metric
         figure, (by_size, by_time) = plt.subplots(1, 2, figsize=(11, 4.5))
         sizes = sorted({size for method, size in summary if method != "teacher"})
-        markers = dict(zip(METHODS[1:], "osv^<>D"))
+        markers = dict(zip(METHODS[1:], "osv^<>DPX"))
         for offset, method in enumerate(METHODS[1:]):
             points = [(size, summary[(method, size)]) for size in sizes if (method, size) in summary]
             if not points:
@@ -689,7 +738,10 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", default="20", help="student sizes, comma-separated")
     parser.add_argument("--teacher_size", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, among {','.join(METHODS)}")
+    parser.add_argument("--popularity_groups", type=int, default=0,
+                        help="G > 0: also report test Recall@20 within G item-popularity groups")
     parser.add_argument("--metric", default="ndcg@10", help="the main metric")
     parser.add_argument("--epochs", type=int, default=None, help="override RecBole's epochs")
     parser.add_argument("--run_seeds", default="",

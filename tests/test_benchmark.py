@@ -74,6 +74,33 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     assert json.loads((folder / "BPR-recbole.cells.json").read_text()) == cells
 
 
+def test_later_distillers_and_recall_by_popularity_group(workdir):
+    """UnKD and HTD run when named, and --popularity_groups adds each row's test Recall@20 per
+    item-popularity group, the mean of its cells' own reports."""
+    benchmark = load_script("benchmark")
+    (workdir / "tiny.yaml").write_text(TINY + "htd_num_groups: 4\n")
+    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+                    "--epochs=1", "--methods=teacher,student,UnKD,HTD", "--inference_repeats=1",
+                    "--popularity_groups=3", f"--config_files={workdir / 'tiny.yaml'}",
+                    f"--results={workdir / 'results'}", f"--work={workdir / 'work'}"])
+    folder = workdir / "results" / "ml-100k"
+    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    assert {cells["UnKD|8|2020"]["model"], cells["HTD|8|2020"]["model"]} == {"UnKD", "HTD"}
+    table = (folder / "BPR-recbole.md").read_text()
+    assert "--methods=teacher,student,UnKD,HTD" in table and "--popularity_groups=3" in table
+    section = table.split("## Recall@20 by item-popularity group")[1]
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines()
+            if line.startswith("| ") and "---" not in line and not line.startswith("| method")}
+    assert list(rows) == ["teacher", "student", "UnKD", "HTD"]
+    for method, line in rows.items():
+        cell = cells[f"{method}|{16 if method == 'teacher' else 8}|2020"]
+        popularity = cell["popularity"]
+        assert popularity["groups"] == 3 and sum(popularity["interaction_share"]) == pytest.approx(1.0)
+        shown = [float(value) for value in line.split("|")[4:-1]]
+        assert shown == pytest.approx([round(value, 4) for value in popularity["recall@20"]], abs=1e-4)
+    assert "UnKD vs student" in table and "HTD vs student" in table  # their paired tests
+
+
 def test_hyperparameter_search_runs_on_the_validation_split(workdir):
     (workdir / "tiny.yaml").write_text(TINY + "epochs: 1\ngpu_id: ''\nshow_progress: False\n")
     (workdir / "space.test").write_text("lambda_rrd choice [0.01,0.1]\n")
