@@ -73,6 +73,16 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     benchmark.main(argv)
     assert json.loads((folder / "BPR-recbole.cells.json").read_text()) == cells
 
+    # the summary reads a table run without --tune as the defaults' evidence
+    summarize = load_script("summarize")
+    summarize.main(["--tables=ml-100k:BPR:recbole", "--seeds=1", "--sizes=8", "--teacher_size=16",
+                    f"--results={workdir / 'results'}"])
+    summary = (workdir / "results" / "summary.md").read_text()
+    assert "| ml-100k (recbole, defaults) | 1 | ndcg@10 |" in summary
+    rrd, student = cells["RRD|8|2020"], cells["student|8|2020"]
+    gain = 100 * (rrd["valid_score"] / student["valid_score"] - 1)
+    assert f"| ml-100k (recbole, defaults) | RRD defaults | the table's | {rrd['valid_score']:.4f} ({gain:+.1f}%) |" in summary
+
 
 def test_later_distillers_and_recall_by_popularity_group(workdir):
     """UnKD and HTD run when named, and --popularity_groups adds each row's test Recall@20 per
