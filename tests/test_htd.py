@@ -14,8 +14,7 @@ from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
 from recbole_derrd.model.htd import TopologyGroups, ftd_loss, group_assignment, htd_losses
-from recbole_derrd.registry import PLUGIN_MODELS
-from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.validation import ConfigValueError
 
 
 # ----- the losses, against explicit loops -----
@@ -224,14 +223,6 @@ def test_htd_trains_and_evaluates_and_exports_the_student_alone(workdir, fast_co
 
 
 # ----- keys -----
-
-def test_registered_as_a_distiller_with_an_auto_weight(workdir, fast_config):
-    assert "HTD" in PLUGIN_MODELS and "lambda_htd" in LOSS_WEIGHT_KEYS
-    assert HTD.loss_weight_keys == ("lambda_htd",)
-    config = Config("HTD", "ml-100k", config_dict=fast_config(lambda_htd="auto"))
-    assert config["lambda_htd"] == "auto"
-    assert config["weight_search_values"]["lambda_htd"] == [0, 1, 10, 100]
-
 
 @pytest.mark.parametrize("overrides, message", [
     ({"htd_num_groups": 0}, "htd_num_groups must be at least 1"),

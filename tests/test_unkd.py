@@ -15,8 +15,7 @@ from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.errors import UserError
 from recbole_derrd.model.unkd import GroupNegativeSampler, teacher_group_topn, unkd_loss
 from recbole_derrd.popularity import item_popularity_groups, popularity_groups
-from recbole_derrd.registry import PLUGIN_MODELS
-from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.validation import ConfigValueError
 
 
 def test_unkd_loss_against_brute_force():
@@ -170,14 +169,6 @@ def test_unkd_trains_and_evaluates(workdir, fast_config, teacher_checkpoint):
     report = result["test_popularity_result"]
     assert report["groups"] == 2 and sum(report["items"]) == 1682
     assert all(0 <= value <= 1 for value in report["recall@10"])
-
-
-def test_registered_as_a_distiller_with_an_auto_weight(workdir, fast_config):
-    assert "UnKD" in PLUGIN_MODELS and "lambda_unkd" in LOSS_WEIGHT_KEYS
-    assert UnKD.loss_weight_keys == ("lambda_unkd",)
-    config = Config("UnKD", "ml-100k", config_dict=fast_config(lambda_unkd="auto"))
-    assert config["lambda_unkd"] == "auto"
-    assert config["weight_search_values"]["lambda_unkd"] == [0, 0.01, 0.1, 1]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -9,12 +9,14 @@ import sys
 import pytest
 import torch
 
+import recbole_derrd
 import recbole_derrd.model.distiller
 import recbole_derrd.pipeline
 import recbole_derrd.weight_search
 from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
 from recbole_derrd.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
+from recbole_derrd.registry import PLUGIN_MODELS
 from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
 from recbole_derrd.weight_search import (
     WeightSearchError,
@@ -290,12 +292,16 @@ def test_bad_search_settings_are_refused_when_the_configuration_is_built(workdir
     assert any(message in problem for problem in error.value.problems), error.value.problems
 
 
-@pytest.mark.parametrize("model, key", [("DERRD", "lambda_rrd"), ("DERRD", "lambda_de"),
-                                        ("RD", "lambda_rd"), ("CD", "lambda_cd"),
-                                        ("UnKD", "lambda_unkd"), ("HTD", "lambda_htd")])
-def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key):
+@pytest.mark.parametrize("model, key, candidates", [
+    ("DERRD", "lambda_rrd", [0, 0.001, 0.01, 0.1]), ("DERRD", "lambda_de", [0, 0.001, 0.01, 0.1]),
+    ("RD", "lambda_rd", [0, 0.01, 0.1, 1]), ("CD", "lambda_cd", [0, 0.01, 0.1, 1]),
+    ("UnKD", "lambda_unkd", [0, 0.01, 0.1, 1]), ("HTD", "lambda_htd", [0, 1, 10, 100])])
+def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key, candidates):
+    assert model in PLUGIN_MODELS and key in LOSS_WEIGHT_KEYS
+    assert key in getattr(recbole_derrd, model).loss_weight_keys
     config = Config(model, "ml-100k", config_dict=fast_config(**{key: "auto"}))
     assert config[key] == "auto"
+    assert config["weight_search_values"][key] == candidates  # the default candidates, 0 first
 
 
 def test_auto_is_refused_where_no_search_runs(workdir, fast_config):
