@@ -662,6 +662,10 @@ class Benchmark:
     def extra_arguments(self):
         """The command-line options that changed what was run, for the report's command."""
         args, extra = self.args, []
+        if args.tune:
+            extra.append("--tune")
+        if args.data_path:
+            extra.append(f"--data_path={args.data_path}")
         if args.methods != DEFAULT_METHODS:
             extra.append(f"--methods={','.join(args.methods)}")
         if args.teacher_size != 200:

@@ -184,3 +184,4 @@ def test_tuned_benchmark_and_its_summary(workdir):
     table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     assert "| DE-RRD (auto: lambda_de=" in table and "| RRD (auto: lambda_rrd=" in table
     assert " trials of 30 epochs, " in table
+    assert "--seeds=2 --tune " in table  # the command that rebuilds it
