@@ -71,6 +71,22 @@ def test_a_zero_weight_switches_its_derrd_term_off():
     assert weight_settings(RD, {"lambda_rd": 0}, {}) == {"lambda_rd": 0}
 
 
+def test_a_derrd_run_with_every_weight_zero_is_the_student_alone(workdir, fast_config, monkeypatch):
+    """What the search runs when it chooses every weight 0: RRD stays on with weight 0, is
+    not computed (no resampling, a zero loss term), and the run is the student alone's."""
+    resamples = []
+    original = DERRD.resample
+    monkeypatch.setattr(DERRD, "resample", lambda self, epoch: resamples.append(epoch) or original(self, epoch))
+    zero = run_recbole_derrd("DERRD", "ml-100k", config_dict=fast_config(
+        epochs=2, use_de=False, lambda_rrd=0, lambda_de=0), saved=False)
+    alone = run_recbole_derrd("BPR", "ml-100k", config_dict=fast_config(epochs=2), saved=False)
+    assert resamples == []
+    # the zero term adds nothing, epoch by epoch (the epoch's sum runs over parts: rounding)
+    assert zero["train_loss"] == pytest.approx(alone["train_loss"], rel=1e-6)
+    assert zero["best_valid_result"] == alone["best_valid_result"]
+    assert zero["test_result"] == alone["test_result"]
+
+
 @pytest.mark.parametrize("alone_score, chosen", [
     (0.36, {"lambda_rrd": 0, "lambda_de": 0}),
     (0.35, {"lambda_rrd": 0, "lambda_de": 0}),  # a tie goes to the student alone
