@@ -88,4 +88,4 @@ class CD(Distiller):
     def calculate_loss(self, interaction):
         batch_users = torch.unique(interaction[self.USER_ID])
         with self.student_backbone.training_step():
-            return self.base_loss(interaction), self.lambda_cd * self.cd_term(batch_users)
+            return self.base_loss(interaction), self.weighted_term(self.lambda_cd, self.cd_term, batch_users)

@@ -302,11 +302,8 @@ class DERRD(Distiller):
         batch_users = torch.unique(interaction[self.USER_ID])
         with self.student_backbone.training_step():  # LightGCN propagates once per step
             losses = [self.base_loss(interaction)]
-            # a term of weight 0 (e.g. the student alone, as the weight search may choose) adds
-            # exactly 0 to the loss and its gradients: it is not computed
-            zero = losses[0].new_zeros(())
             if self.use_de:
-                losses.append(self.lambda_de * self.de_term(interaction, batch_users) if self.lambda_de else zero)
+                losses.append(self.weighted_term(self.lambda_de, self.de_term, interaction, batch_users))
             if self.use_rrd:
-                losses.append(self.lambda_rrd * self.rrd_term(batch_users) if self.lambda_rrd else zero)
+                losses.append(self.weighted_term(self.lambda_rrd, self.rrd_term, batch_users))
         return tuple(losses)

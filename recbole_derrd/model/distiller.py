@@ -172,6 +172,14 @@ class Distiller(GeneralRecommender):
         loss = self.student.calculate_loss(interaction)
         return loss * len(interaction) if self.loss_reduction == "sum" else loss
 
+    def weighted_term(self, weight, term, *args):
+        """``weight * term(*args)``, the term not computed when ``weight`` is 0: it would add
+        exactly 0 to the loss and its gradients (e.g. the student alone the weight search tries),
+        at the term's full cost."""
+        if not weight:
+            return torch.zeros((), device=self.device)
+        return weight * term(*args)
+
     def batch_items(self, interaction):
         """``(positive, negative)`` item ids of a batch: pairwise batches carry negatives in
         their own field, pointwise ones as rows labelled 0."""

@@ -266,4 +266,4 @@ class HTD(Distiller):
 
     def calculate_loss(self, interaction):
         with self.student_backbone.training_step():
-            return self.base_loss(interaction), self.lambda_htd * self.htd_term(interaction)
+            return self.base_loss(interaction), self.weighted_term(self.lambda_htd, self.htd_term, interaction)

@@ -280,4 +280,4 @@ class UnKD(Distiller):
     def calculate_loss(self, interaction):
         batch_users = torch.unique(interaction[self.USER_ID])
         with self.student_backbone.training_step():
-            return self.base_loss(interaction), self.lambda_unkd * self.unkd_term(batch_users)
+            return self.base_loss(interaction), self.weighted_term(self.lambda_unkd, self.unkd_term, batch_users)
