@@ -158,7 +158,7 @@ def run_recbole_derrd(
     logger.info(sys.argv)
     logger.info(config)
     # loss weights set to 'auto' are chosen on the validation split before the run trains
-    weight_search = resolve_automatic_weights(config, resume=resume)
+    weight_search, chosen_trial = resolve_automatic_weights(config, resume=resume)
     resumed = None
     if resume is not None:
         # fail on a bad resume file before loading any data
@@ -179,9 +179,12 @@ def run_recbole_derrd(
     if resume is not None:
         trainer.resume_checkpoint(resume)
     trainer.weight_search = weight_search  # saved with the checkpoints
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    if chosen_trial is not None:  # the search's chosen trial is this run's training
+        best_valid_score, best_valid_result = trainer.adopt_trial(chosen_trial, saved=saved)
+    else:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
     popularity = PopularityGroupRecorder(trainer, train_data)  # a no-op unless popularity_groups > 0
     with PerUserRecorder(trainer) as per_user_test, popularity:
         test_result = trainer.evaluate(

@@ -13,6 +13,7 @@ Trainers of the plugin's distillers: RecBole's ``Trainer`` with
 - the loss parts logged by name (``base``, ``de``, ``rrd``).
 """
 
+import copy
 import hashlib
 import os
 import time
@@ -90,6 +91,11 @@ class SafeCheckpointMixin:
         #: The report of the weight search that chose this run's loss weights
         #: (:mod:`recbole_derrd.weight_search`), saved with every checkpoint; None: no search.
         self.weight_search = None
+        #: True: the best model is kept in memory (:attr:`best_state`) instead of a file (a
+        #: weight-search trial, adopted by the run when chosen: :meth:`adopt_trial`).
+        self.keeps_best_in_memory = False
+        #: The checkpoint state of the best epoch so far, with :attr:`keeps_best_in_memory`.
+        self.best_state = None
 
     def fit(
         self,
@@ -177,6 +183,10 @@ class SafeCheckpointMixin:
             save_checkpoint(state, self.resume_file if resume else self.saved_model_file)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if self.keeps_best_in_memory:
+            # a copy: the state dicts hold the live parameters and optimizer buffers
+            self.best_state = copy.deepcopy(self.checkpoint_state(epoch))
+            return
         saved_model_file = kwargs.pop("saved_model_file", None)
         state = self.checkpoint_state(epoch) if writes_files(self.config) else None
         if saved_model_file is not None:  # an explicit file, RecBole's keyword
@@ -187,6 +197,46 @@ class SafeCheckpointMixin:
             saved_model_file = self.saved_model_file
         if verbose and writes_files(self.config):
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def trained_run(self):
+        """What :meth:`adopt_trial` needs of this trainer after :meth:`fit` with
+        :attr:`keeps_best_in_memory`: the best epoch's state and the training record."""
+        return {
+            "state": self.best_state,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "train_loss": dict(self.train_loss_dict),
+            "epoch_seconds": list(self.epoch_seconds),
+            "epoch_diagnostics": list(getattr(self, "epoch_diagnostics", [])),
+        }
+
+    def adopt_trial(self, trained_run, saved=True):
+        """Take a finished training of this run's exact settings (the weight-search trial
+        the search chose, :meth:`trained_run`) as this run's own, instead of training it
+        again: the model gets its best state, the best-model file is written (with this run's
+        id and weight-search report), and no resume file is written (the run is finished).
+
+        Returns:
+            tuple: ``(best_valid_score, best_valid_result)``, as :meth:`fit` returns them.
+        """
+        state = dict(trained_run["state"], config=plain_config(self.config), run_id=self.run_id,
+                     weight_search=to_plain(self.weight_search))
+        self._load_model_state(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.cur_step = state["cur_step"]
+        self.split_fingerprint = state["split_fingerprint"]
+        self.best_valid_score = trained_run["best_valid_score"]
+        self.best_valid_result = trained_run["best_valid_result"]
+        self.train_loss_dict.update(trained_run["train_loss"])
+        self.epoch_seconds = list(trained_run["epoch_seconds"])
+        if hasattr(self, "epoch_diagnostics"):
+            self.epoch_diagnostics = list(trained_run["epoch_diagnostics"])
+        self.resume_file = None
+        if saved:
+            self._write_own_file(state, resume=False)
+            if writes_files(self.config):
+                self.logger.info(set_color("Saving current", "blue") + f": {self.saved_model_file}")
+        return self.best_valid_score, self.best_valid_result
 
     def resume_state(self, epoch, train_data):
         """The dictionary of :attr:`resume_file` after ``epoch`` (-1: before the first).

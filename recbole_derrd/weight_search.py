@@ -24,7 +24,8 @@ chosen number.
   stopping after ``weight_search_stopping_step`` evaluations without improvement, scored by
   ``valid_metric`` on the validation split; nothing is saved, the test split is never used.
   By default (both keys ``~``) a trial is as long as the run, with the run's patience: the
-  chosen trial is the run that follows, and the choice compares converged runs. Shorter
+  choice compares converged runs, and the chosen trial is the run's own training (its best
+  model is kept in memory and the run adopts it instead of training it again). Shorter
   trials are cheaper but biased: distillation speeds up the first epochs, so trials stopped
   long before convergence favour the strongest weight (on ml-100k and Last.fm, 30-epoch trials
   chose the largest weight offered, and on Last.fm a student worse than the student alone).
@@ -210,15 +211,17 @@ def search_loss_weights(config, teacher_checkpoint=None):
         teacher_checkpoint (dict): the teacher file, if already read.
 
     Returns:
-        tuple: ``(settings, report)``: the configuration values of the chosen weights (and
-        the DERRD terms they switch off), and the search's report: ``chosen`` (weights),
+        tuple: ``(settings, report, chosen_run)``: the configuration values of the chosen
+        weights (and the DERRD terms they switch off); the search's report: ``chosen`` (weights),
         ``settings``, ``command_line``, ``trials`` (each: ``index``, ``key``: the weight whose
         round it belongs to, or :data:`STUDENT_ALONE`; ``value``, ``weights``,
         ``best_valid_score``, ``best_valid_result``, ``epochs``, ``seconds``, ``trained``: False
         for a combination trained before, whose result it repeats),
         ``trial_count``, ``epochs``, ``seconds`` (the trials), ``preparation_seconds`` (data and
         teacher), ``valid_metric``, ``valid_metric_bigger``, ``trial_epochs``,
-        ``trial_stopping_step``.
+        ``trial_stopping_step``, ``chosen_trial_adopted``; and the chosen trial's training
+        (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`) for the run to adopt,
+        or None when trials are shorter than the run.
     """
     logger = getLogger()
     model_class = config.model_class
@@ -256,6 +259,11 @@ def search_loss_weights(config, teacher_checkpoint=None):
     preparation_seconds = time.perf_counter() - start
 
     trials, trained = [], {}  # trained: the trial of each settings signature
+    # A trial as long as the run, with the run's patience, is the run with those weights: the
+    # chosen one is adopted by the run instead of being trained again (its best model is
+    # kept in memory; only the current choice's, to bound memory)
+    adoptable = trial_config["epochs"] == config["epochs"] and trial_config["stopping_step"] == config["stopping_step"]
+    kept_runs = {}
 
     def signature(trial_weights):
         return tuple(sorted(weight_settings(model_class, trial_weights, switches_on).items()))
@@ -268,7 +276,8 @@ def search_loss_weights(config, teacher_checkpoint=None):
             trial = dict(trained[signature(trial_weights)], key=round_key, value=value, trained=False)
         else:
             trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
-                              split, teacher, start_state)
+                              split, teacher, start_state, keep=adoptable)
+            kept_runs[signature(trial_weights)] = trial.pop("trained_run", None)
             trial.update(index=len(trained) + 1, key=round_key, value=value,
                          weights=dict(trial_weights), trained=True)
             trained[signature(trial_weights)] = trial
@@ -285,6 +294,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
         value_scores = [(value, trial_score(key, value, dict(weights, **{key: value})))
                         for value in candidates[key]]
         weights[key] = best_value(value_scores, bigger)
+        kept_runs = {signature(weights): kept_runs.get(signature(weights))}
     # one weight at a time reaches every weight at 0 (the student alone) only if the earlier
     # rounds chose 0: tried at the end, so that it is always a candidate, ties going to it
     student_alone = {key: 0 for key in keys}
@@ -295,6 +305,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
             weights = student_alone
 
     settings = weight_settings(model_class, weights, switches_on)
+    chosen_run = kept_runs.get(signature(weights))
     report = {
         "chosen": dict(weights),
         "settings": settings,
@@ -308,15 +319,22 @@ def search_loss_weights(config, teacher_checkpoint=None):
         "valid_metric_bigger": bigger,
         "trial_epochs": trial_config["epochs"],
         "trial_stopping_step": trial_config["stopping_step"],
+        "chosen_trial_adopted": chosen_run is not None,
     }
-    return settings, to_plain(report)
+    return settings, to_plain(report), chosen_run
 
 
-def run_trial(config, trial_settings, train_data, valid_data, split, teacher, start_state):
+def run_trial(config, trial_settings, train_data, valid_data, split, teacher, start_state,
+              keep=False):
     """Train one fresh model with ``trial_settings`` set in ``config``, no file saved.
 
+    Args:
+        keep (bool): keep the best epoch's model in memory (``trained_run``), for the run to
+            adopt if this trial is chosen (a trial as long as the run is that run).
+
     Returns:
-        dict: ``best_valid_score``, ``best_valid_result``, ``epochs`` (trained), ``seconds``.
+        dict: ``best_valid_score``, ``best_valid_result``, ``epochs`` (trained), ``seconds``;
+        with ``keep`` also ``trained_run`` (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`).
     """
     start = time.perf_counter()
     with config_values(config, trial_settings):
@@ -324,13 +342,18 @@ def run_trial(config, trial_settings, train_data, valid_data, split, teacher, st
         model = build_model(config, train_data.dataset, teacher=teacher, split=split)
         trainer = build_trainer(config, model)
         trainer.training_split = split
-        score, result = trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=False)
-    return {
+        trainer.keeps_best_in_memory = keep
+        trainer.resume_file = None  # a trial writes no file
+        score, result = trainer.fit(train_data, valid_data, verbose=False, saved=keep, show_progress=False)
+    trial = {
         "best_valid_score": float(score),
         "best_valid_result": dict(result or {}),
         "epochs": len(trainer.epoch_seconds),
         "seconds": time.perf_counter() - start,
     }
+    if keep:
+        trial["trained_run"] = trainer.trained_run()
+    return trial
 
 
 def resumed_weights(config, resume, keys):
@@ -370,14 +393,17 @@ def resolve_automatic_weights(config, resume=None):
     trials, the cost and the command-line fragment that reproduces the choice.
 
     Returns:
-        dict: the search's report (plain data), or None when no weight is ``auto``.
+        tuple: ``(report, chosen_run)``: the search's report (plain data), or None when no
+        weight is ``auto``; the chosen trial's training, for the run to adopt
+        (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.adopt_trial`) instead of training it
+        again, or None (no search, a resumed run, or trials shorter than the run).
 
     Raises:
         WeightSearchError: in a multi-process run (each process would search on its own).
     """
     keys = automatic_weight_keys(config)
     if not keys:
-        return None
+        return None, None
     logger = getLogger()
     if resume is not None:
         resumed = resumed_weights(config, str(resume), keys)
@@ -389,8 +415,8 @@ def resolve_automatic_weights(config, resume=None):
                 set_color("Loss weights of the resumed run", "green")
                 + f" (no search): {command_line(settings)}"
             )
-            return report
-        return None  # the resume file's own checks report what is wrong with it
+            return report, None
+        return None, None  # the resume file's own checks report what is wrong with it
     if is_distributed(config):
         raise WeightSearchError(
             f"{', '.join(keys)}: '{AUTO}' is chosen by a weight search, which runs in a "
@@ -398,7 +424,7 @@ def resolve_automatic_weights(config, resume=None):
             "numbers), then give them to the multi-process run."
         )
     teacher_checkpoint = read_teacher_checkpoint(config) if config["teacher_checkpoint"] else None
-    settings, report = search_loss_weights(config, teacher_checkpoint=teacher_checkpoint)
+    settings, report, chosen_run = search_loss_weights(config, teacher_checkpoint=teacher_checkpoint)
     for key, value in settings.items():
         config[key] = value
     logger.info(
@@ -424,4 +450,9 @@ def resolve_automatic_weights(config, resume=None):
         + f": {', '.join(f'{key}={value}' for key, value in report['chosen'].items())}; the "
         f"same run without searching: {report['command_line']}"
     )
-    return report
+    if chosen_run is not None:
+        logger.info(
+            set_color("weight search", "yellow") + ": the chosen trial was as long as the run, "
+            "with its patience: it is this run's training (adopted, not trained again)"
+        )
+    return report, chosen_run

@@ -12,6 +12,7 @@ import torch
 import recbole_derrd
 import recbole_derrd.model.distiller
 import recbole_derrd.pipeline
+import recbole_derrd.trainer
 import recbole_derrd.weight_search
 from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
 from recbole_derrd.checkpoint import plain_config, save_checkpoint
@@ -87,6 +88,22 @@ def test_a_derrd_run_with_every_weight_zero_is_the_student_alone(workdir, fast_c
     assert zero["test_result"] == alone["test_result"]
 
 
+def search_without_training(monkeypatch, config, scored_trial):
+    """:func:`search_loss_weights` with ``scored_trial`` in place of each trial's training
+    (and no data or teacher prepared)."""
+
+    class FakeData:
+        dataset = None
+
+    module = recbole_derrd.weight_search
+    monkeypatch.setattr(module, "run_trial", scored_trial)
+    monkeypatch.setattr(module, "prepare_data", lambda config: (None, FakeData(), None, None))
+    monkeypatch.setattr(module, "TrainingSplit", lambda dataset: None)
+    monkeypatch.setattr(module, "prepare_distiller_teacher", lambda *args: None)
+    monkeypatch.setattr(module, "run_random_state", lambda data: None)
+    return module.search_loss_weights(config)
+
+
 @pytest.mark.parametrize("alone_score, chosen", [
     (0.36, {"lambda_rrd": 0, "lambda_de": 0}),
     (0.35, {"lambda_rrd": 0, "lambda_de": 0}),  # a tie goes to the student alone
@@ -102,9 +119,10 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
              (0, 0): alone_score}
     trained = []
 
-    def scored_trial(config, settings, *args):
-        # by default a trial is as long as the run, with its patience
-        assert settings["epochs"] == 7 and settings["stopping_step"] == 10
+    def scored_trial(config, settings, *args, keep):
+        # by default a trial is as long as the run, with its patience: its model is kept for
+        # the run to adopt
+        assert settings["epochs"] == 7 and settings["stopping_step"] == 10 and keep is True
         assert settings["de_anneal_epochs"] == 7  # the run's schedule, not the trial's length
         weights = (settings["lambda_rrd"], settings["lambda_de"])
         # a weight of 0 switches its DERRD term off, unless no term would be left (RRD stays)
@@ -112,18 +130,9 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
         assert settings.get("use_rrd", True) == (weights != (0, 0.01))
         trained.append(weights)
         return {"best_valid_score": table[weights], "best_valid_result": {}, "epochs": 1,
-                "seconds": 0.1}
+                "seconds": 0.1, "trained_run": weights}
 
-    class FakeData:
-        dataset = None
-
-    module = recbole_derrd.weight_search
-    monkeypatch.setattr(module, "run_trial", scored_trial)
-    monkeypatch.setattr(module, "prepare_data", lambda config: (None, FakeData(), None, None))
-    monkeypatch.setattr(module, "TrainingSplit", lambda dataset: None)
-    monkeypatch.setattr(module, "prepare_distiller_teacher", lambda *args: None)
-    monkeypatch.setattr(module, "run_random_state", lambda data: None)
-    settings, report = module.search_loss_weights(config)
+    settings, report, chosen_run = search_without_training(monkeypatch, config, scored_trial)
     # lambda_rrd over its sorted candidates with lambda_de at its default (0.01), ties to the
     # smaller; then lambda_de with lambda_rrd at 0.01 ((0.01, 0.01) repeated, not trained);
     # then the student alone
@@ -131,6 +140,10 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
     assert [trial["trained"] for trial in report["trials"]] == [True, True, True, True, False, True]
     assert report["trials"][-1]["key"] == "student alone"
     assert report["chosen"] == chosen and report["trial_count"] == 5
+    # the run adopts the chosen trial's training (not kept in the plain report)
+    assert chosen_run == (chosen["lambda_rrd"], chosen["lambda_de"])
+    assert report["chosen_trial_adopted"] is True
+    assert all("trained_run" not in trial for trial in report["trials"])
     if chosen["lambda_rrd"] == 0:
         assert settings == {"lambda_rrd": 0, "lambda_de": 0, "use_de": False}
         assert report["command_line"] == "--lambda_rrd=0 --lambda_de=0 --use_de=False"
@@ -152,6 +165,22 @@ def test_a_trial_is_as_long_as_the_run_unless_shortened(workdir, fast_config, ov
     assert recbole_derrd.weight_search.trial_length(config) == length
 
 
+def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_config, monkeypatch):
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(
+        lambda_rrd="auto", epochs=7, weight_search_epochs=3,
+        weight_search_values={"lambda_rrd": [0, 0.01]}))
+    kept = []
+
+    def scored_trial(config, settings, *args, keep):
+        kept.append(keep)
+        return {"best_valid_score": settings["lambda_rrd"], "best_valid_result": {}, "epochs": 3,
+                "seconds": 0.1}
+
+    settings, report, chosen_run = search_without_training(monkeypatch, config, scored_trial)
+    assert settings == {"lambda_rrd": 0.01} and kept == [False, False]
+    assert chosen_run is None and report["chosen_trial_adopted"] is False
+
+
 def test_every_distillers_weights_are_searchable():
     assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
 
@@ -164,7 +193,7 @@ def auto_run(tmp_path_factory):
     checkpoint_dir (its teacher trained by it), counting teacher trainings and top-N
     computations. Returns ``(config_dict, result, counts)``."""
     directory = tmp_path_factory.mktemp("auto_run")
-    counts = {"teacher trainings": 0, "top-N computed": 0, "top-N looked up": 0}
+    counts = {"teacher trainings": 0, "top-N computed": 0, "top-N looked up": 0, "trials adopted": 0}
 
     def counting(name, function):
         def counted(*args, **kwargs):
@@ -184,6 +213,8 @@ def auto_run(tmp_path_factory):
                           counting("top-N computed", recbole_derrd.model.distiller.teacher_topn))
             patch.setattr(recbole_derrd.model.distiller, "cached_teacher_topn",
                           counting("top-N looked up", recbole_derrd.model.distiller.cached_teacher_topn))
+            patch.setattr(recbole_derrd.trainer.SafeCheckpointMixin, "adopt_trial",
+                          counting("trials adopted", recbole_derrd.trainer.SafeCheckpointMixin.adopt_trial))
             result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
         return config_dict, result, counts
     finally:
@@ -224,17 +255,22 @@ def test_the_search_chooses_the_best_validation_score_of_its_trials(auto_run):
     assert report["epochs"] == sum(trial["epochs"] for trial in trials if trial["trained"])
     assert all(1 <= trial["epochs"] <= 2 and trial["seconds"] > 0 for trial in trials)
     assert report["seconds"] == pytest.approx(sum(t["seconds"] for t in trials if t["trained"]))
-    # a trial as long as the run is that run: same seed, same start, validation only
+    # a trial as long as the run is that run: the run adopts it (its best model and its
+    # training record) instead of training it again
+    assert report["chosen_trial_adopted"] is True
     assert chosen_trial["best_valid_score"] == result["best_valid_score"]
     assert chosen_trial["best_valid_result"] == dict(result["best_valid_result"])
+    assert len(result["train_epoch_seconds"]) == chosen_trial["epochs"]
     assert f"--lambda_rrd={report['chosen']['lambda_rrd']}" in report["command_line"]
 
 
 def test_the_teacher_and_its_top_n_are_prepared_once(auto_run):
     _, _, counts = auto_run
     # 3 or 4 trials and the run: one teacher training, one top-N computation, one look-up of the
-    # cache by the search (its teacher object keeps it for every trial) and one by the run
-    assert counts == {"teacher trainings": 1, "top-N computed": 1, "top-N looked up": 2}
+    # cache by the search (its teacher object keeps it for every trial) and one by the run,
+    # which adopts its chosen trial
+    assert counts == {"teacher trainings": 1, "top-N computed": 1, "top-N looked up": 2,
+                      "trials adopted": 1}
 
 
 def test_the_checkpoint_holds_the_chosen_numbers_and_the_report(auto_run):
@@ -246,7 +282,9 @@ def test_the_checkpoint_holds_the_chosen_numbers_and_the_report(auto_run):
         assert stored[key] == value
     assert not isinstance(stored["lambda_rrd"], str) and not isinstance(stored["lambda_de"], str)
     assert checkpoint["weight_search"] == report
-    assert torch.load(result["resume_file"], weights_only=True)["weight_search"] == report
+    # the adopted trial finished: no resume file; the checkpoint is this run's own
+    assert result["resume_file"] is None
+    assert checkpoint["state_dict"].keys() and checkpoint["epoch"] < len(result["train_epoch_seconds"])
     # the stored configuration rebuilds as it is (numbers), without searching
     rebuilt = config_from_plain(stored)
     assert all(rebuilt[key] == value for key, value in report["settings"].items())
@@ -280,7 +318,8 @@ def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_c
         raise AssertionError("a resumed run does not search again")
 
     monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
-    resumed = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    resumed, adopted = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    assert adopted is None  # the resumed run trains on from its file
     assert (config["lambda_rrd"], config["lambda_de"], config["use_de"]) == (0.01, 0, False)
     assert resumed["chosen"] == report["chosen"] and resumed["resumed_from"] == resume_file
 
