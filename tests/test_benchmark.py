@@ -110,6 +110,25 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
         assert shown == pytest.approx([round(value, 4) for value in popularity["recall@20"]], abs=1e-4)
     assert "UnKD vs student" in table and "HTD vs student" in table  # their paired tests
 
+    # re-evaluated from their checkpoints, on both splits, the models score what their cells
+    # recorded: the same rankings, now also on validation
+    shift = load_script("popularity_shift")
+    shifted = shift.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+                          "--methods=teacher,student,UnKD,HTD", "--popularity_groups=3",
+                          f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
+                          f"--work={workdir / 'work'}"])
+    assert sorted(shifted) == sorted((method, 2020) for method in rows)
+    for (method, _), splits in shifted.items():
+        cell = cells[f"{method}|{16 if method == 'teacher' else 8}|2020"]
+        assert splits["test"]["overall"] == pytest.approx(cell["test"]["recall@20"], abs=1e-4)
+        assert splits["valid"]["overall"] == pytest.approx(cell["valid"]["recall@20"], abs=1e-4)
+        assert splits["test"]["recall"] == pytest.approx(cell["popularity"]["recall@20"], nan_ok=True)
+        assert splits["valid"]["recommended_popularity"] > 0
+    positives = {(split, splits[split]["positive_popularity"]) for splits in shifted.values() for split in splits}
+    assert len(positives) == 2  # each split's positives, whichever model ranks them
+    report = (folder / "BPR-recbole.popularity-shift.md").read_text()
+    assert "| UnKD (1 seed) | valid |" in report and "| HTD | 1 | test |" in report
+
 
 def test_hyperparameter_search_runs_on_the_validation_split(workdir):
     (workdir / "tiny.yaml").write_text(TINY + "epochs: 1\ngpu_id: ''\nshow_progress: False\n")

@@ -1,0 +1,186 @@
+"""Where do a benchmark's models differ, by item popularity, on the validation and the test split?
+
+A distilled student can score better than the student alone on validation and worse on test
+(Gowalla's fixed split, README). This script re-evaluates the checkpoints a finished
+``run_scripts/benchmark.py`` table saved (its ``.cells.json``), on both splits, and reports for
+every method and seed:
+
+- Recall@20 within G item-popularity groups (groups of equal total training interactions,
+  ``recbole_derrd.popularity``; 0 = the least popular items), on validation and on test;
+- the mean training-set popularity (interactions) of each model's top-20 items, and of the
+  split's own positives: whether a model leans to the items one split holds more of.
+
+Nothing is trained; the same flags as the benchmark name the table::
+
+    python run_scripts/popularity_shift.py --dataset=gowalla --data_path=dataset --protocol=fixed \\
+        --backbone=BPR --methods=teacher,student,RRD --popularity_groups=5 \\
+        --config_files="properties/experiments/converged.yaml properties/experiments/gowalla_cpu.yaml"
+
+writes ``results/<dataset>/<backbone>-<protocol>.popularity-shift.md``.
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+import torch  # noqa: E402
+
+from run_scripts import benchmark as bench  # noqa: E402
+
+#: The cut-off of the reported recall and of the recommended items' popularity.
+DEPTH = 20
+SPLITS = ("valid", "test")
+
+
+def load_student(cell, config_files, base_config, dataset):
+    """The backbone model of a benchmark cell, with its checkpoint's weights (a distiller's
+    student, or a model trained alone)."""
+    from recbole_derrd import Config
+    from recbole_derrd.checkpoint import read_checkpoint
+    from recbole_derrd.utils import get_model
+
+    checkpoint = read_checkpoint(cell["checkpoint"], map_location="cpu")
+    state = {name[len("student."):]: value for name, value in checkpoint["state_dict"].items()
+             if name.startswith("student.")} or checkpoint["state_dict"]
+    backbone = dataset.config["model"]
+    config = Config(backbone, dataset.config["dataset"], config_files,
+                    dict(base_config, **cell["config"]), parse_command_line=False)
+    model = get_model(backbone)(config, dataset).eval()
+    model.load_state_dict(state)
+    return model, config
+
+
+def evaluate_split(model, config, train_data, eval_data, n_groups):
+    """Recall@20 by popularity group, and the training popularity of the top-20 items and of
+    the split's positives, from the ranking RecBole's evaluator scores."""
+    from recbole_derrd.pipeline import build_trainer
+    from recbole_derrd.popularity import PopularityGroupRecorder
+
+    trainer = build_trainer(config, model)
+    recorder = PopularityGroupRecorder(trainer, train_data, n_groups=n_groups)
+    with recorder:
+        result = trainer.evaluate(eval_data, load_best_model=False, show_progress=False)
+    report = recorder.report(log=False)
+    counts = recorder.counts.double()
+    top = torch.cat([topk[:, :DEPTH] for topk, _, _ in recorder.batches])
+    positives = torch.cat([items for _, _, items in recorder.batches]).long()
+    return {
+        "recall": report[f"recall@{DEPTH}"],
+        "overall": result[f"recall@{DEPTH}"],
+        "recommended_popularity": counts[top].mean().item(),
+        "positive_popularity": counts[positives].mean().item(),
+        "items": report["items"],
+    }
+
+
+def evaluate_table(args):
+    from recbole.utils import init_seed
+
+    from recbole_derrd import Config
+    from recbole_derrd.data import create_dataset, data_preparation
+
+    table = bench.Benchmark(args)
+    results = {}  # (method, seed) -> {split: evaluation}
+    size = args.sizes[0]
+    for seed in args.seed_values:
+        with tempfile.TemporaryDirectory() as scratch:  # the trainers' unused file names
+            base = dict(table.base_config(seed), checkpoint_dir=scratch)
+            config = Config(args.backbone, args.dataset, table.config_files(), base, parse_command_line=False)
+            init_seed(config["seed"], config["reproducibility"])
+            train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+            for method in args.methods:
+                cells = [cell for cell in table.reported_cells(method, args.teacher_size if method == "teacher" else size)
+                         if cell["seed"] == seed and os.path.isfile(cell.get("checkpoint") or "")]
+                if not cells:
+                    continue
+                model, model_config = load_student(cells[0], table.config_files(), base, train_data.dataset)
+                results[(method, seed)] = {
+                    split: evaluate_split(model, model_config, train_data, data, args.popularity_groups)
+                    for split, data in zip(SPLITS, (valid_data, test_data))
+                }
+                print(f"{method} seed {seed}: " + ", ".join(
+                    f"{split} recall@{DEPTH} {results[(method, seed)][split]['overall']:.4f}" for split in SPLITS))
+    return table, results
+
+
+def mean(values):
+    values = [value for value in values if value == value]
+    return statistics.mean(values) if values else float("nan")
+
+
+def write_report(args, table, results, command):
+    groups = args.popularity_groups
+    methods = [method for method in args.methods if any(key[0] == method for key in results)]
+    seeds = sorted({seed for _, seed in results})
+    any_result = next(iter(results.values()))
+    lines = [
+        f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol: validation and test by item popularity",
+        "",
+        f"Written by `python run_scripts/popularity_shift.py {command}` from the checkpoints "
+        f"of `{os.path.relpath(table.cells_file, REPO)}` (nothing trained). Seeds {seeds}; mean over the "
+        f"seeds each method has. Groups: the items sorted by training interactions and cut into {groups} "
+        "groups of equal total interactions (0 = the least popular; items per group: "
+        f"{', '.join(str(count) for count in any_result['valid']['items'])}). Recall@{DEPTH} within a group: "
+        "hits among a user's positives of that group, over them, averaged over the users that have one. "
+        f"Popularity: mean training interactions of the top-{DEPTH} items (recommended) and of the "
+        "split's positives.",
+        "",
+        "| method | seeds | split | recall@20 | "
+        + " | ".join(f"group {group}" for group in range(groups))
+        + " | recommended popularity | positives' popularity |",
+        "|---|---|---|---|" + "---|" * groups + "---|---|",
+    ]
+    for method in methods:
+        method_seeds = [seed for seed in seeds if (method, seed) in results]
+        for split in SPLITS:
+            runs = [results[(method, seed)][split] for seed in method_seeds]
+            cells = [f"{mean([run['overall'] for run in runs]):.4f}"]
+            cells += [f"{mean([run['recall'][group] for run in runs]):.4f}" for group in range(groups)]
+            cells += [f"{mean([run['recommended_popularity'] for run in runs]):.1f}",
+                      f"{mean([run['positive_popularity'] for run in runs]):.1f}"]
+            lines.append(f"| {method} | {len(method_seeds)} | {split} | " + " | ".join(cells) + " |")
+    if "student" in methods:
+        lines += ["", f"Relative to the student alone (same seeds, mean of the per-seed ratios of Recall@{DEPTH}):", "",
+                  "| method | split | recall@20 | " + " | ".join(f"group {group}" for group in range(groups)) + " |",
+                  "|---|---|---|" + "---|" * groups]
+        for method in methods:
+            if method == "student":
+                continue
+            paired = [seed for seed in seeds if (method, seed) in results and ("student", seed) in results]
+            for split in SPLITS:
+                def ratio(pick):
+                    return mean([pick(results[(method, seed)][split]) / pick(results[("student", seed)][split]) - 1
+                                 for seed in paired])
+                cells = [f"{100 * ratio(lambda run: run['overall']):+.1f}%"]
+                cells += [f"{100 * ratio(lambda run, group=group: run['recall'][group]):+.1f}%" for group in range(groups)]
+                lines.append(f"| {method} ({len(paired)} seed{'s' * (len(paired) != 1)}) | {split} | "
+                             + " | ".join(cells) + " |")
+    path = os.path.join(table.folder, f"{table.name}.popularity-shift.md")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def main(argv=None):
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    args = bench.parse_args(argv)
+    if args.popularity_groups < 1:
+        args.popularity_groups = 5
+    sys.argv = sys.argv[:1]  # RecBole's Config must not read these flags
+    torch.set_grad_enabled(False)
+    table, results = evaluate_table(args)
+    if not results:
+        raise SystemExit(f"no checkpoint of {args.methods} found in the cells of {args.dataset}")
+    print(open(write_report(args, table, results, command)).read())
+    return results
+
+
+if __name__ == "__main__":
+    from recbole_derrd.cli import run_main
+
+    run_main(main)
