@@ -142,7 +142,8 @@ def run_recbole_derrd(
         evaluation's order: :mod:`recbole_derrd.per_user`), ``test_popularity_result`` (test
         Recall@k by item-popularity group with ``popularity_groups`` > 0, else None:
         :mod:`recbole_derrd.popularity`), ``train_loss``, ``checkpoint``,
-        ``resume_file`` and ``weight_search`` (the report of the search of the loss weights set
+        ``resume_file`` (None when the run adopted its weight search's chosen trial) and
+        ``weight_search`` (the report of the search of the loss weights set
         to ``auto``, or None: :mod:`recbole_derrd.weight_search`); for a distiller also
         ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
         ``teacher_checkpoint`` and, from the same student trained alone
@@ -178,9 +179,17 @@ def run_recbole_derrd(
     )
     if resume is not None:
         trainer.resume_checkpoint(resume)
+    # a trial as long as the run is this run's training: adopted, not trained again (a run
+    # that saves nothing tests its last epoch, as RecBole does, so it trains)
+    adopt = chosen_trial is not None and saved
+    if weight_search is not None and resume is None:
+        weight_search["chosen_trial_adopted"] = adopt
     trainer.weight_search = weight_search  # saved with the checkpoints
-    if chosen_trial is not None:  # the search's chosen trial is this run's training
-        best_valid_score, best_valid_result = trainer.adopt_trial(chosen_trial, saved=saved)
+    if adopt:
+        logger.info(set_color("weight search", "yellow") + ": the chosen trial was as long as the "
+                    "run, with its patience: it is this run's training (adopted, not trained again)")
+        best_valid_score, best_valid_result = trainer.adopt_trial(chosen_trial, train_data)
+        del chosen_trial  # its copy of the model and optimizer states
     else:
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]

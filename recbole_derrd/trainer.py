@@ -210,11 +210,13 @@ class SafeCheckpointMixin:
             "epoch_diagnostics": list(getattr(self, "epoch_diagnostics", [])),
         }
 
-    def adopt_trial(self, trained_run, saved=True):
+    def adopt_trial(self, trained_run, train_data):
         """Take a finished training of this run's exact settings (the weight-search trial
         the search chose, :meth:`trained_run`) as this run's own, instead of training it
         again: the model gets its best state, the best-model file is written (with this run's
         id and weight-search report), and no resume file is written (the run is finished).
+        ``train_data`` gives the evaluator the training statistics some metrics need, as
+        :meth:`fit` does.
 
         Returns:
             tuple: ``(best_valid_score, best_valid_result)``, as :meth:`fit` returns them.
@@ -232,10 +234,10 @@ class SafeCheckpointMixin:
         if hasattr(self, "epoch_diagnostics"):
             self.epoch_diagnostics = list(trained_run["epoch_diagnostics"])
         self.resume_file = None
-        if saved:
-            self._write_own_file(state, resume=False)
-            if writes_files(self.config):
-                self.logger.info(set_color("Saving current", "blue") + f": {self.saved_model_file}")
+        self.eval_collector.data_collect(train_data)
+        self._write_own_file(state, resume=False)
+        if writes_files(self.config):
+            self.logger.info(set_color("Saving current", "blue") + f": {self.saved_model_file}")
         return self.best_valid_score, self.best_valid_result
 
     def resume_state(self, epoch, train_data):

@@ -261,7 +261,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
     trials, trained = [], {}  # trained: the trial of each settings signature
     # A trial as long as the run, with the run's patience, is the run with those weights: the
     # chosen one is adopted by the run instead of being trained again (its best model is
-    # kept in memory; only the current choice's, to bound memory)
+    # kept in memory: those of the current round and the current choice, no others)
     adoptable = trial_config["epochs"] == config["epochs"] and trial_config["stopping_step"] == config["stopping_step"]
     kept_runs = {}
 
@@ -277,7 +277,9 @@ def search_loss_weights(config, teacher_checkpoint=None):
         else:
             trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
                               split, teacher, start_state, keep=adoptable)
-            kept_runs[signature(trial_weights)] = trial.pop("trained_run", None)
+            trained_run = trial.pop("trained_run", None)
+            # a trial that never improved on validation (diverged) has no best state to adopt
+            kept_runs[signature(trial_weights)] = trained_run if trained_run and trained_run["state"] else None
             trial.update(index=len(trained) + 1, key=round_key, value=value,
                          weights=dict(trial_weights), trained=True)
             trained[signature(trial_weights)] = trial
@@ -450,9 +452,4 @@ def resolve_automatic_weights(config, resume=None):
         + f": {', '.join(f'{key}={value}' for key, value in report['chosen'].items())}; the "
         f"same run without searching: {report['command_line']}"
     )
-    if chosen_run is not None:
-        logger.info(
-            set_color("weight search", "yellow") + ": the chosen trial was as long as the run, "
-            "with its patience: it is this run's training (adopted, not trained again)"
-        )
     return report, chosen_run

@@ -566,7 +566,8 @@ class Benchmark:
         lines += ["", f"Without a search (seed {args.seed_values[0]}): the plugin's defaults with RecBole's "
                   "learner defaults, and `auto` (the weights the plugin's own search chose, with the "
                   "student alone's chosen learner settings; its trials and their time; train s: the final "
-                  "run; trials as long as the run unless the row says 30-epoch trials, the former "
+                  "run (the chosen trial itself where the trials are as long as the run, as the run "
+                  "adopts it); trials as long as the run unless the row says 30-epoch trials, the former "
                   "default). Validation gains relative to the chosen student alone.", "",
                   f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
                   "|---|---|---|---|---|---|"]

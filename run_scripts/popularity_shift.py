@@ -50,7 +50,7 @@ def load_student(cell, config_files, base_config, dataset):
     backbone = dataset.config["model"]
     config = Config(backbone, dataset.config["dataset"], config_files,
                     dict(base_config, **cell["config"]), parse_command_line=False)
-    model = get_model(backbone)(config, dataset).eval()
+    model = get_model(backbone)(config, dataset).to(config["device"]).eval()
     model.load_state_dict(state)
     return model, config
 
@@ -91,6 +91,8 @@ def evaluate_table(args):
         with tempfile.TemporaryDirectory() as scratch:  # the trainers' unused file names
             base = dict(table.base_config(seed), checkpoint_dir=scratch)
             config = Config(args.backbone, args.dataset, table.config_files(), base, parse_command_line=False)
+            if DEPTH not in config["topk"] or "recall" not in [metric.lower() for metric in config["metrics"]]:
+                raise SystemExit(f"the protocol must report Recall@{DEPTH} (metrics, topk)")
             init_seed(config["seed"], config["reproducibility"])
             train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
             for method in args.methods:
@@ -127,8 +129,8 @@ def write_report(args, table, results, command):
         "groups of equal total interactions (0 = the least popular; items per group: "
         f"{', '.join(str(count) for count in any_result['valid']['items'])}). Recall@{DEPTH} within a group: "
         "hits among a user's positives of that group, over them, averaged over the users that have one. "
-        f"Popularity: mean training interactions of the top-{DEPTH} items (recommended) and of the "
-        "split's positives.",
+        f"Popularity: mean training interactions of the top-{DEPTH} items (recommended; over users) and of "
+        "the split's positives (over the split's interactions).",
         "",
         "| method | seeds | split | recall@20 | "
         + " | ".join(f"group {group}" for group in range(groups))
@@ -145,7 +147,9 @@ def write_report(args, table, results, command):
                       f"{mean([run['positive_popularity'] for run in runs]):.1f}"]
             lines.append(f"| {method} | {len(method_seeds)} | {split} | " + " | ".join(cells) + " |")
     if "student" in methods:
-        lines += ["", f"Relative to the student alone (same seeds, mean of the per-seed ratios of Recall@{DEPTH}):", "",
+        lines += ["", f"Relative to the student alone: Recall@{DEPTH} of each method over the student alone's, "
+                  "both the mean over the seeds both have (a ratio of means: tiny group recalls make "
+                  "per-seed ratios swing).", "",
                   "| method | split | recall@20 | " + " | ".join(f"group {group}" for group in range(groups)) + " |",
                   "|---|---|---|" + "---|" * groups]
         for method in methods:
@@ -154,8 +158,9 @@ def write_report(args, table, results, command):
             paired = [seed for seed in seeds if (method, seed) in results and ("student", seed) in results]
             for split in SPLITS:
                 def ratio(pick):
-                    return mean([pick(results[(method, seed)][split]) / pick(results[("student", seed)][split]) - 1
-                                 for seed in paired])
+                    student = mean([pick(results[("student", seed)][split]) for seed in paired])
+                    value = mean([pick(results[(method, seed)][split]) for seed in paired])
+                    return value / student - 1 if student > 0 else float("nan")
                 cells = [f"{100 * ratio(lambda run: run['overall']):+.1f}%"]
                 cells += [f"{100 * ratio(lambda run, group=group: run['recall'][group]):+.1f}%" for group in range(groups)]
                 lines.append(f"| {method} ({len(paired)} seed{'s' * (len(paired) != 1)}) | {split} | "
@@ -172,11 +177,12 @@ def main(argv=None):
     if args.popularity_groups < 1:
         args.popularity_groups = 5
     sys.argv = sys.argv[:1]  # RecBole's Config must not read these flags
-    torch.set_grad_enabled(False)
-    table, results = evaluate_table(args)
+    with torch.no_grad():
+        table, results = evaluate_table(args)
     if not results:
         raise SystemExit(f"no checkpoint of {args.methods} found in the cells of {args.dataset}")
-    print(open(write_report(args, table, results, command)).read())
+    with open(write_report(args, table, results, command)) as handle:
+        print(handle.read())
     return results
 
 

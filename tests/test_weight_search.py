@@ -130,7 +130,7 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
         assert settings.get("use_rrd", True) == (weights != (0, 0.01))
         trained.append(weights)
         return {"best_valid_score": table[weights], "best_valid_result": {}, "epochs": 1,
-                "seconds": 0.1, "trained_run": weights}
+                "seconds": 0.1, "trained_run": {"state": weights}}
 
     settings, report, chosen_run = search_without_training(monkeypatch, config, scored_trial)
     # lambda_rrd over its sorted candidates with lambda_de at its default (0.01), ties to the
@@ -141,7 +141,7 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
     assert report["trials"][-1]["key"] == "student alone"
     assert report["chosen"] == chosen and report["trial_count"] == 5
     # the run adopts the chosen trial's training (not kept in the plain report)
-    assert chosen_run == (chosen["lambda_rrd"], chosen["lambda_de"])
+    assert chosen_run == {"state": (chosen["lambda_rrd"], chosen["lambda_de"])}
     assert report["chosen_trial_adopted"] is True
     assert all("trained_run" not in trial for trial in report["trials"])
     if chosen["lambda_rrd"] == 0:
@@ -304,6 +304,22 @@ def test_the_chosen_numbers_reproduce_the_run_without_searching(auto_run, monkey
     assert again["weight_search"] is None
     assert again["best_valid_score"] == result["best_valid_score"]
     assert dict(again["test_result"]) == dict(result["test_result"])
+
+
+def test_a_run_that_saves_nothing_trains_its_chosen_weights_again(workdir, fast_config, monkeypatch):
+    """Without a saved best model a RecBole run tests its last epoch: such a run does not
+    adopt the trial's best epoch, it trains the chosen weights (the same result on validation)."""
+    def must_not_adopt(*args, **kwargs):
+        raise AssertionError("a run that saves nothing adopted its trial")
+
+    monkeypatch.setattr(recbole_derrd.trainer.SafeCheckpointMixin, "adopt_trial", must_not_adopt)
+    result = run_recbole_derrd("DERRD", "ml-100k", config_dict=fast_config(
+        epochs=2, use_de=False, lambda_rrd="auto", weight_search_values={"lambda_rrd": [0, 0.01]},
+        compare_student_alone=False), saved=False)
+    report = result["weight_search"]
+    assert report["chosen_trial_adopted"] is False and len(result["train_epoch_seconds"]) >= 1
+    chosen = next(trial for trial in report["trials"] if trial["weights"] == report["chosen"])
+    assert result["best_valid_score"] == chosen["best_valid_score"]
 
 
 def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_config, monkeypatch):
