@@ -221,8 +221,7 @@ class SafeCheckpointMixin:
         Returns:
             tuple: ``(best_valid_score, best_valid_result)``, as :meth:`fit` returns them.
         """
-        state = dict(trained_run["state"], config=plain_config(self.config), run_id=self.run_id,
-                     weight_search=to_plain(self.weight_search))
+        state = trained_run["state"]
         self._load_model_state(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.cur_step = state["cur_step"]
@@ -235,9 +234,9 @@ class SafeCheckpointMixin:
             self.epoch_diagnostics = list(trained_run["epoch_diagnostics"])
         self.resume_file = None
         self.eval_collector.data_collect(train_data)
-        self._write_own_file(state, resume=False)
-        if writes_files(self.config):
-            self.logger.info(set_color("Saving current", "blue") + f": {self.saved_model_file}")
+        # the best-model file as training would have written it at that epoch, with this
+        # run's configuration, id and weight-search report
+        self._save_checkpoint(state["epoch"])
         return self.best_valid_score, self.best_valid_result
 
     def resume_state(self, epoch, train_data):

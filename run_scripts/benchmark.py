@@ -376,16 +376,31 @@ class Benchmark:
         keys = [cell_key(method, size, seed, setting) for seed in self.args.seed_values]
         return [self.cells[key] for key in keys if key in self.cells]
 
+    def cell_model(self, cell, base_config, dataset):
+        """The backbone model of ``cell`` (a distiller's student, or a model trained alone)
+        with its checkpoint's weights, in evaluation mode, and its configuration."""
+        from recbole_derrd import Config
+        from recbole_derrd.checkpoint import read_checkpoint
+        from recbole_derrd.utils import get_model
+
+        backbone = self.args.backbone
+        config = Config(backbone, self.args.dataset, self.config_files(), dict(base_config, **cell["config"]),
+                        parse_command_line=False)
+        checkpoint = read_checkpoint(cell["checkpoint"], map_location=config["device"])
+        state = {name[len("student."):]: value for name, value in checkpoint["state_dict"].items()
+                 if name.startswith("student.")} or checkpoint["state_dict"]
+        model = get_model(backbone)(config, dataset).to(config["device"]).eval()
+        model.load_state_dict(state)
+        return model, config
+
     def time_inference(self, seed):
         """Full-sort inference (scores of all items, then the top-k) for all users, every model
         of the seed side by side in this process: median over repeats."""
         from recbole.utils import init_seed
 
         from recbole_derrd import Config
-        from recbole_derrd.checkpoint import read_checkpoint
         from recbole_derrd.data import create_dataset, data_preparation
         from recbole_derrd.model.backbones import backbone_of
-        from recbole_derrd.utils import get_model
 
         keys = [key for key, cell in self.cells.items() if cell["seed"] == seed
                 and "inference_seconds" not in cell and os.path.isfile(cell.get("checkpoint") or "")]
@@ -397,17 +412,8 @@ class Benchmark:
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
         users = torch.arange(1, train_data.dataset.user_num, device=config["device"])
-        models = {}
-        for key in keys:
-            checkpoint = read_checkpoint(self.cells[key]["checkpoint"], map_location=config["device"])
-            state = {name[len("student."):]: value for name, value in checkpoint["state_dict"].items()
-                     if name.startswith("student.")} or checkpoint["state_dict"]
-            model_config = Config(backbone, self.args.dataset, self.config_files(),
-                                  dict(self.base_config(seed), **self.cells[key]["config"]),
-                                  parse_command_line=False)
-            model = get_model(backbone)(model_config, train_data.dataset).to(config["device"]).eval()
-            model.load_state_dict(state)
-            models[key] = model
+        models = {key: self.cell_model(self.cells[key], self.base_config(seed), train_data.dataset)[0]
+                  for key in keys}
         k = max(config["topk"])
         chunk = max(1, config["eval_batch_size"] // train_data.dataset.item_num)
         times = {key: [] for key in models}

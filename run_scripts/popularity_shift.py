@@ -37,31 +37,12 @@ DEPTH = 20
 SPLITS = ("valid", "test")
 
 
-def load_student(cell, config_files, base_config, dataset):
-    """The backbone model of a benchmark cell, with its checkpoint's weights (a distiller's
-    student, or a model trained alone)."""
-    from recbole_derrd import Config
-    from recbole_derrd.checkpoint import read_checkpoint
-    from recbole_derrd.utils import get_model
-
-    checkpoint = read_checkpoint(cell["checkpoint"], map_location="cpu")
-    state = {name[len("student."):]: value for name, value in checkpoint["state_dict"].items()
-             if name.startswith("student.")} or checkpoint["state_dict"]
-    backbone = dataset.config["model"]
-    config = Config(backbone, dataset.config["dataset"], config_files,
-                    dict(base_config, **cell["config"]), parse_command_line=False)
-    model = get_model(backbone)(config, dataset).to(config["device"]).eval()
-    model.load_state_dict(state)
-    return model, config
-
-
-def evaluate_split(model, config, train_data, eval_data, n_groups):
+def evaluate_split(trainer, train_data, eval_data, n_groups):
     """Recall@20 by popularity group, and the training popularity of the top-20 items and of
-    the split's positives, from the ranking RecBole's evaluator scores."""
-    from recbole_derrd.pipeline import build_trainer
+    the split's positives, from the ranking RecBole's evaluator scores (``trainer``: one
+    holding the model)."""
     from recbole_derrd.popularity import PopularityGroupRecorder
 
-    trainer = build_trainer(config, model)
     recorder = PopularityGroupRecorder(trainer, train_data, n_groups=n_groups)
     with recorder:
         result = trainer.evaluate(eval_data, load_best_model=False, show_progress=False)
@@ -83,6 +64,7 @@ def evaluate_table(args):
 
     from recbole_derrd import Config
     from recbole_derrd.data import create_dataset, data_preparation
+    from recbole_derrd.pipeline import build_trainer
 
     table = bench.Benchmark(args)
     results = {}  # (method, seed) -> {split: evaluation}
@@ -100,9 +82,10 @@ def evaluate_table(args):
                          if cell["seed"] == seed and os.path.isfile(cell.get("checkpoint") or "")]
                 if not cells:
                     continue
-                model, model_config = load_student(cells[0], table.config_files(), base, train_data.dataset)
+                model, model_config = table.cell_model(cells[0], base, train_data.dataset)
+                trainer = build_trainer(model_config, model)
                 results[(method, seed)] = {
-                    split: evaluate_split(model, model_config, train_data, data, args.popularity_groups)
+                    split: evaluate_split(trainer, train_data, data, args.popularity_groups)
                     for split, data in zip(SPLITS, (valid_data, test_data))
                 }
                 print(f"{method} seed {seed}: " + ", ".join(
