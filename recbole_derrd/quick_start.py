@@ -237,6 +237,8 @@ def run_recbole_derrd(
             student_parameters=parameter_count(model),
             teacher_parameters=parameter_count(model.teacher.model),
             teacher_checkpoint=config["teacher_checkpoint"],
+            # the weights this run trained with (``auto`` ones as chosen), for its records
+            loss_weights={key: config[key] for key in type(model).loss_weight_keys},
         )
         result.update(
             student_alone_valid_result=None,

@@ -72,6 +72,11 @@ TUNED_FROM = {
     "UnKD": [("student", LEARNER_KEYS)],
     "HTD": [("student", LEARNER_KEYS)],
 }
+#: The loss weights a method's cells are keyed by: a cell at the plugin's defaults is keyed by
+#: their values when it ran, so a later change of a default never relabels an old cell.
+WEIGHT_KEYS = {"RD": ["lambda_rd"], "CD": ["lambda_cd"], "DE": ["lambda_de"], "RRD": ["lambda_rrd"],
+               "RRD-topK": ["lambda_rrd"], "DE-RRD": ["lambda_de", "lambda_rrd"],
+               "UnKD": ["lambda_unkd"], "HTD": ["lambda_htd"]}
 #: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them,
 #: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.weight_search).
 DEFAULT_ROWS = ["RRD", "DE-RRD"]
@@ -119,17 +124,35 @@ def setting_label(setting):
 STUDENT_DEFAULTS = {"learning_rate": 0.001, "weight_decay": 0.0}
 
 
-def is_plugin_default(method, setting):
-    """Whether a trial's setting is what the plugin (or RecBole, for the student) uses by
-    default for those keys."""
+def plugin_defaults(method):
+    """The plugin's (and RecBole's learner) defaults of ``method``'s keys."""
     import yaml
 
     defaults = dict(STUDENT_DEFAULTS)
-    if method != "student":
+    if method in DISTILLERS:
         path = os.path.join(REPO, "recbole_derrd", "properties", "model", f"{DISTILLERS[method][0]}.yaml")
         with open(path) as handle:
             defaults.update(yaml.safe_load(handle))
+    return defaults
+
+
+def is_plugin_default(method, setting):
+    """Whether a trial's setting is what the plugin (or RecBole, for the student) uses by
+    default for those keys."""
+    defaults = plugin_defaults(method)
     return all(defaults.get(key) == value for key, value in setting.items())
+
+
+def default_weights(method):
+    """The setting of ``method``'s cell at the plugin's defaults: its loss weights, explicit
+    (``{}`` for the teacher and the student alone, which have none)."""
+    defaults = plugin_defaults(method)
+    return {key: defaults[key] for key in WEIGHT_KEYS.get(method, [])}
+
+
+def is_automatic(setting):
+    """Whether a cell's weights were chosen by the plugin's search (``auto``)."""
+    return "auto" in setting.values()
 
 
 def paired_difference(cells, baseline_cells, metric, resamples=10000, seed=0):
@@ -235,10 +258,10 @@ class Benchmark:
 
     def settings(self, method, seed, size):
         """The settings ``method`` runs with at ``seed``: without --tune the plugin's defaults
-        (``{}``); with --tune every trial of its grid at the first seed, its chosen trial at
+        (its current default weights, explicit: default_weights); with --tune every trial of its grid at the first seed, its chosen trial at
         the others (plus what it takes from another method's search, TUNED_FROM)."""
         if not self.args.tune:
-            return [{}]
+            return [default_weights(method)]
         inherited = {}
         for source, keys in TUNED_FROM.get(method, []):
             if source in self.args.methods:
@@ -275,12 +298,14 @@ class Benchmark:
         epoch_seconds = result["train_epoch_seconds"]
         per_user = result.get("test_per_user", {})
         search = result.get("weight_search")
+        weights = result.get("loss_weights", {})
         return {
             "weight_search": None if not search else {
                 "chosen": search["chosen"], "trial_count": search["trial_count"],
                 "seconds": search["seconds"], "preparation_seconds": search["preparation_seconds"]},
             "method": method, "model": model, "size": size, "seed": seed,
             "setting": setting or {},
+            "weights": {key: weights[key] for key in WEIGHT_KEYS.get(method, [])},
             "test": dict(result["test_result"]),
             "valid": dict(result["best_valid_result"] or {}),
             "valid_score": result["best_valid_score"],
@@ -322,6 +347,9 @@ class Benchmark:
                         self.run_missing_cell(method, size, seed, setting)
             if self.args.tune and seed == self.args.seed_values[0]:
                 self.run_default_rows(seed)
+            for size in self.args.sizes:
+                for method, weights in self.args.other_weights:
+                    self.run_missing_cell(method, size, seed, weights, " (other weights)")
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
@@ -340,12 +368,12 @@ class Benchmark:
         tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
 
     def run_default_rows(self, seed):
-        """DEFAULT_ROWS at the plugin's defaults (no setting) and AUTO_ROWS with ``auto``
+        """DEFAULT_ROWS at the plugin's defaults (their default weights) and AUTO_ROWS with ``auto``
         weights, one seed."""
         for size in self.args.sizes:
             for method, setting in self.default_rows(size):
                 if method in self.args.methods:
-                    note = f" (plugin defaults{', automatic weights' if setting else ''})"
+                    note = f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})"
                     self.run_missing_cell(method, size, seed, setting, note)
 
     def default_rows(self, size, short_trials=False):
@@ -353,7 +381,7 @@ class Benchmark:
         RecBole's) defaults; AUTO_ROWS with ``auto`` weights and the student alone's chosen
         learner settings (what ``auto`` replaces is the weight search alone); with
         ``short_trials`` also AUTO_ROWS with SHORT_TRIALS (reported where they were run)."""
-        rows = [(method, {}) for method in DEFAULT_ROWS]
+        rows = [(method, default_weights(method)) for method in DEFAULT_ROWS]
         try:
             learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
         except RuntimeError:  # the student's search has not run
@@ -366,7 +394,7 @@ class Benchmark:
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
         (--tune) or the defaults."""
-        setting = {}
+        setting = default_weights(method)
         if self.args.tune and method != "teacher":
             try:
                 setting = (self.chosen_setting(method, size) if method in TUNING_GRIDS
@@ -527,6 +555,8 @@ class Benchmark:
         lines.append("")
         if args.tune:
             lines += self.tuning_text()
+        else:
+            lines += self.other_settings_text()
         lines += self.significance_text(summary)
         lines += self.popularity_text(keys)
         with open(path, "w") as handle:
@@ -589,6 +619,37 @@ class Benchmark:
                                  if search else "")
                 lines.append(f"| {name} | {cell['valid_score']:.4f} | {gain} | "
                              f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")
+        return lines + [""]
+
+    def other_settings_text(self):
+        """Cells of this split at other weights than the current defaults (e.g. run at a former
+        default), kept and shown apart: the table above reports the current defaults only."""
+        args, metric = self.args, self.args.metric
+        reported = {id(cell) for method in METHODS for size in self.args.sizes + [args.teacher_size]
+                    for cell in self.reported_cells(method, size)}
+        groups = {}
+        for cell in self.cells.values():
+            if (cell["method"] in DISTILLERS and id(cell) not in reported
+                    and cell["seed"] in args.seed_values):
+                label = setting_label(cell["setting"])
+                groups.setdefault((METHODS.index(cell["method"]), cell["size"], label), []).append(cell)
+        if not groups:
+            return []
+        lines = ["## Other weights on this split", "",
+                 "Cells at weights other than the plugin's current defaults (the table above), "
+                 "e.g. run at a former default; mean over the seeds run, against the student alone "
+                 "of the same seeds.", "",
+                 f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+        for (index, size, label), cells in sorted(groups.items()):
+            students = [self.cells.get(cell_key("student", size, cell["seed"])) for cell in cells]
+            mean = statistics.mean(cell["test"][metric] for cell in cells)
+            gain = (f"{100 * (mean / statistics.mean(student['test'][metric] for student in students) - 1):+.1f}%"
+                    if all(students) else "-")
+            lines.append(f"| {METHODS[index]} | {size} | {label or '-'} | {len(cells)} | {mean:.4f} | {gain} | "
+                         f"{statistics.mean(cell['test'].get('recall@20', float('nan')) for cell in cells):.4f} | "
+                         f"{statistics.mean(cell['epochs'] for cell in cells):.0f} | "
+                         f"{statistics.mean(cell['train_seconds'] for cell in cells):.0f} |")
         return lines + [""]
 
     def significance_text(self, summary):
@@ -681,6 +742,8 @@ class Benchmark:
             extra.append(f"--epochs={args.epochs}")
         if args.popularity_groups:
             extra.append(f"--popularity_groups={args.popularity_groups}")
+        if args.other_weights_text:
+            extra.append(f"--other_weights=\"{args.other_weights_text}\"")
         if args.config_files:
             extra.append(f"--config_files=\"{' '.join(args.config_files)}\"")
         return "".join(f" {option}" for option in extra)
@@ -763,6 +826,9 @@ def parse_args(argv=None):
     parser.add_argument("--tune", action="store_true",
                         help="search each method's weights on the first seed's validation split "
                              "(TUNING_GRIDS), then run the chosen settings at every seed")
+    parser.add_argument("--other_weights", default="",
+                        help="without --tune: also run these weights besides the defaults, e.g. "
+                             "'RRD:lambda_rrd=0.001;RRD:lambda_rrd=0.01' (reported apart)")
     parser.add_argument("--config_files", default="", help="extra YAML files, space-separated")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--gpu_id", default="")
@@ -784,7 +850,36 @@ def parse_args(argv=None):
     if any(method in DISTILLERS for method in args.methods) and "teacher" not in args.methods:
         args.methods.insert(0, "teacher")  # the distillers need it
     args.config_files = [path for path in args.config_files.split(" ") if path]
+    args.other_weights_text = args.other_weights
+    try:
+        args.other_weights = parse_other_weights(args.other_weights, args.methods)
+    except ValueError as error:
+        parser.error(f"--other_weights: {error}")
+    if args.other_weights and args.tune:
+        parser.error("--other_weights is for tables without --tune (a --tune table has its grid)")
     return args
+
+
+def parse_other_weights(text, methods):
+    """``'RRD:lambda_rrd=0.001;DE-RRD:lambda_de=0.1'`` -> ``[('RRD', {'lambda_rrd': 0.001}),
+    ('DE-RRD', {'lambda_de': 0.1, 'lambda_rrd': <its default>})]``: every weight of the method
+    explicit (the unnamed ones at their defaults), as its cells are keyed."""
+    parsed = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        method, _, assignments = item.partition(":")
+        if method not in methods or method not in WEIGHT_KEYS:
+            raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
+        weights = default_weights(method)
+        for assignment in filter(None, assignments.split(",")):
+            key, _, value = assignment.partition("=")
+            if key not in weights:
+                raise ValueError(f"{method}'s weights are {WEIGHT_KEYS[method]}, not '{key}'")
+            try:
+                weights[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a number") from None
+        parsed.append((method, weights))
+    return parsed
 
 
 def main(argv=None):

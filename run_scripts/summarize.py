@@ -97,10 +97,10 @@ def headline(tables):
 
 
 def run_label(setting):
-    """How a row beside the search was run: the defaults, or ``auto`` (with trials as long as
-    the run, or 30-epoch ones, the former default)."""
-    if not setting:
-        return "defaults"
+    """How a row beside the search was run: the defaults (their weights), or ``auto`` (with
+    trials as long as the run, or 30-epoch ones, the former default)."""
+    if not bench.is_automatic(setting):
+        return f"defaults ({bench.setting_label(setting)})"
     return "auto (30-epoch trials)" if "weight_search_epochs" in setting else "auto"
 
 
@@ -115,7 +115,7 @@ def promise_table(tables):
         size, first = table.args.sizes[0], table.args.seed_values[0]
         if not table.args.tune:  # every method at the defaults: the student alone is the row to beat
             default_student = table.cells.get(bench.cell_key("student", size, first))
-            rows, chosen_student = [(method, {}) for method in bench.DEFAULT_ROWS], None
+            rows, chosen_student = [(method, bench.default_weights(method)) for method in bench.DEFAULT_ROWS], None
         else:
             default_student = table.cells.get(bench.cell_key("student", size, first, bench.STUDENT_DEFAULTS))
             try:
@@ -126,7 +126,7 @@ def promise_table(tables):
             rows = table.default_rows(size, short_trials=True)
         for method, setting in rows:
             cell = table.cells.get(bench.cell_key(method, size, first, setting))
-            student = chosen_student if setting else default_student
+            student = chosen_student if bench.is_automatic(setting) else default_student
             if cell is None or student is None:
                 continue
             learner = (bench.setting_label({key: student["setting"][key] for key in bench.LEARNER_KEYS})
@@ -142,51 +142,76 @@ def promise_table(tables):
     return lines + [""]
 
 
+def weight_trials(table, method, key):
+    """{value of ``key``: the validation gain (%) of ``method``'s seed-2020 cell at it over the
+    student alone trained with the same learner settings}. A --tune table: its grid's trials; a
+    table without: its cells at the default and --other_weights (the method's other weights at
+    their current defaults)."""
+    size, first = table.args.sizes[0], table.args.seed_values[0]
+    if method not in table.args.methods:
+        return {}
+    if table.args.tune:
+        try:
+            student = table.chosen_setting("student", size)
+        except RuntimeError:
+            return {}
+        reference = table.cells.get(bench.cell_key("student", size, first, student))
+        cells = table.trials(method, size)
+    else:
+        reference = table.cells.get(bench.cell_key("student", size, first))
+        others = {name: value for name, value in bench.default_weights(method).items() if name != key}
+        cells = [cell for cell in table.cells.values()
+                 if cell["method"] == method and cell["seed"] == first and cell["size"] == size
+                 and all(cell["setting"].get(name) == value for name, value in others.items())
+                 and key in cell["setting"] and not bench.is_automatic(cell["setting"])]
+    if reference is None:
+        return {}
+    return {cell["setting"][key]: 100 * (cell["valid_score"] / reference["valid_score"] - 1) for cell in cells}
+
+
 def defaults_evidence(tables):
-    """For every searched weight value: its validation gain over the student alone (the chosen
-    learner settings, the same the distillers train with) on each dataset, and the worst."""
-    tables = [(name, table) for name, table in tables if table.args.tune]  # the searched ones
-    names = [name for name, _ in tables]
+    """For every weight value run: its validation gain over the student alone (the same
+    learner settings the distillers train with) on each dataset, and the worst."""
+    columns = [(name, table) for name, table in tables
+               if any(weight_trials(table, method, key) for method, key in SEARCHED_WEIGHT.items())]
+    names = [name for name, _ in columns]
     lines = ["## Default weights: validation gain over the student alone, every dataset", "",
-             "Each searched value's best validation score (seed 2020) relative to the student alone "
+             "Each value's best validation score (seed 2020) relative to the student alone "
              "trained with the same learning rate and weight decay; the default should maximise the "
-             "worst case (last column), not the gain on one dataset. DE-RRD's rows vary `lambda_de` "
-             "at each dataset's chosen `lambda_rrd`.", "",
+             "worst case (last column), not the gain on one dataset. Searched tables: their grid; "
+             "`defaults` tables (no search): the values run there (the default and "
+             "`--other_weights`), each at RecBole's learner defaults. DE-RRD's rows vary `lambda_de` "
+             "at each searched dataset's chosen `lambda_rrd`. `worst` over the datasets where the "
+             "value was run (how many, when not all).", "",
              "| method | weight | " + " | ".join(names) + " | worst |",
              "|---|---|" + "---|" * len(names) + "---|"]
     best_rows = {}
     for method, key in SEARCHED_WEIGHT.items():
         gains = {}
-        for name, table in tables:
-            size = table.args.sizes[0]
-            if method not in table.args.methods:
-                continue
-            try:
-                student = table.chosen_setting("student", size)
-            except RuntimeError:
-                continue
-            reference = table.cells.get(bench.cell_key("student", size, table.args.seed_values[0], student))
-            for cell in table.trials(method, size):
-                value = cell["setting"][key]
-                gains.setdefault(value, {})[name] = 100 * (cell["valid_score"] / reference["valid_score"] - 1)
+        for name, table in columns:
+            for value, gain in weight_trials(table, method, key).items():
+                gains.setdefault(value, {})[name] = gain
         for value in sorted(gains):
             row = gains[value]
-            worst = min(row.values()) if len(row) == len(names) else None
+            worst = min(row.values())
             cells = " | ".join(f"{row[name]:+.1f}%" if name in row else "-" for name in names)
-            lines.append(f"| {method} | {key} = {value:g} | {cells} | "
-                         + (f"{worst:+.1f}%" if worst is not None else "incomplete") + " |")
-            if worst is not None and (method not in best_rows or worst > best_rows[method][1]):
-                best_rows[method] = (value, worst)
+            count = "" if len(row) == len(names) else f" ({len(row)} of {len(names)})"
+            lines.append(f"| {method} | {key} = {value:g} | {cells} | {worst:+.1f}%{count} |")
+            # the best worst case among the values run on the most datasets
+            rank = (len(row), worst)
+            if method not in best_rows or rank > best_rows[method][1]:
+                best_rows[method] = (value, rank)
     lines += ["", "Best worst case: " + "; ".join(
-        f"{method} {SEARCHED_WEIGHT[method]} = {value:g} ({worst:+.1f}%)"
-        for method, (value, worst) in best_rows.items()) + "." if best_rows else "", ""]
+        f"{method} {SEARCHED_WEIGHT[method]} = {value:g} ({worst:+.1f}%"
+        + (f", {count} of {len(names)} datasets)" if count < len(names) else ")")
+        for method, (value, (count, worst)) in best_rows.items()) + "." if best_rows else "", ""]
     return lines
 
 
 def candidates_table(results):
     """Fixed against redrawn evaluation candidates under the paper's protocol (benchmarks run
     with ``--results=<results>/eval-candidates/{fixed,redrawn}``): the early stop and the test
-    metrics of the student alone and RRD, at the plugin's defaults."""
+    metrics of the student alone and RRD (at the plugin's defaults when it ran: its weight shown)."""
     import json
 
     folder = os.path.join(results, "eval-candidates")
@@ -210,7 +235,8 @@ def candidates_table(results):
                 cell = next((cell for cell in cells.values() if cell["method"] == method), None)
                 if cell is None:
                     continue
-                lines.append(f"| {dataset} | {method} | {variant} | {cell['epochs']} | "
+                weights = bench.setting_label(cell.get("weights", {}))
+                lines.append(f"| {dataset} | {method}{f' ({weights})' if weights else ''} | {variant} | {cell['epochs']} | "
                              f"{cell['valid'].get('ndcg@10', float('nan')):.4f} | {cell['test']['ndcg@10']:.4f} | "
                              f"{cell['test']['hit@10']:.4f} |")
     return lines + [""]

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from recbole_derrd.checkpoint import read_checkpoint
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -61,7 +63,13 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     png = (folder / "BPR-recbole.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
-    assert set(cells) == {"teacher|16|2020", "student|8|2020", "RRD|8|2020"}
+    # a distiller's cell at the defaults is keyed (and labelled) by the weights it ran with
+    default = benchmark.default_weights("RRD")
+    rrd_key = benchmark.cell_key("RRD", 8, 2020, default)
+    assert set(cells) == {"teacher|16|2020", "student|8|2020", rrd_key} and rrd_key.endswith("|lambda_rrd=0.003")
+    assert cells[rrd_key]["weights"] == default == cells[rrd_key]["setting"]
+    saved_config = read_checkpoint(cells[rrd_key]["checkpoint"])["config"]
+    assert saved_config["lambda_rrd"] == default["lambda_rrd"] and not saved_config["use_de"]
 
     # a second run finds every cell done: nothing is trained again
     import recbole_derrd
@@ -79,9 +87,53 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
                     f"--results={workdir / 'results'}"])
     summary = (workdir / "results" / "summary.md").read_text()
     assert "| ml-100k (recbole, defaults) | 1 | ndcg@10 |" in summary
-    rrd, student = cells["RRD|8|2020"], cells["student|8|2020"]
+    rrd, student = cells[rrd_key], cells["student|8|2020"]
     gain = 100 * (rrd["valid_score"] / student["valid_score"] - 1)
-    assert f"| ml-100k (recbole, defaults) | RRD defaults | the table's | {rrd['valid_score']:.4f} ({gain:+.1f}%) |" in summary
+    assert (f"| ml-100k (recbole, defaults) | RRD defaults (lambda_rrd=0.003) | the table's | "
+            f"{rrd['valid_score']:.4f} ({gain:+.1f}%) |") in summary
+    assert f"| RRD | lambda_rrd = 0.003 | {gain:+.1f}% | {gain:+.1f}% |" in summary  # the defaults evidence
+
+
+def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
+    """--other_weights runs more weights beside the defaults, reported apart; when a default
+    changes, the cells run at the former one move out of the table, which reports the cells
+    run at the new default only."""
+    benchmark = load_script("benchmark")
+    (workdir / "tiny.yaml").write_text(TINY)
+    argv = ["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+            "--epochs=1", "--methods=student,RRD", "--inference_repeats=1",
+            f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
+            f"--work={workdir / 'work'}"]
+    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.05"])
+    folder = workdir / "results" / "ml-100k"
+    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    old_key, other_key = "RRD|8|2020|lambda_rrd=0.003", "RRD|8|2020|lambda_rrd=0.05"
+    assert set(cells) == {"teacher|16|2020", "student|8|2020", old_key, other_key}
+    assert read_checkpoint(cells[other_key]["checkpoint"])["config"]["lambda_rrd"] == 0.05
+    table, others = (folder / "BPR-recbole.md").read_text().split("## Other weights on this split")
+    assert '--other_weights="RRD:lambda_rrd=0.05"' in table
+    rrd_row = next(line for line in table.splitlines() if line.startswith("| RRD |"))
+    assert rrd_row.endswith("| lambda_rrd=0.003 |")
+    assert f"| RRD | 8 | lambda_rrd=0.05 | 1 | {cells[other_key]['test']['ndcg@10']:.4f} |" in others
+
+    # the default becomes 0.05: the table now reports the 0.05 cell as the defaults, trains
+    # nothing, and shows the 0.003 cell apart
+    defaults = benchmark.plugin_defaults
+
+    def changed(method):
+        return dict(defaults(method), lambda_rrd=0.05) if method in benchmark.DISTILLERS else defaults(method)
+
+    monkeypatch.setattr(benchmark, "plugin_defaults", changed)
+    import recbole_derrd
+
+    monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", lambda *args, **kwargs: pytest.fail("trained"))
+    benchmark.main(argv)
+    table, others = (folder / "BPR-recbole.md").read_text().split("## Other weights on this split")
+    rrd_row = next(line for line in table.splitlines() if line.startswith("| RRD |"))
+    assert rrd_row.endswith("| lambda_rrd=0.05 |") and f"{cells[other_key]['test']['ndcg@10']:.4f}" in rrd_row
+    assert f"| RRD | 8 | lambda_rrd=0.003 | 1 | {cells[old_key]['test']['ndcg@10']:.4f} |" in others
+    with pytest.raises(SystemExit):  # a weight the method does not have
+        benchmark.parse_args(argv + ["--other_weights=RRD:lambda_de=0.1"])
 
 
 def test_later_distillers_and_recall_by_popularity_group(workdir):
@@ -95,7 +147,8 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
                     f"--results={workdir / 'results'}", f"--work={workdir / 'work'}"])
     folder = workdir / "results" / "ml-100k"
     cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
-    assert {cells["UnKD|8|2020"]["model"], cells["HTD|8|2020"]["model"]} == {"UnKD", "HTD"}
+    cells = {cell["method"]: cell for cell in cells.values()}  # one cell per method
+    assert {cells["UnKD"]["model"], cells["HTD"]["model"]} == {"UnKD", "HTD"}
     table = (folder / "BPR-recbole.md").read_text()
     assert "--methods=teacher,student,UnKD,HTD" in table and "--popularity_groups=3" in table
     section = table.split("## Recall@20 by item-popularity group")[1]
@@ -103,7 +156,7 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
             if line.startswith("| ") and "---" not in line and not line.startswith("| method")}
     assert list(rows) == ["teacher", "student", "UnKD", "HTD"]
     for method, line in rows.items():
-        cell = cells[f"{method}|{16 if method == 'teacher' else 8}|2020"]
+        cell = cells[method]
         popularity = cell["popularity"]
         assert popularity["groups"] == 3 and sum(popularity["interaction_share"]) == pytest.approx(1.0)
         shown = [float(value) for value in line.split("|")[4:-1]]
@@ -119,7 +172,7 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
                           f"--work={workdir / 'work'}"])
     assert sorted(shifted) == sorted((method, 2020) for method in rows)
     for (method, _), splits in shifted.items():
-        cell = cells[f"{method}|{16 if method == 'teacher' else 8}|2020"]
+        cell = cells[method]
         assert splits["test"]["overall"] == pytest.approx(cell["test"]["recall@20"], abs=1e-4)
         assert splits["valid"]["overall"] == pytest.approx(cell["valid"]["recall@20"], abs=1e-4)
         assert splits["test"]["recall"] == pytest.approx(cell["popularity"]["recall@20"], nan_ok=True)
@@ -158,14 +211,18 @@ def test_tuned_benchmark_and_its_summary(workdir):
                     "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
     cells = json.loads((workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").read_text())
-    first = {key for key in cells if "|2020|" in key and "auto" not in key}
+    # the first seed's trials (every trial carries the student's learner settings)
+    first = {key for key in cells if "|2020|" in key and "auto" not in key and "learning_rate" in key}
     second = {key for key in cells if "|2021" in key}
     # 3 student + 3 RRD + 3 DE-RRD trials at the first seed, plus the teacher and the two
     # default rows; one chosen setting per method at the second seed
     assert len([key for key in first if key.startswith("student|")]) == 3
     assert len([key for key in first if key.startswith("RRD|")]) == 3
     assert len([key for key in first if key.startswith("DE-RRD|")]) == 3
-    assert {"RRD|8|2020", "DE-RRD|8|2020"} <= set(cells)  # the plugin's defaults, as a user gets them
+    # the plugin's defaults, as a user gets them, keyed by the default weights they ran with
+    defaults = {benchmark.cell_key(method, 8, 2020, benchmark.default_weights(method)) for method in ("RRD", "DE-RRD")}
+    assert defaults == {"RRD|8|2020|lambda_rrd=0.003", "DE-RRD|8|2020|lambda_de=0.01,lambda_rrd=0.003"}
+    assert defaults <= set(cells) and all(cells[key]["weights"] == cells[key]["setting"] for key in defaults)
     # and with the plugin's own weight search (auto): the chosen weights are among its candidates
     automatic = next(cell for key, cell in cells.items() if key.startswith("DE-RRD|8|2020|lambda_de=auto,"))
     student = max((cell for key, cell in cells.items() if key.startswith("student|8|2020|")),
@@ -173,10 +230,12 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert automatic["setting"]["learning_rate"] == student["setting"]["learning_rate"]
     assert automatic["weight_search"]["trial_count"] >= 2
     assert automatic["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
+    # the cell records the weights the search chose (the ones it trained with), not "auto"
+    assert automatic["weights"] == {key: automatic["weight_search"]["chosen"][key] for key in ("lambda_de", "lambda_rrd")}
     rrd_auto = next(cell for key, cell in cells.items() if key.startswith("RRD|8|2020|") and "auto" in key)
     assert rrd_auto["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
     assert sorted(key.split("|")[0] for key in second) == ["DE-RRD", "RRD", "student", "teacher"]
-    rrd_trials = [cell for key, cell in cells.items() if key.startswith("RRD|8|2020|") and "auto" not in key]
+    rrd_trials = [cells[key] for key in first if key.startswith("RRD|")]
     best = max(rrd_trials, key=lambda cell: cell["valid_score"])
     chosen = next(cell for key, cell in cells.items() if key.startswith("RRD|8|2021"))
     assert chosen["setting"] == best["setting"]  # the second seed runs the validation winner
@@ -198,7 +257,7 @@ def test_tuned_benchmark_and_its_summary(workdir):
         assert f"| RRD | lambda_rrd = {value} |" in summary
     assert "Best worst case: RRD lambda_rrd" in summary
     # defaults and auto, each against the student alone with the same learner settings
-    assert "| ml-100k (recbole) | RRD defaults | learning_rate=0.001,weight_decay=0 |" in summary
+    assert "| ml-100k (recbole) | RRD defaults (lambda_rrd=0.003) | learning_rate=0.001,weight_decay=0 |" in summary
     assert "| ml-100k (recbole) | DE-RRD auto |" in summary
     table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     assert "| DE-RRD (auto: lambda_de=" in table and "| RRD (auto: lambda_rrd=" in table

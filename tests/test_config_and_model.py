@@ -36,7 +36,7 @@ def test_backbone_defaults_layer_over_the_model_defaults(workdir, monkeypatch):
     assert (neumf["lambda_de"], neumf["lambda_rrd"]) == (1e-4, 0.1)
     assert neumf["teacher_model"] == "NeuMF" and neumf["mf_embedding_size"] == 20
     bpr = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
-    assert (bpr["lambda_de"], bpr["lambda_rrd"]) == (0.01, 0.01)
+    assert (bpr["lambda_de"], bpr["lambda_rrd"]) == (0.01, 0.003)
     monkeypatch.setattr(sys, "argv", ["run.py", "--lambda_rrd=0.5"])
     overridden = Config("DERRD", "ml-100k", config_dict={"gpu_id": "", "student_model": "NeuMF"})
     assert (overridden["lambda_de"], overridden["lambda_rrd"]) == (1e-4, 0.5)
