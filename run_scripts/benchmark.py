@@ -639,17 +639,23 @@ class Benchmark:
                  "Cells at weights other than the plugin's current defaults (the table above), "
                  "e.g. run at a former default; mean over the seeds run, against the student alone "
                  "of the same seeds.", "",
-                 f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
+                 "valid score vs student |", "|---|---|---|---|---|---|---|---|---|---|"]
         for (index, size, label), cells in sorted(groups.items()):
             students = [self.cells.get(cell_key("student", size, cell["seed"])) for cell in cells]
             mean = statistics.mean(cell["test"][metric] for cell in cells)
-            gain = (f"{100 * (mean / statistics.mean(student['test'][metric] for student in students) - 1):+.1f}%"
-                    if all(students) else "-")
-            lines.append(f"| {METHODS[index]} | {size} | {label or '-'} | {len(cells)} | {mean:.4f} | {gain} | "
-                         f"{statistics.mean(cell['test'].get('recall@20', float('nan')) for cell in cells):.4f} | "
+            gain = valid_gain = "-"
+            if all(students):
+                gain = f"{100 * (mean / statistics.mean(student['test'][metric] for student in students) - 1):+.1f}%"
+                if all(cell.get("valid_score") is not None for cell in cells + students):
+                    valid = statistics.mean(cell["valid_score"] for cell in cells)
+                    valid_gain = f"{100 * (valid / statistics.mean(student['valid_score'] for student in students) - 1):+.1f}%"
+            seconds = [cell["train_seconds"] for cell in cells if cell.get("train_seconds") is not None]
+            recalls = [cell["test"]["recall@20"] for cell in cells if "recall@20" in cell["test"]]
+            recall = f"{statistics.mean(recalls):.4f}" if len(recalls) == len(cells) else "-"
+            lines.append(f"| {METHODS[index]} | {size} | {label or '-'} | {len(cells)} | {mean:.4f} | {gain} | {recall} | "
                          f"{statistics.mean(cell['epochs'] for cell in cells):.0f} | "
-                         f"{statistics.mean(cell['train_seconds'] for cell in cells):.0f} |")
+                         + (f"{statistics.mean(seconds):.0f}" if seconds else "-") + f" | {valid_gain} |")
         return lines + [""]
 
     def significance_text(self, summary):

@@ -103,6 +103,9 @@ def write_report(args, table, results, command):
     methods = [method for method in args.methods if any(key[0] == method for key in results)]
     seeds = sorted({seed for _, seed in results})
     any_result = next(iter(results.values()))
+    size = args.sizes[0]
+    settings = [f"{method} {bench.setting_label(cells[0]['setting'])}" for method in methods if method != "teacher"
+                for cells in [table.reported_cells(method, size)] if cells and cells[0]["setting"]]
     lines = [
         f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol: validation and test by item popularity",
         "",
@@ -113,7 +116,8 @@ def write_report(args, table, results, command):
         f"{', '.join(str(count) for count in any_result['valid']['items'])}). Recall@{DEPTH} within a group: "
         "hits among a user's positives of that group, over them, averaged over the users that have one. "
         f"Popularity: mean training interactions of the top-{DEPTH} items (recommended; over users) and of "
-        "the split's positives (over the split's interactions).",
+        "the split's positives (over the split's interactions)."
+        + (f" Settings of the table's cells: {'; '.join(settings)}." if settings else ""),
         "",
         "| method | seeds | split | recall@20 | "
         + " | ".join(f"group {group}" for group in range(groups))
