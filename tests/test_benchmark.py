@@ -30,13 +30,18 @@ learning_rate: 0.01
 """
 
 
-def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
-    benchmark = load_script("benchmark")
+def tiny_rrd_benchmark(workdir, inference_repeats):
+    """A one-seed, one-epoch benchmark of the student alone and RRD: its flags."""
     (workdir / "tiny.yaml").write_text(TINY)
-    argv = ["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
-            "--epochs=1", "--methods=student,RRD", "--inference_repeats=2",
+    return ["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+            "--epochs=1", "--methods=student,RRD", f"--inference_repeats={inference_repeats}",
             f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
             f"--work={workdir / 'work'}"]
+
+
+def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
+    benchmark = load_script("benchmark")
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=2)
     benchmark.main(argv)
     folder = workdir / "results" / "ml-100k"
     table = (folder / "BPR-recbole.md").read_text()
@@ -99,11 +104,7 @@ def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
     changes, the cells run at the former one move out of the table, which reports the cells
     run at the new default only."""
     benchmark = load_script("benchmark")
-    (workdir / "tiny.yaml").write_text(TINY)
-    argv = ["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
-            "--epochs=1", "--methods=student,RRD", "--inference_repeats=1",
-            f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
-            f"--work={workdir / 'work'}"]
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
     benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.05"])
     folder = workdir / "results" / "ml-100k"
     cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
