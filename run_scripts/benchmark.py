@@ -258,8 +258,9 @@ class Benchmark:
 
     def settings(self, method, seed, size):
         """The settings ``method`` runs with at ``seed``: without --tune the plugin's defaults
-        (its current default weights, explicit: default_weights); with --tune every trial of its grid at the first seed, its chosen trial at
-        the others (plus what it takes from another method's search, TUNED_FROM)."""
+        (its current default weights, explicit: default_weights); with --tune every trial of
+        its grid at the first seed, its chosen trial at the others (plus what it takes from
+        another method's search, TUNED_FROM)."""
         if not self.args.tune:
             return [default_weights(method)]
         inherited = {}

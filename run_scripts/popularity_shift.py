@@ -103,9 +103,11 @@ def write_report(args, table, results, command):
     methods = [method for method in args.methods if any(key[0] == method for key in results)]
     seeds = sorted({seed for _, seed in results})
     any_result = next(iter(results.values()))
-    size = args.sizes[0]
-    settings = [f"{method} {bench.setting_label(cells[0]['setting'])}" for method in methods if method != "teacher"
-                for cells in [table.reported_cells(method, size)] if cells and cells[0]["setting"]]
+    settings = []  # the weights (or tuned setting) of each student row, as its cells ran
+    for method in methods:
+        cells = table.reported_cells(method, args.sizes[0])
+        if method != "teacher" and cells and cells[0]["setting"]:
+            settings.append(f"{method} {bench.setting_label(cells[0]['setting'])}")
     lines = [
         f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol: validation and test by item popularity",
         "",
