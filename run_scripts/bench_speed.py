@@ -4,8 +4,8 @@
     python run_scripts/bench_speed.py --device=cuda         # the same on a GPU
     python run_scripts/bench_speed.py --parts=epoch --epoch_scales=ml-100k
 
-Parts (results/speed/<device>.json, or <device>-<N>thread.json with ``--threads=N``; then
-results/speed.md is rebuilt from every JSON there):
+Parts (results/speed/<device>.json, or <device>-<N>thread.json with ``--threads=N``; <device> is
+``cpu`` or ``cuda-`` and the GPU's model; then results/speed.md is rebuilt from every JSON there):
 
 - ``epoch``: one training epoch of DE, RRD and DE-RRD against the same student trained alone
   (BPR, d = 20, RecBole's batch size and dataloader; the 200-d BPR teacher has random weights:
@@ -49,6 +49,7 @@ results/speed.md is rebuilt from every JSON there):
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -70,6 +71,15 @@ SCALES = {
 def synchronize(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
+
+
+def device_label(device):
+    """A report's file name for ``device``: ``cpu``, or ``cuda-`` and the GPU's model (two GPU
+    models never share a report)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
 def timed(function, device):
@@ -399,7 +409,7 @@ def bench_profile(device, steps=40, epoch=60):
     from recbole_derrd.model.experts import DistillationExperts
     from recbole_derrd.pipeline import build_model, build_trainer, prepare_data
 
-    wholerun = os.path.join(RESULTS, "speed", "wholerun", f"{torch.device(device).type}-ml-100k.json")
+    wholerun = os.path.join(RESULTS, "speed", "wholerun", f"{device_label(device)}-ml-100k.json")
     runs = json.load(open(wholerun))["runs"] if os.path.isfile(wholerun) else {}
     common = {"gpu_id": "" if device == "cpu" else "0", "show_progress": False, "state": "ERROR",
               "checkpoint_dir": os.path.join(REPO, ".bench", "saved"), "seed": 2020}
@@ -538,7 +548,7 @@ def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None,
 
     folder = os.path.join(RESULTS, "speed", "wholerun")
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{torch.device(device).type}-{dataset}.json")
+    path = os.path.join(folder, f"{device_label(device)}-{dataset}.json")
     report = json.load(open(path)) if os.path.isfile(path) else {}
     torch.set_num_threads(threads)
     protocol = WHOLERUN_PROTOCOLS.get(dataset, "properties/experiments/protocol_fixed_split.yaml")
@@ -547,8 +557,9 @@ def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None,
     runs = report.setdefault("runs", {})
     work = os.path.join(REPO, ".bench", "wholerun", dataset)
     os.makedirs(work, exist_ok=True)
+    # the student alone is its own variant: a distiller's run does not train it again
     base = {"seed": 2020, "show_progress": False, "gpu_id": "" if device == "cpu" else "0",
-            "checkpoint_dir": os.path.join(work, "saved")}
+            "checkpoint_dir": os.path.join(work, "saved"), "compare_student_alone": False}
     if dataset not in WHOLERUN_PROTOCOLS:
         base["data_path"] = data_path
     for name, model, overrides, extra_files in wholerun_variants(paper_epochs):
@@ -745,7 +756,8 @@ def wholerun_markdown(folder):
         for name in columns:
             run = runs.get(name)
             if run is None or student is None:
-                cells.append("not run")
+                # a run stopped before its early stop (e.g. out of a lent GPU's time) says so
+                cells.append(report.get("unfinished", {}).get(name, "not run"))
                 continue
             cells.append(f"{run['fit_s']:.0f} s ({run['fit_s'] / student['fit_s']:.1f}x) "
                          f"[{len(run['epoch_s'])}]")
@@ -757,6 +769,8 @@ def wholerun_markdown(folder):
         lines += [f"### {report['dataset']}, {report['machine'].get('gpu') or report['machine']['cpu']}: every run", "",
                   "| run | epochs | total | ratio to student | epoch 0 | slowest epoch / epoch 0 | median epoch | experts per entity, last epoch | test NDCG@10 | test Recall@10 |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
+        if report.get("notes"):
+            lines[-2:-2] = [report["notes"], ""]
         for name, run in runs.items():
             ratio = run["fit_s"] / runs["student"]["fit_s"] if "student" in runs else float("nan")
             experts = run["diagnostics"][-1].get("active_experts") if run["diagnostics"] else None
@@ -865,7 +879,7 @@ def main():
     os.makedirs(os.path.join(RESULTS, "speed"), exist_ok=True)
     # runs with a set thread count have their own report (and section of results/speed.md)
     suffix = f"-{args.threads}thread" if args.threads else ""
-    path = os.path.join(RESULTS, "speed", f"{torch.device(args.device).type}{suffix}.json")
+    path = os.path.join(RESULTS, "speed", f"{device_label(args.device)}{suffix}.json")
     previous = json.load(open(path)) if os.path.isfile(path) else {}
     with open(path, "w") as handle:
         json.dump(merge_reports(previous, report), handle, indent=1)
