@@ -90,17 +90,18 @@ def check_variant(name, model_name, overrides, args, initial):
     differences = {key: on_cpu[key] - on_device[key] for key in COMPARED}
     trained = on_device["ndcg@10"] >= 2 * initial["ndcg@10"]
     matches = all(abs(value) <= args.tolerance for value in differences.values())
-    losses = [value for value in result["train_loss"].values()]
+    losses = list(result["train_loss"].values())  # per epoch: a float, or a tuple of the loss terms
+    finite = all(torch.isfinite(torch.as_tensor(loss)).all().item() for loss in losses)
     return {
         "name": name, "model": model_name, "settings": overrides,
         "epochs": len(result["train_epoch_seconds"]),
         "epoch_s": statistics.median(result["train_epoch_seconds"]),
         "wall_s": wall,
         "train_loss": losses,
-        "losses_finite": all(torch.isfinite(torch.as_tensor(loss)).all().item() for loss in losses),
+        "losses_finite": finite,
         "device_test": on_device, "cpu_test_of_export": on_cpu, "differences": differences,
         "trained": trained, "matches": matches,
-        "passed": trained and matches and all(torch.isfinite(torch.as_tensor(loss)).all().item() for loss in losses),
+        "passed": trained and matches and finite,
     }
 
 

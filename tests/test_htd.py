@@ -13,7 +13,7 @@ from recbole_derrd import HTD, Config, run_recbole_derrd
 from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
-from recbole_derrd.model.htd import TopologyGroups, ftd_loss, group_assignment, htd_losses
+from recbole_derrd.model.htd import TopologyGroups, ftd_loss, group_assignment, htd_losses, mapped_pairs
 from recbole_derrd.validation import ConfigValueError
 
 
@@ -106,9 +106,11 @@ def test_every_entity_in_its_own_group_leaves_only_the_prototype_levels(tensors)
 def test_group_assignment_is_one_hot_forward_with_straight_through_gradients():
     torch.manual_seed(0)
     logits = torch.randn(50, 6, requires_grad=True)
-    assignment = group_assignment(logits, tau=0.5)
+    assignment, soft = group_assignment(logits, tau=0.5)
     assert torch.equal(assignment.sum(1), torch.ones(50))
     assert set(assignment.unique().tolist()) == {0.0, 1.0}
+    # the one-hot rows pick the soft sample's largest weight, which is not differentiated
+    assert torch.equal(assignment.argmax(1), soft.argmax(1)) and not soft.requires_grad
     (assignment * torch.randn(50, 6)).sum().backward()
     assert logits.grad is not None and (logits.grad != 0).any()
 
@@ -125,7 +127,82 @@ def test_topology_groups_train_the_selection_and_the_mappings():
     assert student.grad.abs().sum() > 0
     single = TopologyGroups(4, 7, num_groups=1)
     assert single.experts.selection is None
-    assert torch.equal(single.assign(torch.randn(5, 7), 1.0), torch.ones(5, 1))
+    assert torch.equal(single.assign(torch.randn(5, 7), 1.0)[0], torch.ones(5, 1))
+
+
+# ----- the weight floor: which group mappings enter the straight-through gradient -----
+
+def brute_floored_loss(groups, student, teacher, tau, floor, seed):
+    """HTD of one side with every group's mapping computed per entity (no routing), the pairs
+    below the floor (other than the entity's own group) masked out of the assignment's
+    gradient by hand."""
+    torch.manual_seed(seed)
+    logits = groups.experts.selection_logits(teacher)
+    assignment, soft = group_assignment(logits, tau)
+    keep = [[bool(assignment[i, k] > 0.5 or soft[i, k] >= floor) for k in range(groups.num_groups)]
+            for i in range(len(student))]
+    weights = assignment * torch.tensor(keep, dtype=assignment.dtype)
+    experts = groups.experts
+    outputs = torch.stack([  # [n, K, d_t]: each group's two layers, entity by entity
+        torch.stack([torch.relu(student[i] @ experts.first_weight[k] + experts.first_bias[k])
+                     @ experts.second_weight[k] + experts.second_bias[k] for k in range(groups.num_groups)])
+        for i in range(len(student))])
+    mapped = (weights.unsqueeze(-1) * outputs).sum(1)
+    group, entity_group, within = htd_losses(teacher, mapped, assignment)
+    return 0.5 * group + 0.5 * (entity_group + within), keep
+
+
+@pytest.mark.parametrize("routing", ["dense", "sparse"])
+@pytest.mark.parametrize("tau", [1.0, 0.05, 1e-4])
+def test_floor_drops_only_small_soft_pairs_from_the_gradient(routing, tau):
+    torch.manual_seed(11)
+    groups = TopologyGroups(student_dim=4, teacher_dim=7, num_groups=5, weight_floor=1e-3)
+    groups.experts.routing = routing
+    student = torch.randn(40, 4, requires_grad=True)
+    teacher = torch.randn(40, 7)
+    torch.manual_seed(4)
+    loss, _ = groups(student, teacher, tau, 0.5, "mean")
+    gradients = torch.autograd.grad(loss, [student, groups.experts.selection.weight, groups.experts.first_weight])
+
+    expected, keep = brute_floored_loss(groups, student, teacher, tau, 1e-3, seed=4)
+    expected_gradients = torch.autograd.grad(
+        expected, [student, groups.experts.selection.weight, groups.experts.first_weight])
+    torch.testing.assert_close(loss, expected)
+    for actual, wanted in zip(gradients, expected_gradients):
+        torch.testing.assert_close(actual, wanted, rtol=1e-4, atol=1e-7)
+    kept = sum(map(sum, keep))
+    assert 40 <= kept <= 200 and (tau < 1 or kept == 200)  # at tau = 1 no soft weight is that small
+    assert int(groups.experts.routing_stats["active_pairs"]) == kept
+    if tau == 1e-4:
+        assert kept == 40  # annealed: one mapping per entity
+
+
+def test_floor_changes_neither_the_loss_nor_the_student_gradient():
+    """The forward pass uses each entity's own group only: the floor drops nothing from the
+    loss or the gradients of the student and the mappings, only from the selection's."""
+    results = []
+    for floor in (0.0, 1e-3):
+        torch.manual_seed(2)
+        groups = TopologyGroups(4, 7, 5, weight_floor=floor)
+        student = torch.randn(30, 4, requires_grad=True)
+        teacher = torch.randn(30, 7)
+        torch.manual_seed(8)
+        loss, _ = groups(student, teacher, 0.01, 0.5, "mean")
+        loss.backward()
+        results.append((loss, student.grad, groups.experts.second_weight.grad,
+                        int(groups.experts.routing_stats["active_pairs"])))
+    (exact, exact_student, exact_mapping, all_pairs), (floored, floored_student, floored_mapping, kept) = results
+    torch.testing.assert_close(floored, exact)
+    torch.testing.assert_close(floored_student, exact_student)
+    torch.testing.assert_close(floored_mapping, exact_mapping)
+    assert all_pairs == 150 and kept < 150
+
+
+def test_mapped_pairs_keep_the_own_group():
+    assignment = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    soft = torch.tensor([[0.4, 0.5999, 1e-4], [0.998, 0.0015, 0.0005]])
+    assert mapped_pairs(assignment, soft, 1e-3).tolist() == [[True, True, False], [True, True, False]]
+    assert mapped_pairs(assignment, soft, 0.0).all()
 
 
 # ----- the model -----
@@ -174,7 +251,7 @@ def test_htd_term_is_the_users_plus_the_items_topology(build):
                              ("item", items, model.student.item_embedding.weight)):
         groups = model.groups[side]
         teacher = getattr(model, f"teacher_{side}_repr")[ids]
-        assignment = groups.assign(teacher, model.selection_tau)
+        assignment, _ = groups.assign(teacher, model.selection_tau)  # tau = 1: every pair kept
         mapped = groups.experts.dense_reconstruct(table[ids], assignment)
         group, entity_group, within = htd_losses(teacher, mapped, assignment)
         expected = expected + 0.3 * group + 0.7 * (entity_group + within)
@@ -234,6 +311,8 @@ def test_htd_trains_and_evaluates_and_exports_the_student_alone(workdir, fast_co
     ({"htd_alpha": -0.1}, "htd_alpha must be at least 0"),
     ({"htd_tau_end": 0}, "htd_tau_end must be at least 1e-30"),
     ({"htd_anneal_epochs": 0}, "htd_anneal_epochs must be at least 1"),
+    ({"htd_weight_floor": -1e-3}, "htd_weight_floor must be at least 0"),
+    ({"htd_weight_floor": 0.25, "htd_num_groups": 4}, r"htd_weight_floor \(0.25\) must be below 1/htd_num_groups"),
     ({"teacher_model": "Pop"}, "HTD distils the teacher's user and item representations"),
     ({"student_model": "SASRec"}, "student_model must be one of"),
 ])

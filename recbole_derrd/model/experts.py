@@ -171,11 +171,16 @@ class DistillationExperts(nn.Module):
         hidden = torch.einsum("ed,mdh->emh", student_repr, self.first_weight)
         return F.relu(hidden + self.first_bias)
 
-    def reconstruct(self, student_repr, selection):
+    def reconstruct(self, student_repr, selection, active=None):
         r""":math:`\sum_m s_m E_m(h_s)`, shape ``[n_entities, d_t]``, densely or over the active
-        pairs only (``routing``); both give the same result up to float rounding."""
+        pairs only (``routing``); both give the same result up to float rounding.
+
+        ``active`` (``[n_entities, M]`` bool): the pairs to compute, by default those of
+        non-zero weight. A pair of weight zero in value can still carry a gradient to the
+        selection (HTD's straight-through assignment): such pairs are named here."""
         n_entities, num_experts = selection.shape
-        active = selection > 0
+        if active is None:
+            active = selection > 0
         per_expert = active.sum(dim=0)
         stats = self.routing_stats
         stats["calls"] += 1

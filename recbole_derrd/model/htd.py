@@ -58,6 +58,14 @@ student representations.
 Everything is vectorised: one-hot assignments as a matrix, group masks as :math:`Z Z^\top`, the
 experts as one batched product; no loop over entities or groups. The selection network and
 the experts are training-only: the deployed student is the backbone alone.
+
+Cost. The forward pass needs each entity's own group's mapping only, but the straight-through
+gradient of the assignment reaches every group's mapping, weighted by the soft sample: computed
+densely, every entity passes through all ``K`` mappings at every step (most of an HTD step).
+As the temperature anneals the soft sample concentrates on the entity's own group; the other
+groups' pairs with a soft weight below ``htd_weight_floor`` are left out of the gradient
+(:func:`mapped_pairs`), and the mappings are computed over the remaining pairs only where that
+pays (DE's sparse routing). ``htd_weight_floor: 0`` is the exact dense computation.
 """
 
 import torch
@@ -136,8 +144,30 @@ def group_assignment(logits, tau):
     r"""One-hot Gumbel-softmax sample of each row of ``logits`` (``[n, K]``), straight-through:
     the forward value is one-hot, the gradient is that of the soft sample at temperature
     ``tau``. ``softmax(logits)`` is :math:`\alpha`; Gumbel-softmax on the logits equals the
-    paper's form on :math:`\log\alpha` (they differ by a per-row constant)."""
-    return F.gumbel_softmax(logits, tau=tau, hard=True)
+    paper's form on :math:`\log\alpha` (they differ by a per-row constant).
+
+    Returns:
+        tuple: ``(assignment, soft)``, the straight-through one-hot rows and the soft sample
+        they were drawn from (detached).
+    """
+    soft = F.gumbel_softmax(logits, tau=tau, hard=False)
+    hard = torch.zeros_like(soft).scatter_(-1, soft.detach().argmax(dim=-1, keepdim=True), 1.0)
+    return hard - soft.detach() + soft, soft.detach()
+
+
+def mapped_pairs(assignment, soft, weight_floor):
+    r"""The (entity, group) pairs whose mapping :math:`f_k(h^s_i)` is computed: each entity's
+    own group, and the other groups whose soft weight is at least ``weight_floor`` (all pairs
+    when ``weight_floor = 0``).
+
+    Forward, :math:`\hat h^s_i` is the own group's mapping alone (the assignment is one-hot);
+    the other groups' mappings enter only the straight-through gradient of the assignment,
+    scaled by their soft weights. Below the floor these are dropped, as DE drops selection
+    weights below ``de_weight_floor``: once the temperature has annealed, each entity's
+    mapping then costs one group's two layers instead of ``K``."""
+    if weight_floor <= 0:
+        return torch.ones_like(soft, dtype=torch.bool)
+    return (assignment.detach() > 0.5) | (soft >= weight_floor)
 
 
 class TopologyGroups(nn.Module):
@@ -148,25 +178,34 @@ class TopologyGroups(nn.Module):
     Args:
         student_dim (int), teacher_dim (int): representation sizes.
         num_groups (int): K.
+        weight_floor (float): soft assignment weight below which a group's mapping is left
+            out of an entity's straight-through gradient (:func:`mapped_pairs`); 0 = none.
     """
 
-    def __init__(self, student_dim, teacher_dim, num_groups):
+    def __init__(self, student_dim, teacher_dim, num_groups, weight_floor=0.0):
         super().__init__()
         self.num_groups = num_groups
-        # gumbel: a selection network (K > 1); the assignment itself is drawn here, hard
+        self.weight_floor = float(weight_floor)
+        # gumbel: a selection network (K > 1); the assignment itself is drawn here, hard. The
+        # mappings of the pairs kept are computed over those pairs only where that pays
+        # (routing auto: on the CPU, once few pairs are left)
         self.experts = DistillationExperts(student_dim, teacher_dim, num_groups, "gumbel",
-                                           weight_floor=0.0, routing="dense")
+                                           weight_floor=self.weight_floor, routing="auto")
 
     def assign(self, teacher_repr, tau):
-        """``[n, K]`` one-hot assignment (straight-through); all ones for ``K = 1``."""
+        """``([n, K] one-hot assignment (straight-through), its soft sample)``; all ones for
+        ``K = 1``."""
         if self.experts.selection is None:
-            return teacher_repr.new_ones(teacher_repr.shape[0], 1)
+            ones = teacher_repr.new_ones(teacher_repr.shape[0], 1)
+            return ones, ones
         return group_assignment(self.experts.selection_logits(teacher_repr), tau)
 
     def forward(self, student_repr, teacher_repr, tau, alpha, reduction):
         r""":math:`\mathcal{L}_{HTD}` of one side's entities, and the number of non-empty groups."""
-        assignment = self.assign(teacher_repr, tau)
-        mapped = self.experts.dense_reconstruct(student_repr, assignment)
+        assignment, soft = self.assign(teacher_repr, tau)
+        pairs = mapped_pairs(assignment, soft, self.weight_floor)
+        mapping_weights = assignment.masked_fill(~pairs, 0.0)  # the dropped pairs' gradient
+        mapped = self.experts.reconstruct(student_repr, mapping_weights, active=pairs)
         group, entity_group, within = htd_losses(teacher_repr, mapped, assignment, reduction)
         loss = alpha * group + (1 - alpha) * (entity_group + within)
         return loss, (assignment.detach().sum(0) > 0).sum()
@@ -184,11 +223,17 @@ class HTD(Distiller):
     @classmethod
     def check_keys(cls, checker):
         super().check_keys(checker)
-        checker.integer("htd_num_groups", minimum=1)
+        num_groups = checker.integer("htd_num_groups", minimum=1)
         checker.boolean("htd_flat")
         alpha = checker.number("htd_alpha", minimum=0)
         if alpha is not None and alpha > 1:
             checker.fail(f"htd_alpha must be in [0, 1] (the group level's share), got {alpha}")
+        floor = checker.number("htd_weight_floor", minimum=0)
+        if floor is not None and num_groups is not None and num_groups >= 1 and floor >= 1 / num_groups:
+            checker.fail(
+                f"htd_weight_floor ({floor}) must be below 1/htd_num_groups ({1 / num_groups:.4g}): "
+                "a floor that high could leave an entity's soft assignment without a group"
+            )
         checker.number("htd_tau_start", minimum=MIN_SELECTION_TAU)
         checker.number("htd_tau_end", minimum=MIN_SELECTION_TAU)
         checker.integer("htd_anneal_epochs", minimum=1, optional=True)
@@ -220,7 +265,8 @@ class HTD(Distiller):
             self.register_buffer(f"teacher_{side}_repr", target, persistent=False)
             if not self.flat:
                 student_dim = self.student_backbone.side_representation(side).shape[1]
-                groups[side] = TopologyGroups(student_dim, target.shape[1], config["htd_num_groups"])
+                groups[side] = TopologyGroups(student_dim, target.shape[1], config["htd_num_groups"],
+                                              weight_floor=config["htd_weight_floor"])
         self.groups = nn.ModuleDict(groups) if groups else None
         self.reset_diagnostics()
 
@@ -235,13 +281,18 @@ class HTD(Distiller):
         self.selection_tau = annealed_temperature(epoch, self.tau_start, self.tau_end, self.anneal_epochs)
 
     def epoch_diagnostics(self):
-        """The assignment temperature of the epoch and the mean number of non-empty groups of
-        a side's batch (HTD)."""
+        """The assignment temperature of the epoch, the mean number of non-empty groups of a
+        side's batch, and the mean number of group mappings computed per entity (HTD)."""
         if self.flat:
             return {}
         used = float(self.groups_used) / max(self.group_calls, 1)
         self.reset_diagnostics()
-        return {"tau": self.selection_tau, "groups_used": used}
+        stats = [groups.experts.routing_stats for groups in self.groups.values()]
+        for groups in self.groups.values():
+            groups.experts.reset_routing_stats()
+        entities = sum(bank["entities"] for bank in stats)
+        return {"tau": self.selection_tau, "groups_used": used,
+                "mappings_per_entity": float(sum(bank["active_pairs"] for bank in stats)) / max(entities, 1)}
 
     def shared_state(self):
         return [self.teacher_repr(side) for side in self.sides]
