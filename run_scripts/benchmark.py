@@ -261,6 +261,11 @@ class Benchmark:
         (its current default weights, explicit: default_weights); with --tune every trial of
         its grid at the first seed, its chosen trial at the others (plus what it takes from
         another method's search, TUNED_FROM)."""
+        extra = self.args.method_settings.get(method, {})
+        return [dict(setting, **extra) for setting in self.searched_settings(method, seed, size)]
+
+    def searched_settings(self, method, seed, size):
+        """:meth:`settings` before the method's --method_settings."""
         if not self.args.tune:
             return [default_weights(method)]
         inherited = {}
@@ -350,7 +355,8 @@ class Benchmark:
                 self.run_default_rows(seed)
             for size in self.args.sizes:
                 for method, weights in self.args.other_weights:
-                    self.run_missing_cell(method, size, seed, weights, " (other weights)")
+                    self.run_missing_cell(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})),
+                                          " (other weights)")
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
@@ -386,16 +392,17 @@ class Benchmark:
         try:
             learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
         except RuntimeError:  # the student's search has not run
-            return rows
-        rows += [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
-        if short_trials:
-            rows += [(method, dict(learner, **weights, **SHORT_TRIALS)) for method, weights in AUTO_ROWS.items()]
-        return rows
+            learner = None
+        if learner is not None:
+            rows += [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
+            if short_trials:
+                rows += [(method, dict(learner, **weights, **SHORT_TRIALS)) for method, weights in AUTO_ROWS.items()]
+        return [(method, dict(setting, **self.args.method_settings.get(method, {}))) for method, setting in rows]
 
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
         (--tune) or the defaults."""
-        setting = default_weights(method)
+        setting = dict(default_weights(method), **self.args.method_settings.get(method, {}))
         if self.args.tune and method != "teacher":
             try:
                 setting = (self.chosen_setting(method, size) if method in TUNING_GRIDS
@@ -637,7 +644,7 @@ class Benchmark:
         if not groups:
             return []
         lines = ["## Other weights on this split", "",
-                 "Cells at weights other than the plugin's current defaults (the table above), "
+                 "Cells at weights (or other settings) than those the table above reports, "
                  "e.g. run at a former default; mean over the seeds run, against the student alone "
                  "of the same seeds.", "",
                  f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
@@ -751,6 +758,8 @@ class Benchmark:
             extra.append(f"--popularity_groups={args.popularity_groups}")
         if args.other_weights_text:
             extra.append(f"--other_weights=\"{args.other_weights_text}\"")
+        if args.method_settings_text:
+            extra.append(f"--method_settings=\"{args.method_settings_text}\"")
         if args.config_files:
             extra.append(f"--config_files=\"{' '.join(args.config_files)}\"")
         return "".join(f" {option}" for option in extra)
@@ -836,6 +845,9 @@ def parse_args(argv=None):
     parser.add_argument("--other_weights", default="",
                         help="without --tune: also run these weights besides the defaults, e.g. "
                              "'RRD:lambda_rrd=0.001;RRD:lambda_rrd=0.01' (reported apart)")
+    parser.add_argument("--method_settings", default="",
+                        help="other keys than the weights for a distiller's every cell, part of its cells' "
+                             "names, e.g. 'UnKD:unkd_topn=4' (a split where the default cannot run)")
     parser.add_argument("--config_files", default="", help="extra YAML files, space-separated")
     parser.add_argument("--data_path", default=None)
     parser.add_argument("--gpu_id", default="")
@@ -864,7 +876,34 @@ def parse_args(argv=None):
         parser.error(f"--other_weights: {error}")
     if args.other_weights and args.tune:
         parser.error("--other_weights is for tables without --tune (a --tune table has its grid)")
+    args.method_settings_text = args.method_settings
+    try:
+        args.method_settings = parse_method_settings(args.method_settings, args.methods)
+    except ValueError as error:
+        parser.error(f"--method_settings: {error}")
     return args
+
+
+def parse_method_settings(text, methods):
+    """``'UnKD:unkd_topn=4,unkd_num_pairs=3'`` -> ``{'UnKD': {'unkd_topn': 4, 'unkd_num_pairs': 3}}``.
+    Keys of the distiller's own YAML other than its loss weights (tuned, or --other_weights)
+    and the learner's; values read as YAML scalars."""
+    import yaml
+
+    parsed = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        method, _, assignments = item.partition(":")
+        if method not in methods or method not in DISTILLERS:
+            raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
+        defaults = plugin_defaults(method)
+        for assignment in filter(None, assignments.split(",")):
+            key, _, value = assignment.partition("=")
+            if key not in defaults or key in LEARNER_KEYS:
+                raise ValueError(f"'{key}' is not a key of {method} (properties/model/{DISTILLERS[method][0]}.yaml)")
+            if key in WEIGHT_KEYS.get(method, []):
+                raise ValueError(f"{key} is a loss weight: --tune searches it, --other_weights sets it")
+            parsed.setdefault(method, {})[key] = yaml.safe_load(value)
+    return parsed
 
 
 def parse_other_weights(text, methods):
