@@ -13,7 +13,9 @@ from recbole_derrd import HTD, Config, run_recbole_derrd
 from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
-from recbole_derrd.model.htd import TopologyGroups, ftd_loss, group_assignment, htd_losses, mapped_pairs
+from recbole_derrd.model.htd import (
+    TopologyGroups, floored_mapping_weights, ftd_loss, group_assignment, htd_losses, mapped_pairs,
+)
 from recbole_derrd.validation import ConfigValueError
 
 
@@ -141,7 +143,10 @@ def brute_floored_loss(groups, student, teacher, tau, floor, seed):
     assignment, soft = group_assignment(logits, tau)
     keep = [[bool(assignment[i, k] > 0.5 or soft[i, k] >= floor) for k in range(groups.num_groups)]
             for i in range(len(student))]
-    weights = assignment * torch.tensor(keep, dtype=assignment.dtype)
+    kept = torch.tensor(keep, dtype=assignment.dtype)
+    own = (assignment.detach() > 0.5).to(assignment.dtype)
+    # a dropped pair's straight-through weight (0 in value) moves onto the entity's own group
+    weights = assignment * kept + own * (assignment * (1 - kept)).sum(1, keepdim=True)
     experts = groups.experts
     outputs = torch.stack([  # [n, K, d_t]: each group's two layers, entity by entity
         torch.stack([torch.relu(student[i] @ experts.first_weight[k] + experts.first_bias[k])
@@ -170,11 +175,43 @@ def test_floor_drops_only_small_soft_pairs_from_the_gradient(routing, tau):
     torch.testing.assert_close(loss, expected)
     for actual, wanted in zip(gradients, expected_gradients):
         torch.testing.assert_close(actual, wanted, rtol=1e-4, atol=1e-7)
-    kept = sum(map(sum, keep))
-    assert 40 <= kept <= 200 and (tau < 1 or kept == 200)  # at tau = 1 no soft weight is that small
-    assert int(groups.experts.routing_stats["active_pairs"]) == kept
+    kept_pairs = sum(map(sum, keep))
+    assert int(groups.experts.routing_stats["active_pairs"]) == kept_pairs
     if tau == 1e-4:
-        assert kept == 40  # annealed: one mapping per entity
+        assert kept_pairs == 40  # annealed: one mapping per entity
+
+
+def mapping_path_gradient(logits, outputs, directions, tau, floor):
+    """The logits' gradient of <directions, mapped> alone (the mapping path of the assignment)."""
+    torch.manual_seed(9)
+    assignment, soft = group_assignment(logits, tau)
+    pairs = mapped_pairs(assignment, soft, floor)
+    mapped = (floored_mapping_weights(assignment, pairs).unsqueeze(-1) * outputs).sum(1)
+    return torch.autograd.grad((mapped * directions).sum(), logits)[0], pairs
+
+
+@pytest.mark.parametrize("tau", [0.3, 0.05, 0.01])
+def test_floored_assignment_gradient_stays_close_to_the_exact_one(tau):
+    torch.manual_seed(3)
+    logits = (2 * torch.randn(300, 6)).requires_grad_()
+    outputs, directions = torch.randn(300, 6, 5), torch.randn(300, 5)
+    exact, _ = mapping_path_gradient(logits, outputs, directions, tau, 0.0)
+    floored, pairs = mapping_path_gradient(logits, outputs, directions, tau, 1e-3)
+    assert (~pairs).sum() > 300  # pairs were dropped
+    assert (floored - exact).norm() <= 0.01 * exact.norm()
+
+
+def test_identical_mappings_give_the_assignment_no_gradient_floored_or_not():
+    """The straight-through gradient through the mappings depends on their differences only:
+    with every group's mapping equal it is exactly zero; a dropped pair must not leave its
+    mapping's place empty (which would read as a difference of the whole mapping)."""
+    torch.manual_seed(3)
+    logits = (2 * torch.randn(100, 6)).requires_grad_()
+    outputs = torch.randn(100, 1, 5).expand(100, 6, 5)
+    for floor in (0.0, 1e-3):
+        gradient, pairs = mapping_path_gradient(logits, outputs, torch.randn(100, 5), 0.05, floor)
+        assert floor == 0 or (~pairs).any()
+        torch.testing.assert_close(gradient, torch.zeros_like(gradient), atol=1e-5, rtol=0)
 
 
 def test_floor_changes_neither_the_loss_nor_the_student_gradient():
@@ -251,7 +288,7 @@ def test_htd_term_is_the_users_plus_the_items_topology(build):
                              ("item", items, model.student.item_embedding.weight)):
         groups = model.groups[side]
         teacher = getattr(model, f"teacher_{side}_repr")[ids]
-        assignment, _ = groups.assign(teacher, model.selection_tau)  # tau = 1: every pair kept
+        assignment, _ = groups.assign(teacher, model.selection_tau)  # the loss: the own groups' mappings
         mapped = groups.experts.dense_reconstruct(table[ids], assignment)
         group, entity_group, within = htd_losses(teacher, mapped, assignment)
         expected = expected + 0.3 * group + 0.7 * (entity_group + within)

@@ -170,10 +170,29 @@ def mapped_pairs(assignment, soft, weight_floor):
     return (assignment.detach() > 0.5) | (soft >= weight_floor)
 
 
+def floored_mapping_weights(assignment, pairs):
+    r"""The weights of the mappings :math:`\hat h^s_i = \sum_k w_{ik} f_k(h^s_i)` with the pairs
+    outside ``pairs`` dropped: their straight-through weights (0 in value) are moved onto the
+    entity's own group, so that their soft weights' gradient sees the own group's mapping
+    instead of theirs.
+
+    The assignment's gradient through the mapping, for the logit of group ``j``, is
+    :math:`\tfrac{1}{\tau} s_j (G_j - \sum_k s_k G_k)` with :math:`G_k` the loss's gradient
+    along :math:`f_k(h^s_i)`: it depends on the differences :math:`G_k - G_{own}` only. Zeroing a
+    dropped pair would set its :math:`G_k` to 0, a spurious difference as large as
+    :math:`G_{own}` itself; moving it onto the own group sets :math:`G_k = G_{own}`, so the
+    dropped pairs contribute nothing and the gradient is that of the kept pairs. The forward
+    value is unchanged (the moved weights sum to exactly 0)."""
+    own = (assignment.detach() > 0.5).to(assignment.dtype)
+    dropped = assignment.masked_fill(pairs, 0.0).sum(dim=1, keepdim=True)
+    return assignment.masked_fill(~pairs, 0.0) + own * dropped
+
+
 class TopologyGroups(nn.Module):
     r"""HTD's training-only modules for one side (users or items): the selection network that
     assigns entities to ``K`` groups from their teacher representation, and one mapping of the
-    student representation into the teacher space per group (DE's experts, dense).
+    student representation into the teacher space per group (DE's experts; over the pairs kept
+    by :func:`mapped_pairs` where that pays).
 
     Args:
         student_dim (int), teacher_dim (int): representation sizes.
@@ -204,7 +223,7 @@ class TopologyGroups(nn.Module):
         r""":math:`\mathcal{L}_{HTD}` of one side's entities, and the number of non-empty groups."""
         assignment, soft = self.assign(teacher_repr, tau)
         pairs = mapped_pairs(assignment, soft, self.weight_floor)
-        mapping_weights = assignment.masked_fill(~pairs, 0.0)  # the dropped pairs' gradient
+        mapping_weights = floored_mapping_weights(assignment, pairs)
         mapped = self.experts.reconstruct(student_repr, mapping_weights, active=pairs)
         group, entity_group, within = htd_losses(teacher_repr, mapped, assignment, reduction)
         loss = alpha * group + (1 - alpha) * (entity_group + within)
