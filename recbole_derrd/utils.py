@@ -68,6 +68,19 @@ def get_trainer(model_type, model_name):
     return safe_trainer_class(trainer_class)
 
 
+def device_label(device):
+    """A report's file name for ``device``: ``cpu``, or ``cuda-`` and the GPU's model (two GPU
+    models never share a report)."""
+    import re
+
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device.type
+    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+
+
 def machine_info(device):
     """What a timing was measured on: CPU model, cores, torch and its CPU threads, the device."""
     import os

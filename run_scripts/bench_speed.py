@@ -49,7 +49,6 @@ Parts (results/speed/<device>.json, or <device>-<N>thread.json with ``--threads=
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -57,6 +56,8 @@ import time
 
 import numpy as np
 import torch
+
+from recbole_derrd.utils import device_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
@@ -71,15 +72,6 @@ SCALES = {
 def synchronize(device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-def device_label(device):
-    """A report's file name for ``device``: ``cpu``, or ``cuda-`` and the GPU's model (two GPU
-    models never share a report)."""
-    device = torch.device(device)
-    if device.type != "cuda":
-        return device.type
-    return "cuda-" + re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
 
 
 def timed(function, device):
@@ -541,9 +533,12 @@ def wholerun_child(spec_file):
 WHOLERUN_PROTOCOLS = {"ml-100k": "properties/experiments/protocol_recbole.yaml"}
 
 
-def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None, data_path=None):
+def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None, data_path=None, notes=None):
     """Every whole-run variant of ``dataset``, in fresh processes one after the other (kept in
-    the JSON as they finish: a rerun skips the finished ones)."""
+    the JSON as they finish: a rerun skips the finished ones). ``notes``: the report's text
+    about how it was run (kept from an earlier run unless given). The report's ``unfinished``
+    (name: text for the table), written by hand for a run stopped from outside (a lent GPU's
+    time running out), is dropped once that run finishes."""
     from recbole_derrd.utils import machine_info
 
     folder = os.path.join(RESULTS, "speed", "wholerun")
@@ -554,6 +549,8 @@ def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None,
     protocol = WHOLERUN_PROTOCOLS.get(dataset, "properties/experiments/protocol_fixed_split.yaml")
     report.update(machine=machine_info(device), dataset=dataset, date=time.strftime("%Y-%m-%d"),
                   protocol=protocol, seed=2020)
+    if notes:
+        report["notes"] = notes
     runs = report.setdefault("runs", {})
     work = os.path.join(REPO, ".bench", "wholerun", dataset)
     os.makedirs(work, exist_ok=True)
@@ -585,6 +582,7 @@ def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None,
         with open(spec["output"]) as handle:
             runs[name] = json.load(handle)
         runs[name]["spec"] = identity
+        report.get("unfinished", {}).pop(name, None)  # a run stopped earlier has now finished
         with open(path, "w") as handle:
             json.dump(report, handle, indent=1)
         print(wholerun_line(name, runs), flush=True)
@@ -788,6 +786,8 @@ def merge_reports(previous, report):
     """``report`` over ``previous``: a partial run replaces the entries it measured (by dataset
     or scale) and keeps the others of earlier runs on the same device."""
     merged = dict(previous, machine=report["machine"], date=report["date"])
+    if report.get("notes"):
+        merged["notes"] = report["notes"]
     commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [c for c in commands if c != report["command"]] + [report["command"]]
     merged.pop("command", None)
@@ -820,6 +820,7 @@ def main():
     parser.add_argument("--wholerun_variants", default=None,
                         help="comma-separated names of whole-run variants to (re)run; default: the missing ones")
     parser.add_argument("--paper_epochs", type=int, default=300)
+    parser.add_argument("--notes", default=None, help="how this run was made, for its report (e.g. its machine)")
     parser.add_argument("--child_topn", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child_wholerun", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -834,7 +835,10 @@ def main():
 
     parts = args.parts.split(",")
     report = {"machine": machine_info(args.device), "date": time.strftime("%Y-%m-%d"),
-              "command": "python run_scripts/bench_speed.py " + " ".join(sys.argv[1:])}
+              "command": "python run_scripts/bench_speed.py " + " ".join(
+                  argument for argument in sys.argv[1:] if not argument.startswith("--notes"))}
+    if args.notes:
+        report["notes"] = args.notes
     if "epoch" in parts:
         report["epoch"] = []
         for scale in args.epoch_scales.split(","):
@@ -870,7 +874,7 @@ def main():
     if "wholerun" in parts:
         wanted = args.wholerun_variants.split(",") if args.wholerun_variants else None
         bench_wholerun(args.wholerun_dataset, args.device, torch.get_num_threads(), args.paper_epochs,
-                       wanted, args.data_path)
+                       wanted, args.data_path, args.notes)
         parts.remove("wholerun")
         if not parts:  # the whole-run report is its own file: rebuild the summary only
             write_markdown()

@@ -42,6 +42,8 @@ DISTILLERS = {
     "UnKD": ("UnKD", {}),
     "HTD": ("HTD", {}),
 }
+#: The keys that tell the methods of one model apart (DISTILLERS), never set per method.
+IDENTITY_KEYS = {key for _, keys in DISTILLERS.values() for key in keys}
 #: --tune: the search space of each method, searched on the validation split of the first seed,
 #: the same number of trials (3) for every method. Values are explicit (not the plugin's current
 #: defaults), so a later change of a default does not change what a stored trial means.
@@ -644,7 +646,7 @@ class Benchmark:
         if not groups:
             return []
         lines = ["## Other weights on this split", "",
-                 "Cells at weights (or other settings) than those the table above reports, "
+                 "Cells at other weights (or settings) than those the table above reports, "
                  "e.g. run at a former default; mean over the seeds run, against the student alone "
                  "of the same seeds.", "",
                  f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
@@ -886,8 +888,10 @@ def parse_args(argv=None):
 
 def parse_method_settings(text, methods):
     """``'UnKD:unkd_topn=4,unkd_num_pairs=3'`` -> ``{'UnKD': {'unkd_topn': 4, 'unkd_num_pairs': 3}}``.
-    Keys of the distiller's own YAML other than its loss weights (tuned, or --other_weights)
-    and the learner's; values read as YAML scalars."""
+    Keys of the distiller's own YAML other than its loss weights (tuned, or --other_weights),
+    the learner's and those that tell the methods apart (IDENTITY_KEYS); a value is read as the
+    type of the key's default (``1e-3`` a number where the default is one, YAML would read a
+    string)."""
     import yaml
 
     parsed = {}
@@ -897,13 +901,43 @@ def parse_method_settings(text, methods):
             raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
         defaults = plugin_defaults(method)
         for assignment in filter(None, assignments.split(",")):
-            key, _, value = assignment.partition("=")
-            if key not in defaults or key in LEARNER_KEYS:
-                raise ValueError(f"'{key}' is not a key of {method} (properties/model/{DISTILLERS[method][0]}.yaml)")
+            key, equals, text_value = assignment.partition("=")
+            if not equals or not text_value:
+                raise ValueError(f"'{assignment}' is not key=value")
+            if key not in defaults or key in LEARNER_KEYS or key in IDENTITY_KEYS:
+                raise ValueError(f"'{key}' is not a key of {method} to set (properties/model/"
+                                 f"{DISTILLERS[method][0]}.yaml, not its weights, the learner's or "
+                                 f"those that tell the methods apart: {sorted(IDENTITY_KEYS)})")
             if key in WEIGHT_KEYS.get(method, []):
                 raise ValueError(f"{key} is a loss weight: --tune searches it, --other_weights sets it")
-            parsed.setdefault(method, {})[key] = yaml.safe_load(value)
+            value, default = yaml.safe_load(text_value), defaults[key]
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"{key} is True or False, not {text_value!r}")
+            elif isinstance(default, (int, float)):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{key}={text_value!r} is not a number") from None
+                value = int(number) if isinstance(default, int) and number.is_integer() else number
+            parsed.setdefault(method, {})[key] = value
     return parsed
+
+
+def cells_method_settings(cells):
+    """The --method_settings a table's cells were run with: per distiller, the keys other than
+    its weights and the learner's (and the search's trial length) that all its cells share."""
+    ignored = set(LEARNER_KEYS) | set(SHORT_TRIALS)
+    shared = {}
+    for cell in cells.values():
+        method = cell["method"]
+        if method not in DISTILLERS:
+            continue
+        extra = {key: value for key, value in cell["setting"].items()
+                 if key not in ignored and key not in WEIGHT_KEYS.get(method, [])}
+        shared[method] = extra if method not in shared else {
+            key: value for key, value in shared[method].items() if extra.get(key) == value}
+    return {method: settings for method, settings in shared.items() if settings}
 
 
 def parse_other_weights(text, methods):

@@ -10,13 +10,12 @@ initialisation (the run must have trained it); then the student is exported
 (:func:`recbole_derrd.export.export_student`), read back with plain ``torch.load`` and evaluated
 on the CPU with RecBole's evaluator: its test metrics must match those of the run on the device
 within ``--tolerance`` (the two devices' float rounding can only swap nearly tied items).
-Written to ``results/gpu/check-<device>.{json,md}``; the exit status is 1 when a check fails.
+Written to ``results/gpu/check-<device>.{json,md}`` (``cpu``, or ``cuda-`` and the GPU's model); the exit status is 1 when a check fails.
 """
 
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -148,7 +147,7 @@ def main():
     if args.device != "cpu" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device: this check is for a GPU machine (--device=cpu runs it on the CPU)")
 
-    from recbole_derrd.utils import machine_info
+    from recbole_derrd.utils import device_label, machine_info
 
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.output, exist_ok=True)
@@ -159,9 +158,7 @@ def main():
                   if not arg.startswith(("--teacher_checkpoint", "--notes", "--work", "--output"))),
               "tolerance": args.tolerance, "initial": initial, "notes": args.notes, "variants": []}
     wanted = args.variants.split(",") if args.variants else None
-    info = report["machine"]
-    label = args.device if args.device == "cpu" else re.sub(r"[^a-z0-9]+", "-", info["gpu"].lower()).strip("-")
-    path = os.path.join(args.output, f"check-{label}")
+    path = os.path.join(args.output, f"check-{device_label(args.device)}")
     for name, model_name, overrides in VARIANTS:
         if wanted and name not in wanted:
             continue

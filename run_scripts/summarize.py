@@ -44,6 +44,8 @@ def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_
     if table.cells and not any(cell["setting"] for cell in table.cells.values() if cell["method"] == "student"):
         # run without --tune: every method at the plugin's defaults
         table = bench.Benchmark(bench.parse_args([argument for argument in arguments if argument != "--tune"]))
+    # the table's --method_settings, read back from its cells
+    table.args.method_settings = bench.cells_method_settings(table.cells)
     return table if table.cells else None
 
 
@@ -117,7 +119,9 @@ def promise_table(tables):
         size, first = table.args.sizes[0], table.args.seed_values[0]
         if not table.args.tune:  # every method at the defaults: the student alone is the row to beat
             default_student = table.cells.get(bench.cell_key("student", size, first))
-            rows, chosen_student = [(method, bench.default_weights(method)) for method in bench.DEFAULT_ROWS], None
+            rows = [(method, dict(bench.default_weights(method), **table.args.method_settings.get(method, {})))
+                    for method in bench.DEFAULT_ROWS]
+            chosen_student = None
         else:
             default_student = table.cells.get(bench.cell_key("student", size, first, bench.STUDENT_DEFAULTS))
             try:
@@ -161,11 +165,13 @@ def weight_trials(table, method, key):
         cells = table.trials(method, size)
     else:
         reference = table.cells.get(bench.cell_key("student", size, first))
-        others = {name: value for name, value in bench.default_weights(method).items() if name != key}
+        others = dict(bench.default_weights(method), **table.args.method_settings.get(method, {}))
+        others.pop(key)
         cells = [cell for cell in table.cells.values()
                  if cell["method"] == method and cell["seed"] == first and cell["size"] == size
+                 and set(cell["setting"]) == set(others) | {key}  # no other key varied
                  and all(cell["setting"].get(name) == value for name, value in others.items())
-                 and key in cell["setting"] and not bench.is_automatic(cell["setting"])]
+                 and not bench.is_automatic(cell["setting"])]
     if reference is None:
         return {}
     return {cell["setting"][key]: 100 * (cell["valid_score"] / reference["valid_score"] - 1) for cell in cells}

@@ -147,29 +147,36 @@ def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     names): a table without them never reports those cells as its defaults."""
     benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
-    benchmark.main(argv + ["--method_settings=RRD:rrd_topn=30,rrd_sample_interesting=False"])
+    benchmark.main(argv + ["--method_settings=RRD:rrd_topn=30,rrd_num_interesting=4"])
     folder = workdir / "results" / "ml-100k"
     cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
-    key = "RRD|8|2020|lambda_rrd=0.003,rrd_sample_interesting=False,rrd_topn=30"
+    key = "RRD|8|2020|lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30"
     assert set(cells) == {"teacher|16|2020", "student|8|2020", key}
     config = read_checkpoint(cells[key]["checkpoint"])["config"]
-    assert config["rrd_topn"] == 30 and config["rrd_sample_interesting"] is False
+    assert config["rrd_topn"] == 30 and config["rrd_num_interesting"] == 4
     table = (folder / "BPR-recbole.md").read_text()
-    assert '--method_settings="RRD:rrd_topn=30,rrd_sample_interesting=False"' in table
+    assert '--method_settings="RRD:rrd_topn=30,rrd_num_interesting=4"' in table
     rrd_row = next(line for line in table.splitlines() if line.startswith("| RRD |"))
-    assert rrd_row.endswith("| lambda_rrd=0.003,rrd_sample_interesting=False,rrd_topn=30 |")
+    assert rrd_row.endswith("| lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30 |")
     # the same table without them: that cell is not its defaults' (reported apart, nothing trained
     # here: --report_only)
     benchmark.main(argv + ["--report_only"])
     table, others = (folder / "BPR-recbole.md").read_text().split("## Other weights on this split")
     assert not any(line.startswith("| RRD |") for line in table.splitlines())
-    assert "| RRD | 8 | lambda_rrd=0.003,rrd_sample_interesting=False,rrd_topn=30 | 1 |" in others
+    assert "| RRD | 8 | lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30 | 1 |" in others
+    assert benchmark.cells_method_settings(cells) == {"RRD": {"rrd_num_interesting": 4, "rrd_topn": 30}}
     for bad, message in (("RRD:lambda_rrd=0.1", "is a loss weight"), ("RRD:unkd_topn=4", "not a key of RRD"),
-                         ("RRD:learning_rate=0.1", "not a key of RRD"), ("UnKD:unkd_topn=4", "not a distiller among")):
+                         ("RRD:learning_rate=0.1", "not a key of RRD"), ("UnKD:unkd_topn=4", "not a distiller among"),
+                         ("RRD:use_de=True", "tell the methods apart"), ("RRD:rrd_topn", "not key=value"),
+                         ("RRD:rrd_rank_temperature=x", "not a number")):
         with pytest.raises(ValueError, match=message):
             benchmark.parse_method_settings(bad, ["teacher", "student", "RRD"])
     assert benchmark.parse_method_settings("RRD:rrd_topn=30;RRD:rrd_num_interesting=4", ["RRD"]) == {
         "RRD": {"rrd_topn": 30, "rrd_num_interesting": 4}}
+    with pytest.raises(ValueError, match="htd_flat is True or False"):
+        benchmark.parse_method_settings("HTD:htd_flat=1", ["HTD"])
+    # a float key's value is a float however it is written (YAML reads 1e-3 as a string)
+    assert benchmark.parse_method_settings("HTD:htd_weight_floor=1e-3", ["HTD"]) == {"HTD": {"htd_weight_floor": 0.001}}
 
 
 def test_later_distillers_and_recall_by_popularity_group(workdir):

@@ -130,8 +130,9 @@ class DistillationExperts(nn.Module):
         self.reset_parameters()
 
     def reset_routing_stats(self):
-        """Counters since the last reset: entities, (entity, expert) pairs with a non-zero
-        weight, and mixtures computed sparsely / in all (read once per epoch)."""
+        """Counters since the last reset: entities, active (entity, expert) pairs (a non-zero
+        weight, or named by ``reconstruct``'s ``active``), and mixtures computed sparsely / in
+        all (read once per epoch)."""
         self.routing_stats = {"entities": 0, "active_pairs": 0, "sparse_calls": 0, "calls": 0}
 
     def reset_parameters(self):
@@ -177,7 +178,9 @@ class DistillationExperts(nn.Module):
 
         ``active`` (``[n_entities, M]`` bool): the pairs to compute, by default those of
         non-zero weight. A pair of weight zero in value can still carry a gradient to the
-        selection (HTD's straight-through assignment): such pairs are named here."""
+        selection (HTD's straight-through assignment): such pairs are named here. ``selection``
+        must be zero outside ``active`` (in value and gradient), or the dense and the sparse
+        computation differ."""
         n_entities, num_experts = selection.shape
         if active is None:
             active = selection > 0

@@ -251,7 +251,8 @@ class HTD(Distiller):
         if floor is not None and num_groups is not None and num_groups >= 1 and floor >= 1 / num_groups:
             checker.fail(
                 f"htd_weight_floor ({floor}) must be below 1/htd_num_groups ({1 / num_groups:.4g}): "
-                "a floor that high could leave an entity's soft assignment without a group"
+                "at a floor that high even an evenly spread assignment would keep only each "
+                "entity's own group in the gradient"
             )
         checker.number("htd_tau_start", minimum=MIN_SELECTION_TAU)
         checker.number("htd_tau_end", minimum=MIN_SELECTION_TAU)
