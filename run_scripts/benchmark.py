@@ -895,15 +895,9 @@ def parse_method_settings(text, methods):
     import yaml
 
     parsed = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        method, _, assignments = item.partition(":")
-        if method not in methods or method not in DISTILLERS:
-            raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
+    for method, assignments in method_assignments(text, methods):
         defaults = plugin_defaults(method)
-        for assignment in filter(None, assignments.split(",")):
-            key, equals, text_value = assignment.partition("=")
-            if not equals or not text_value:
-                raise ValueError(f"'{assignment}' is not key=value")
+        for key, text_value in assignments:
             if key not in defaults or key in LEARNER_KEYS or key in IDENTITY_KEYS:
                 raise ValueError(f"'{key}' is not a key of {method} to set (properties/model/"
                                  f"{DISTILLERS[method][0]}.yaml, not its weights, the learner's or "
@@ -945,13 +939,9 @@ def parse_other_weights(text, methods):
     ('DE-RRD', {'lambda_de': 0.1, 'lambda_rrd': <its default>})]``: every weight of the method
     explicit (the unnamed ones at their defaults), as its cells are keyed."""
     parsed = []
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        method, _, assignments = item.partition(":")
-        if method not in methods or method not in WEIGHT_KEYS:
-            raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
+    for method, assignments in method_assignments(text, methods):
         weights = default_weights(method)
-        for assignment in filter(None, assignments.split(",")):
-            key, _, value = assignment.partition("=")
+        for key, value in assignments:
             if key not in weights:
                 raise ValueError(f"{method}'s weights are {WEIGHT_KEYS[method]}, not '{key}'")
             try:
@@ -959,6 +949,24 @@ def parse_other_weights(text, methods):
             except ValueError:
                 raise ValueError(f"{key}={value!r} is not a number") from None
         parsed.append((method, weights))
+    return parsed
+
+
+def method_assignments(text, methods):
+    """``'RRD:a=1,b=2;UnKD:c=3'`` -> ``[('RRD', [('a', '1'), ('b', '2')]), ('UnKD', [('c', '3')])]``,
+    each method a distiller among ``methods`` and each assignment ``key=value``."""
+    parsed = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        method, _, assignments = item.partition(":")
+        if method not in methods or method not in DISTILLERS:
+            raise ValueError(f"'{method}' is not a distiller among --methods {methods}")
+        pairs = []
+        for assignment in filter(None, assignments.split(",")):
+            key, equals, value = assignment.partition("=")
+            if not equals or not value:
+                raise ValueError(f"'{assignment}' is not key=value")
+            pairs.append((key, value))
+        parsed.append((method, pairs))
     return parsed
 
 
