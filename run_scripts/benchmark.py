@@ -401,10 +401,14 @@ class Benchmark:
                 rows += [(method, dict(learner, **weights, **SHORT_TRIALS)) for method, weights in AUTO_ROWS.items()]
         return [(method, dict(setting, **self.args.method_settings.get(method, {}))) for method, setting in rows]
 
+    def default_setting(self, method):
+        """``method``'s cells at the plugin's defaults: its default weights and --method_settings."""
+        return dict(default_weights(method), **self.args.method_settings.get(method, {}))
+
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
         (--tune) or the defaults."""
-        setting = dict(default_weights(method), **self.args.method_settings.get(method, {}))
+        setting = self.default_setting(method)
         if self.args.tune and method != "teacher":
             try:
                 setting = (self.chosen_setting(method, size) if method in TUNING_GRIDS

@@ -24,20 +24,16 @@ import traceback
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from run_scripts.benchmark import DISTILLERS  # noqa: E402
+
 PROTOCOL = os.path.join(REPO, "properties", "experiments", "protocol_recbole.yaml")
 
-#: (name, model, settings) of every distiller checked.
-VARIANTS = [
-    ("DE-RRD", "DERRD", {}),
-    ("RRD", "DERRD", {"use_de": False}),
-    ("DE", "DERRD", {"use_rrd": False}),
-    ("RRD-topK", "DERRD", {"use_de": False, "rrd_sample_interesting": False}),
-    ("RD", "RD", {}),
-    ("CD", "CD", {}),
-    ("HTD", "HTD", {}),
-    ("FTD", "HTD", {"htd_flat": True}),
-    ("UnKD", "UnKD", {}),
-]
+#: (name, model, settings) of every distiller checked: the benchmark's, and HTD's flat variant.
+VARIANTS = [(name, model, dict(settings)) for name, (model, settings) in DISTILLERS.items()]
+VARIANTS.append(("FTD", "HTD", {"htd_flat": True}))
 
 #: Metrics compared between the device's run and the CPU's evaluation of the exported student.
 COMPARED = ("ndcg@10", "recall@10", "hit@10")

@@ -119,8 +119,7 @@ def promise_table(tables):
         size, first = table.args.sizes[0], table.args.seed_values[0]
         if not table.args.tune:  # every method at the defaults: the student alone is the row to beat
             default_student = table.cells.get(bench.cell_key("student", size, first))
-            rows = [(method, dict(bench.default_weights(method), **table.args.method_settings.get(method, {})))
-                    for method in bench.DEFAULT_ROWS]
+            rows = [(method, table.default_setting(method)) for method in bench.DEFAULT_ROWS]
             chosen_student = None
         else:
             default_student = table.cells.get(bench.cell_key("student", size, first, bench.STUDENT_DEFAULTS))
@@ -165,7 +164,7 @@ def weight_trials(table, method, key):
         cells = table.trials(method, size)
     else:
         reference = table.cells.get(bench.cell_key("student", size, first))
-        others = dict(bench.default_weights(method), **table.args.method_settings.get(method, {}))
+        others = table.default_setting(method)
         others.pop(key)
         cells = [cell for cell in table.cells.values()
                  if cell["method"] == method and cell["seed"] == first and cell["size"] == size

@@ -299,6 +299,14 @@ def test_htd_term_is_the_users_plus_the_items_topology(build):
     assert model.groups["user"].experts.selection.weight.grad.abs().sum() > 0
 
 
+def test_diagnostics_count_the_mappings_computed_per_entity(build):
+    model, train_data = build(htd_num_groups=4, htd_weight_floor=0.0)
+    model.calculate_loss(next(iter(train_data)))
+    diagnostics = model.epoch_diagnostics()
+    assert diagnostics["mappings_per_entity"] == 4.0  # dense: every group's mapping
+    assert model.epoch_diagnostics()["mappings_per_entity"] == 0.0  # counters reset once read
+
+
 def test_ftd_is_the_flat_relation_loss_on_the_student_itself(build):
     model, train_data = build(htd_flat=True)
     assert model.groups is None and not any(name.startswith("groups") for name, _ in model.named_parameters())

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from recbole_derrd.model.backbones import backbone_class
 from recbole_derrd.model.distiller import Distiller
-from recbole_derrd.model.experts import DistillationExperts, annealed_temperature
+from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, pop_routing_stats
 from recbole_derrd.model.rrd import RRD_MODES, ranking_loss
 from recbole_derrd.ranking import UninterestingSampler, sample_interesting, sort_by_teacher
 from recbole_derrd.validation import check_data_requirements
@@ -276,16 +276,8 @@ class DERRD(Distiller):
         mixtures computed sparsely."""
         if not self.use_de:
             return {}
-        stats = [experts.routing_stats for experts in self.experts.values()]
-        for experts in self.experts.values():
-            experts.reset_routing_stats()
-        entities = sum(bank["entities"] for bank in stats)
-        calls = sum(bank["calls"] for bank in stats)
-        return {
-            "tau": self.selection_tau,
-            "active_experts": float(sum(bank["active_pairs"] for bank in stats)) / max(entities, 1),
-            "sparse_share": sum(bank["sparse_calls"] for bank in stats) / max(calls, 1),
-        }
+        active_experts, sparse_share = pop_routing_stats(list(self.experts.values()))
+        return {"tau": self.selection_tau, "active_experts": active_experts, "sparse_share": sparse_share}
 
     def shared_state(self):
         """The teacher's representations and top-N, and this epoch's RRD samples."""

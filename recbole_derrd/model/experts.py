@@ -64,6 +64,19 @@ def floor_selection(selection, weight_floor):
     return selection.masked_fill(selection < weight_floor, 0.0)
 
 
+def pop_routing_stats(banks):
+    """The routing counters of several :class:`DistillationExperts` (e.g. the users' and the
+    items'), pooled and reset: ``(active pairs per entity, share of mixtures computed
+    sparsely)`` since the last call."""
+    stats = [experts.routing_stats for experts in banks]
+    for experts in banks:
+        experts.reset_routing_stats()
+    entities = sum(bank["entities"] for bank in stats)
+    calls = sum(bank["calls"] for bank in stats)
+    return (float(sum(bank["active_pairs"] for bank in stats)) / max(entities, 1),
+            sum(bank["sparse_calls"] for bank in stats) / max(calls, 1))
+
+
 def de_loss(teacher_repr, reconstruction):
     r"""Per-entity DE loss :math:`\lVert h_t - \hat h_t \rVert_2^2`, shape ``[n_entities]``."""
     return (teacher_repr - reconstruction).pow(2).sum(dim=-1)

@@ -75,7 +75,7 @@ import torch.nn.functional as F
 from recbole_derrd.model.backbones import backbone_class
 from recbole_derrd.model.derrd import MIN_SELECTION_TAU
 from recbole_derrd.model.distiller import Distiller
-from recbole_derrd.model.experts import DistillationExperts, annealed_temperature
+from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, pop_routing_stats
 
 
 def cosine_relations(left, right=None):
@@ -307,12 +307,8 @@ class HTD(Distiller):
             return {}
         used = float(self.groups_used) / max(self.group_calls, 1)
         self.reset_diagnostics()
-        stats = [groups.experts.routing_stats for groups in self.groups.values()]
-        for groups in self.groups.values():
-            groups.experts.reset_routing_stats()
-        entities = sum(bank["entities"] for bank in stats)
-        return {"tau": self.selection_tau, "groups_used": used,
-                "mappings_per_entity": float(sum(bank["active_pairs"] for bank in stats)) / max(entities, 1)}
+        mappings_per_entity, _ = pop_routing_stats([groups.experts for groups in self.groups.values()])
+        return {"tau": self.selection_tau, "groups_used": used, "mappings_per_entity": mappings_per_entity}
 
     def shared_state(self):
         return [self.teacher_repr(side) for side in self.sides]
