@@ -28,6 +28,12 @@ Parts (results/speed/<device>.json, or <device>-<N>thread.json with ``--threads=
   they exist: the student's own loss, DE, RRD (each forward + backward), the optimizer step and
   RecBole's batch loading, against a step of the student alone and DE's arithmetic floor (one
   expert per entity, no routing).
+- ``htd``: HTD's within-group level (the teacher's and the student's cosine relations among n
+  entities, the pairs of one group; forward + backward, K = 30 groups, one-hot assignment as
+  after annealing) computed by the plugin's fused function against plain autograd through the
+  dense formula, interleaved, at the entity counts of a batch of 2,048 interactions (ml-100k's
+  users and items, Last.fm's items); and a whole side step (selection, mappings, the three
+  levels) at the same sizes, early (tau = 1) and annealed (tau = 0.07).
 - ``wholerun`` (not in the default parts: it takes tens of minutes on a 2-core CPU): whole
   training runs to their early stop on ml-100k (RecBole's protocol, seed 2020), each in a fresh
   process one after the other: the 200-d teacher (once, shared), the student alone, DE, RRD and
@@ -389,6 +395,53 @@ def bench_routing(device, entities=2000, num_experts=30, repeats=7):
             "sparse_work_fraction": experts.sparse_work_fraction, "entries": entries}
 
 
+# --------------------------------------------------------------------------- htd
+
+
+def dense_within_level(teacher_repr, student_repr, assignment):
+    """HTD's within-group level as plain autograd computes it (the reference of ``bench_htd``)."""
+    from recbole_derrd.model.htd import cosine_relations, off_diagonal, reduce_relations
+
+    difference = (cosine_relations(teacher_repr) - cosine_relations(student_repr)).pow(2)
+    weights = (assignment @ assignment.T) * off_diagonal(len(teacher_repr), teacher_repr.device)
+    return reduce_relations(difference, weights, "mean")
+
+
+def bench_htd(device, sizes=(700, 1400, 3000), num_groups=30, repeats=7):
+    """The fused within-group level against autograd's, and a whole HTD side step."""
+    from recbole_derrd.model.htd import TopologyGroups, group_assignment, masked_relation_loss
+
+    generator = torch.Generator().manual_seed(0)
+    entries = []
+    for entities in sizes:
+        teacher_repr = torch.randn(entities, 200, generator=generator).to(device)
+        mapped_repr = torch.randn(entities, 200, generator=generator).to(device).requires_grad_()
+        logits = torch.randn(entities, num_groups, generator=generator).to(device).requires_grad_()
+        assignment = group_assignment(logits, tau=0.07)[0]
+        variants = {
+            "fused": lambda: masked_relation_loss(teacher_repr, mapped_repr, assignment, "mean"),
+            "autograd": lambda: dense_within_level(teacher_repr, mapped_repr, assignment),
+        }
+        times = {name: [] for name in variants}
+        for _ in range(repeats + 1):  # interleaved; the first round is a warm-up
+            for name, loss in variants.items():
+                times[name].append(timed(lambda: loss().backward(retain_graph=True), device)[0])
+        entry = {"entities": entities, "num_groups": num_groups}
+        entry.update({f"within_{name}_s": statistics.median(values[1:]) for name, values in times.items()})
+        entry["within_speedup"] = entry["within_autograd_s"] / entry["within_fused_s"]
+        groups = TopologyGroups(20, 200, num_groups, weight_floor=1e-3).to(device)
+        student_repr = torch.randn(entities, 20, generator=generator).to(device).requires_grad_()
+        for tau in (1.0, 0.07):
+            def step():
+                groups(student_repr, teacher_repr, tau, 0.5, "mean")[0].backward()
+
+            step()
+            entry[f"side_step_tau{tau:g}_s"] = statistics.median(timed(step, device)[0] for _ in range(repeats))
+        entries.append(entry)
+        print(json.dumps(entry), flush=True)
+    return {"entries": entries}
+
+
 # --------------------------------------------------------------------------- profile
 
 
@@ -712,6 +765,18 @@ def write_markdown():
                              f"{entry['dense_s'] * 1000:.1f} ms | {entry['sparse_s'] * 1000:.1f} ms | "
                              f"{entry['sparse_over_dense']:.2f} |")
             lines.append("")
+        if report.get("htd"):
+            lines += ["### HTD: the within-group level, fused against autograd (forward + backward)", "",
+                      "One-hot assignment to K = 30 groups, 200-d teacher space; interleaved medians. "
+                      "Side step: one side's whole HTD term (selection, mappings with `htd_weight_floor` "
+                      "1e-3, the three levels), early and after annealing.", "",
+                      "| entities | autograd | fused | speed-up | side step, tau = 1 | side step, tau = 0.07 |",
+                      "|---|---|---|---|---|---|"]
+            for entry in report["htd"]["entries"]:
+                lines.append(f"| {entry['entities']:,} | {entry['within_autograd_s'] * 1000:.1f} ms | "
+                             f"{entry['within_fused_s'] * 1000:.1f} ms | {entry['within_speedup']:.2f}x | "
+                             f"{entry['side_step_tau1_s'] * 1000:.1f} ms | {entry['side_step_tau0.07_s'] * 1000:.1f} ms |")
+            lines.append("")
         if report.get("profile"):
             profile = report["profile"]
             lines += [f"### Where an annealed-phase DE-RRD step goes (ml-100k, epoch {profile['epoch']}, "
@@ -791,7 +856,7 @@ def merge_reports(previous, report):
     commands = previous.get("commands", [previous["command"]] if "command" in previous else [])
     merged["commands"] = [c for c in commands if c != report["command"]] + [report["command"]]
     merged.pop("command", None)
-    for part in ("routing", "profile"):
+    for part in ("routing", "profile", "htd"):
         if part in report:
             merged[part] = report[part]
     for part in ("epoch", "topn", "sampling", "inference"):
@@ -871,6 +936,8 @@ def main():
         report["routing"] = bench_routing(args.device)
     if "profile" in parts:
         report["profile"] = bench_profile(args.device)
+    if "htd" in parts:
+        report["htd"] = bench_htd(args.device)
     if "wholerun" in parts:
         wanted = args.wholerun_variants.split(",") if args.wholerun_variants else None
         bench_wholerun(args.wholerun_dataset, args.device, torch.get_num_threads(), args.paper_epochs,

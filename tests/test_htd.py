@@ -14,7 +14,8 @@ from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
 from recbole_derrd.model.htd import (
-    TopologyGroups, floored_mapping_weights, ftd_loss, group_assignment, htd_losses, mapped_pairs,
+    TopologyGroups, cosine_relations, floored_mapping_weights, ftd_loss, group_assignment, htd_losses,
+    mapped_pairs, masked_relation_loss,
 )
 from recbole_derrd.validation import ConfigValueError
 
@@ -101,6 +102,48 @@ def test_every_entity_in_its_own_group_leaves_only_the_prototype_levels(tensors)
     group, _, within = htd_losses(teacher, student, torch.eye(len(teacher), dtype=teacher.dtype))
     assert within.item() == 0
     assert group.item() == pytest.approx(ftd_loss(teacher, student).item())
+
+
+def autograd_masked_relation_loss(teacher, student, assignment, reduction):
+    """The within-group level as plain autograd computes it: both relation matrices, the group
+    mask Z Z^T with its diagonal masked out, autograd's own gradients."""
+    difference = (cosine_relations(teacher) - cosine_relations(student)).pow(2)
+    weights = (assignment @ assignment.T) * (1 - torch.eye(len(teacher), dtype=teacher.dtype))
+    total = (weights * difference).sum()
+    return total if reduction == "sum" else total / weights.detach().sum().clamp(min=1)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_masked_relation_loss_has_autograds_value_and_gradients(reduction):
+    """The fused within-group level (its own backward) against autograd through the dense
+    formula: the same loss, the same gradients for the student and for the assignment's logits
+    (straight-through), including a zero student vector (relation 0 to everything)."""
+    torch.manual_seed(3)
+    teacher = torch.randn(40, 9, dtype=torch.float64)
+    student = torch.randn(40, 9, dtype=torch.float64)
+    student[7] = 0
+    student.requires_grad_(True)
+    logits = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
+    results = []
+    for loss_function in (masked_relation_loss, autograd_masked_relation_loss):
+        torch.manual_seed(4)  # the same Gumbel draw for both
+        assignment, _ = group_assignment(logits, tau=0.5)
+        loss = loss_function(teacher, student, assignment, reduction)
+        results.append((loss.detach(), *torch.autograd.grad(loss, [student, logits])))
+    (fused_loss, fused_student, fused_logits), (dense_loss, dense_student, dense_logits) = results
+    assert fused_loss.item() == pytest.approx(dense_loss.item(), rel=1e-12)
+    assert torch.allclose(fused_student, dense_student, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(fused_logits, dense_logits, rtol=1e-9, atol=1e-12)
+    assert fused_logits.abs().sum() > 0 and fused_student.abs().sum() > 0
+
+
+def test_masked_relation_loss_gradients_by_finite_differences():
+    """Its backward against finite differences, for soft (non one-hot) weights too."""
+    torch.manual_seed(5)
+    teacher = torch.randn(12, 4, dtype=torch.float64)
+    student = torch.randn(12, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(12, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda s, z: masked_relation_loss(teacher, s, z, "sum"), (student, weights))
 
 
 # ----- the group assignment -----
