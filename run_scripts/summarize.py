@@ -61,6 +61,22 @@ def cell_text(entry, metric):
     return f"{mean:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
 
 
+def versus_text(table, method, baseline, metric):
+    """``method`` against ``baseline`` on ``metric``: relative difference of the paired test users'
+    means, its Wilcoxon p-value and whether it is significant; ``-`` when either is missing."""
+    size = table.args.sizes[0]
+    summary = table.summary()
+    if (method, size) not in summary or (baseline, size) not in summary:
+        return "-"
+    test = bench.paired_difference(table.reported_cells(method, size), table.reported_cells(baseline, size), metric)
+    # over the seeds both have (the paired users), not over unequal sets of seeds
+    relative = (100 * test["mean"] / test["baseline_mean"] if test and test["baseline_mean"]
+                else 100 * (summary[(method, size)][metric][0] / summary[(baseline, size)][metric][0] - 1))
+    significant = test is not None and test["p"] < 0.05
+    return f"{relative:+.1f}% ({'p = ' + format(test['p'], '.2g') if test else 'untested'}" \
+           f"{', significant' if significant else ', not significant'})"
+
+
 def headline(tables):
     """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
     seeds), DE-RRD's relative difference to the student alone with its paired test."""
@@ -81,14 +97,7 @@ def headline(tables):
             best = max(competitors, key=lambda method: summary[(method, size)][metric][0]) if competitors else None
             versus, ratio = "-", "-"
             if derrd is not None:
-                test = bench.paired_difference(table.reported_cells("DE-RRD", size),
-                                               table.reported_cells("student", size), metric)
-                # over the seeds both have (the paired users), not over unequal sets of seeds
-                relative = (100 * test["mean"] / test["baseline_mean"] if test and test["baseline_mean"]
-                            else 100 * (derrd[metric][0] / student[metric][0] - 1))
-                significant = test is not None and test["p"] < 0.05
-                versus = f"{relative:+.1f}% ({'p = ' + format(test['p'], '.2g') if test else 'untested'}" \
-                         f"{', significant' if significant else ', not significant'})"
+                versus = versus_text(table, "DE-RRD", "student", metric)
                 ratio = f"{derrd[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
             seeds = "/".join(str(summary[(method, size)]["seeds"]) for method in ("student", "DE-RRD")
                              if (method, size) in summary)
@@ -97,6 +106,31 @@ def headline(tables):
                 + (f"{best}: {cell_text(summary[(best, size)], metric)}" if best else "-")
                 + f" | {cell_text(summary.get(('RRD', size)), metric)} | {cell_text(derrd, metric)} | "
                 f"{versus} | {ratio} |")
+    return lines + [""]
+
+
+def later_distillers(tables):
+    """HTD and UnKD (tuned like the others, mean ± std over seeds) against the student alone and
+    against DE-RRD, on the tables that ran them."""
+    lines = ["## The later distillers: HTD and UnKD", "",
+             "Tuned like the others (same budget, same seeds); relative differences of the paired "
+             "test users' means, Wilcoxon p (as above). Tables without a column did not run that "
+             "method (CPU time).", "",
+             "| data (protocol) | metric | student alone | DE-RRD | HTD | HTD vs student alone | HTD vs DE-RRD | "
+             "UnKD | UnKD vs student alone |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, table in tables:
+        summary, size = table.summary(), table.args.sizes[0]
+        if ("HTD", size) not in summary and ("UnKD", size) not in summary:
+            continue
+        student = summary.get(("student", size))
+        for metric in ("ndcg@10", "recall@20", "hit@10"):
+            if student is None or metric not in student or (metric == "hit@10" and "recall@20" in student):
+                continue
+            lines.append(
+                f"| {name} | {metric} | {cell_text(student, metric)} | "
+                f"{cell_text(summary.get(('DE-RRD', size)), metric)} | {cell_text(summary.get(('HTD', size)), metric)} | "
+                f"{versus_text(table, 'HTD', 'student', metric)} | {versus_text(table, 'HTD', 'DE-RRD', metric)} | "
+                f"{cell_text(summary.get(('UnKD', size)), metric)} | {versus_text(table, 'UnKD', 'student', metric)} |")
     return lines + [""]
 
 
@@ -285,6 +319,7 @@ def main(argv=None):
     published = [f"- **{dataset}**: {text}" for dataset, text in PUBLISHED.items()
                  if any(table.args.dataset == dataset for _, table in tables)]
     lines += headline(tables) + (["Published references:", ""] + published + [""] if published else [])
+    lines += later_distillers(tables)
     lines += promise_table(tables) + defaults_evidence(tables) + candidates_table(args.results)
     output = args.output or os.path.join(args.results, "summary.md")
     with open(output, "w") as handle:

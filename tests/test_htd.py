@@ -116,12 +116,16 @@ def autograd_masked_relation_loss(teacher, student, assignment, reduction):
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_masked_relation_loss_has_autograds_value_and_gradients(reduction):
     """The fused within-group level (its own backward) against autograd through the dense
-    formula: the same loss, the same gradients for the student and for the assignment's logits
-    (straight-through), including a zero student vector (relation 0 to everything)."""
+    formula: the same loss, the same gradients for the teacher, the student and the
+    assignment's logits (straight-through)."""
     torch.manual_seed(3)
     teacher = torch.randn(40, 9, dtype=torch.float64)
     student = torch.randn(40, 9, dtype=torch.float64)
+    # zero rows: their relation to themselves is 0, not 1, so only the diagonal's exclusion
+    # keeps (0 - 1)^2 out of the loss and the gradients (the finite-difference test cannot see it)
     student[7] = 0
+    teacher[11] = 0
+    teacher.requires_grad_(True)
     student.requires_grad_(True)
     logits = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
     results = []
@@ -129,12 +133,22 @@ def test_masked_relation_loss_has_autograds_value_and_gradients(reduction):
         torch.manual_seed(4)  # the same Gumbel draw for both
         assignment, _ = group_assignment(logits, tau=0.5)
         loss = loss_function(teacher, student, assignment, reduction)
-        results.append((loss.detach(), *torch.autograd.grad(loss, [student, logits])))
-    (fused_loss, fused_student, fused_logits), (dense_loss, dense_student, dense_logits) = results
+        results.append((loss.detach(), *torch.autograd.grad(loss, [teacher, student, logits])))
+    (fused_loss, *fused_gradients), (dense_loss, *dense_gradients) = results
     assert fused_loss.item() == pytest.approx(dense_loss.item(), rel=1e-12)
-    assert torch.allclose(fused_student, dense_student, rtol=1e-9, atol=1e-12)
-    assert torch.allclose(fused_logits, dense_logits, rtol=1e-9, atol=1e-12)
-    assert fused_logits.abs().sum() > 0 and fused_student.abs().sum() > 0
+    for fused, dense in zip(fused_gradients, dense_gradients):
+        assert fused.abs().sum() > 0
+        assert torch.allclose(fused, dense, rtol=1e-9, atol=1e-12)
+
+
+def test_masked_relation_loss_refuses_second_derivatives():
+    """Its backward is first-order only: a second derivative raises instead of being wrong."""
+    student = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    loss = masked_relation_loss(torch.randn(6, 3, dtype=torch.float64), student,
+                                torch.ones(6, 1, dtype=torch.float64), "sum")
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(loss, student, create_graph=True)
+    assert torch.autograd.grad(loss, student)[0].abs().sum() > 0
 
 
 def test_masked_relation_loss_gradients_by_finite_differences():

@@ -69,9 +69,10 @@ pays (DE's sparse routing). ``htd_weight_floor: 0`` is the exact dense computati
 
 After annealing, the within-group level dominates: its value needs the pairs of one group only,
 but the assignment's straight-through gradient needs the relation differences :math:`E` of
-every pair (:math:`\partial \mathcal{L}_{within} / \partial Z = 2 (E \circ E) Z`), so it is
-computed over the whole batch, ``O(n^2 d)``, in one function with its own backward
-(:func:`masked_relation_loss`: the same values and gradients as autograd, about half the time).
+every pair (:math:`\partial \mathcal{L}_{within} / \partial Z \propto (E \circ E) Z`, the
+diagonal left out), so it is computed over the whole batch, ``O(n^2 d)``, in one function with
+its own backward (:func:`masked_relation_loss`: the same values and gradients as autograd, in
+about half the time).
 """
 
 import torch
@@ -110,34 +111,41 @@ class _MaskedRelationDifferences(torch.autograd.Function):
     r""":math:`\sum_{i \ne j} (Z Z^\top)_{ij} (\rho^t_{ij} - \rho^s_{ij})^2` and
     :math:`\sum_{i \ne j} (Z Z^\top)_{ij}` from unit-norm teacher and student rows and the
     assignment ``Z``; the same value and gradients as autograd through the dense formula, with
-    less work on the ``[n, n]`` matrices that dominate a topology step: the two relation
-    matrices in one BLAS call (:math:`T - S`), no float masks, and the gradients of the
-    symmetric products :math:`S = N N^\top` and :math:`Z Z^\top` as one product each
-    (:math:`\partial / \partial N = (G + G^\top) N = 2 G N` for a symmetric ``G``) instead
-    of autograd's two."""
+    less work on the ``[n, n]`` matrices that dominate a topology step: the subtraction
+    :math:`T - S` folded into the second product, no float masks, and the gradients of the
+    symmetric products :math:`S = N N^\top`, :math:`T` and :math:`Z Z^\top` as one product
+    each (:math:`\partial / \partial N = (G + G^\top) N = 2 G N` for a symmetric ``G``)
+    instead of autograd's two. First derivatives only."""
 
     @staticmethod
     def forward(ctx, teacher_unit, student_unit, assignment):
         difference = torch.addmm(teacher_unit @ teacher_unit.T, student_unit, student_unit.T, alpha=-1)
         same_group = assignment @ assignment.T
-        same_group.fill_diagonal_(0)  # an entity's relation to itself is 1 on both sides
+        # pairs i != j only: a zero row's relation to itself is 0, not 1, so E_ii can be nonzero
+        same_group.fill_diagonal_(0)
         weighted_difference = difference * same_group
         total = (weighted_difference * difference).sum()
-        ctx.save_for_backward(student_unit, assignment, difference, weighted_difference)
-        return total, same_group.sum()
+        weight_total = same_group.sum()
+        ctx.mark_non_differentiable(weight_total)
+        ctx.save_for_backward(teacher_unit, student_unit, assignment, difference, weighted_difference)
+        return total, weight_total
 
     @staticmethod
     def backward(ctx, grad_total, _grad_weight_total):
-        student_unit, assignment, difference, weighted_difference = ctx.saved_tensors
-        grad_student = grad_assignment = None
+        if torch.is_grad_enabled():  # backward(create_graph=True): its saved values are not a graph
+            raise RuntimeError("HTD's relation loss has first derivatives only (create_graph=True is not supported)")
+        teacher_unit, student_unit, assignment, difference, weighted_difference = ctx.saved_tensors
+        grad_teacher = grad_student = grad_assignment = None
+        # d total / d T = 2 (Z Z^T o E) = -d total / d S, symmetric
+        if ctx.needs_input_grad[0]:
+            grad_teacher = weighted_difference.mm(teacher_unit).mul_(4 * grad_total)
         if ctx.needs_input_grad[1]:
-            # d total / d S = -2 (Z Z^T o E), symmetric
             grad_student = weighted_difference.mm(student_unit).mul_(-4 * grad_total)
-        if ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # d total / d (Z Z^T) = E o E off the diagonal
             squared = difference.square()
             squared.fill_diagonal_(0)
             grad_assignment = squared.mm(assignment).mul_(2 * grad_total)
-        return None, grad_student, grad_assignment
+        return grad_teacher, grad_student, grad_assignment
 
 
 def masked_relation_loss(teacher_repr, student_repr, assignment, reduction):
