@@ -81,7 +81,8 @@ def headline(tables):
     """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
     seeds), DE-RRD's relative difference to the student alone with its paired test."""
     lines = ["## Results across datasets (BPR backbone, tuned settings, mean ± std over seeds)", "",
-             "seeds: of the student alone / of DE-RRD (a spread needs two or more). A table marked "
+             "seeds: of the student alone / of DE-RRD (a spread needs two or more; DE-RRD vs "
+             "student alone is paired over the seeds both have). A table marked "
              "`defaults` was not tuned: every method at the plugin's defaults.", "",
              "| data (protocol) | seeds | metric | teacher | student alone | best competitor | RRD | DE-RRD | "
              "DE-RRD vs student alone | DE-RRD / teacher |", "|---|---|---|---|---|---|---|---|---|---|"]

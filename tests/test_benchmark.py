@@ -206,6 +206,23 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
         assert shown == pytest.approx([round(value, 4) for value in popularity["recall@20"]], abs=1e-4)
     assert "UnKD vs student" in table and "HTD vs student" in table  # their paired tests
 
+    # the summary's later-distillers table: each method's test metric and its paired difference
+    # to the student alone, from the same per-user values (DE-RRD did not run: "-")
+    summarize = load_script("summarize")
+    summarize.main(["--tables=ml-100k:BPR:recbole", "--seeds=1", "--sizes=8", "--teacher_size=16",
+                    f"--results={workdir / 'results'}"])
+    summary = (workdir / "results" / "summary.md").read_text()
+    later = summary.split("## The later distillers: HTD and UnKD")[1].split("\n## ")[0]
+    row = next(line for line in later.splitlines() if line.startswith("| ml-100k (recbole, defaults) | ndcg@10 |"))
+    columns = [value.strip() for value in row.split("|")[1:-1]]
+    student_users = cells["student"]["test_per_user"]["ndcg@10"]
+    for method, value_column, versus_column in (("HTD", 4, 5), ("UnKD", 7, 8)):
+        assert columns[value_column] == f"{cells[method]['test']['ndcg@10']:.4f}"
+        differences = [a - b for a, b in zip(cells[method]["test_per_user"]["ndcg@10"], student_users)]
+        relative = 100 * sum(differences) / sum(student_users)
+        assert columns[versus_column].startswith(f"{relative:+.1f}% (p = ")
+    assert columns[3] == "-" and columns[6] == "-"  # DE-RRD, and HTD against it
+
     # re-evaluated from their checkpoints, on both splits, the models score what their cells
     # recorded: the same rankings, now also on validation
     shift = load_script("popularity_shift")
