@@ -77,6 +77,15 @@ def versus_text(table, method, baseline, metric):
            f"{', significant' if significant else ', not significant'})"
 
 
+def reported_metrics(student):
+    """The metrics a summary row reports, as the student alone's cells have them: NDCG@10 and
+    Recall@20, and Hit@10 only where Recall is not measured (the paper protocol)."""
+    if student is None:
+        return []
+    return [metric for metric in ("ndcg@10", "recall@20", "hit@10")
+            if metric in student and not (metric == "hit@10" and "recall@20" in student)]
+
+
 def headline(tables):
     """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
     seeds), DE-RRD's relative difference to the student alone with its paired test."""
@@ -92,9 +101,7 @@ def headline(tables):
         student = summary.get(("student", size))
         derrd = summary.get(("DE-RRD", size))
         competitors = [method for method in COMPETITORS if (method, size) in summary]
-        for metric in ("ndcg@10", "recall@20", "hit@10"):
-            if student is None or metric not in student or (metric == "hit@10" and "recall@20" in student):
-                continue  # Hit@10 only where Recall is not measured (the paper protocol)
+        for metric in reported_metrics(student):
             best = max(competitors, key=lambda method: summary[(method, size)][metric][0]) if competitors else None
             versus, ratio = "-", "-"
             if derrd is not None:
@@ -124,9 +131,7 @@ def later_distillers(tables):
         if ("HTD", size) not in summary and ("UnKD", size) not in summary:
             continue
         student = summary.get(("student", size))
-        for metric in ("ndcg@10", "recall@20", "hit@10"):
-            if student is None or metric not in student or (metric == "hit@10" and "recall@20" in student):
-                continue
+        for metric in reported_metrics(student):
             lines.append(
                 f"| {name} | {metric} | {cell_text(student, metric)} | "
                 f"{cell_text(summary.get(('DE-RRD', size)), metric)} | {cell_text(summary.get(('HTD', size)), metric)} | "
