@@ -10,7 +10,8 @@ initialisation (the run must have trained it); then the student is exported
 (:func:`recbole_derrd.export.export_student`), read back with plain ``torch.load`` and evaluated
 on the CPU with RecBole's evaluator: its test metrics must match those of the run on the device
 within ``--tolerance`` (the two devices' float rounding can only swap nearly tied items).
-Written to ``results/gpu/check-<device>.{json,md}`` (``cpu``, or ``cuda-`` and the GPU's model); the exit status is 1 when a check fails.
+Written to ``results/gpu/check-<device>.{json,md}`` (``cpu``, or ``cuda-`` and the GPU's
+model); the exit status is 1 when a check fails.
 """
 
 import argparse

@@ -14,10 +14,11 @@ from recbole_derrd.data import create_dataset, data_preparation
 from recbole_derrd.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
 from recbole_derrd.model.htd import (
-    TopologyGroups, cosine_relations, floored_mapping_weights, ftd_loss, group_assignment, htd_losses,
+    TopologyGroups, floored_mapping_weights, ftd_loss, group_assignment, htd_losses,
     mapped_pairs, masked_relation_loss,
 )
 from recbole_derrd.validation import ConfigValueError
+from run_scripts.bench_speed import dense_within_level
 
 
 # ----- the losses, against explicit loops -----
@@ -104,20 +105,11 @@ def test_every_entity_in_its_own_group_leaves_only_the_prototype_levels(tensors)
     assert group.item() == pytest.approx(ftd_loss(teacher, student).item())
 
 
-def autograd_masked_relation_loss(teacher, student, assignment, reduction):
-    """The within-group level as plain autograd computes it: both relation matrices, the group
-    mask Z Z^T with its diagonal masked out, autograd's own gradients."""
-    difference = (cosine_relations(teacher) - cosine_relations(student)).pow(2)
-    weights = (assignment @ assignment.T) * (1 - torch.eye(len(teacher), dtype=teacher.dtype))
-    total = (weights * difference).sum()
-    return total if reduction == "sum" else total / weights.detach().sum().clamp(min=1)
-
-
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_masked_relation_loss_has_autograds_value_and_gradients(reduction):
     """The fused within-group level (its own backward) against autograd through the dense
-    formula: the same loss, the same gradients for the teacher, the student and the
-    assignment's logits (straight-through)."""
+    formula (the reference ``bench_speed.py --parts=htd`` times it against): the same loss, the
+    same gradients for the teacher, the student and the assignment's logits (straight-through)."""
     torch.manual_seed(3)
     teacher = torch.randn(40, 9, dtype=torch.float64)
     student = torch.randn(40, 9, dtype=torch.float64)
@@ -129,7 +121,7 @@ def test_masked_relation_loss_has_autograds_value_and_gradients(reduction):
     student.requires_grad_(True)
     logits = torch.randn(40, 5, dtype=torch.float64, requires_grad=True)
     results = []
-    for loss_function in (masked_relation_loss, autograd_masked_relation_loss):
+    for loss_function in (masked_relation_loss, dense_within_level):
         torch.manual_seed(4)  # the same Gumbel draw for both
         assignment, _ = group_assignment(logits, tau=0.5)
         loss = loss_function(teacher, student, assignment, reduction)

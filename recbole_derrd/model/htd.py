@@ -93,13 +93,17 @@ def cosine_relations(left, right=None):
     return left @ right.T
 
 
-def reduce_relations(squared_differences, weights, reduction):
-    """The sum of ``weights * squared_differences`` (``sum``), or that sum over the weights'
-    total (``mean``: the mean over the relations the weights select; 0 when none)."""
-    total = (weights * squared_differences).sum()
+def reduce_total(total, weight_total, reduction):
+    """``total`` (``sum``), or ``total`` over the (detached) ``weight_total`` (``mean``: the mean
+    over the relations the weights select; 0 when none)."""
     if reduction == "sum":
         return total
-    return total / weights.detach().sum().clamp(min=1)
+    return total / weight_total.detach().clamp(min=1)
+
+
+def reduce_relations(squared_differences, weights, reduction):
+    """The sum of ``weights * squared_differences``, summed or averaged (:func:`reduce_total`)."""
+    return reduce_total((weights * squared_differences).sum(), weights.sum(), reduction)
 
 
 def off_diagonal(n, device=None):
