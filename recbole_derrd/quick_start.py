@@ -257,6 +257,9 @@ def run_recbole_derrd(
     result["resume_file"] = trainer.resume_file if saved else None
     result["weight_search"] = weight_search
     if is_distributed(config):
+        # every process done before any tears its connections down: a gloo peer that exits
+        # while another still talks to it can abort ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
