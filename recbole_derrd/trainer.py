@@ -253,6 +253,9 @@ class SafeCheckpointMixin:
             best_valid_result=to_plain(self.best_valid_result),
             train_loss=[[epoch_idx, loss] for epoch_idx, loss in self.train_loss_dict.items()],
             random_states=random_states,
+            # the whole run's training record, so a resumed run reports its time and epochs
+            epoch_seconds=list(self.epoch_seconds),
+            epoch_diagnostics=to_plain(list(getattr(self, "epoch_diagnostics", []))),
         )
         return state
 
@@ -292,6 +295,10 @@ class SafeCheckpointMixin:
         if checkpoint["best_valid_result"] is not None:
             self.best_valid_result = OrderedDict(checkpoint["best_valid_result"])
         self.train_loss_dict = {epoch: loss for epoch, loss in checkpoint["train_loss"]}
+        # files written before they held the training record resume without it
+        self.epoch_seconds = list(checkpoint.get("epoch_seconds", []))
+        if hasattr(self, "epoch_diagnostics"):
+            self.epoch_diagnostics = list(checkpoint.get("epoch_diagnostics", []))
         self.saved_model_file = best_model_file
         self.resume_file = resume_file
         self.run_id = checkpoint["run_id"]  # the files keep the interrupted run's id

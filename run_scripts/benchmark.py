@@ -11,11 +11,13 @@ test metrics, inference parameters, full-sort inference time for all users (medi
 all models of a seed timed side by side in one process), training time per epoch and the
 student/teacher ratio of the main metric, then writes ``results/<dataset>/<backbone>-<protocol>``
 ``.md`` / ``.csv`` / ``.png`` (mean and standard deviation over seeds). Finished cells are kept in
-``...-<protocol>.cells.json``: an interrupted benchmark resumes where it stopped.
+``...-<protocol>.cells.json``: an interrupted benchmark resumes where it stopped, and a cell
+interrupted in training continues from its last epoch (:func:`interrupted_run`).
 """
 
 import argparse
 import csv
+import glob
 import json
 import os
 import statistics
@@ -155,6 +157,38 @@ def default_weights(method):
 def is_automatic(setting):
     """Whether a cell's weights were chosen by the plugin's search (``auto``)."""
     return "auto" in setting.values()
+
+
+def interrupted_run(model, dataset, config_files, config):
+    """The resume file of an interrupted run of this very cell, or None.
+
+    A run writes a resume file at the start of every epoch (``<model>-<date>.resume.pth`` in
+    its ``checkpoint_dir``, marked finished when the run ends). A file qualifies when it is not
+    finished, passes the checks of ``run.py --resume`` for this configuration
+    (:func:`recbole_derrd.checkpoint.read_resume_file`) and its stored configuration agrees with
+    this cell's on every key that decides what a model learns
+    (:func:`recbole_derrd.checkpoint.differing_settings`): another weight, seed or learner
+    setting never qualifies; of several, the newest. The cell then continues from the epoch it
+    stopped in instead of starting again (a Gowalla cell trains for more than an hour here).
+    A cell with ``auto`` weights never qualifies (its file holds the chosen numbers, and a
+    search is not resumable). Run one process per seed (``--run_seeds``): two processes
+    training the same cell would find each other's file.
+    """
+    from recbole_derrd.checkpoint import differing_settings, plain_config, read_resume_file
+    from recbole_derrd.config import Config
+    from recbole_derrd.errors import CheckpointError
+
+    final = Config(model, dataset, config_files, dict(config))
+    plain = plain_config(final)
+    pattern = os.path.join(glob.escape(plain["checkpoint_dir"]), f"{glob.escape(model)}-*.resume.pth")
+    for path in sorted(glob.glob(pattern), key=os.path.getmtime, reverse=True):
+        try:
+            _, state = read_resume_file(path, final)
+        except CheckpointError:  # finished, another model or split, unreadable...
+            continue
+        if not differing_settings(state["config"], plain):
+            return path
+    return None
 
 
 def paired_difference(cells, baseline_cells, metric, resamples=10000, seed=0):
@@ -301,8 +335,11 @@ class Benchmark:
 
         # the benchmark trains the student alone itself, as a row of its own
         config = dict(self.base_config(seed), compare_student_alone=False, **parameters)
+        resume = interrupted_run(model, self.args.dataset, self.config_files(), config)
+        if resume is not None:
+            tqdm.write(f"continuing the interrupted run {resume}")
         start = time.time()
-        result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config)
+        result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config, resume=resume)
         epoch_seconds = result["train_epoch_seconds"]
         per_user = result.get("test_per_user", {})
         search = result.get("weight_search")
@@ -324,7 +361,8 @@ class Benchmark:
             "epochs": len(epoch_seconds),
             "train_seconds_per_epoch": statistics.median(epoch_seconds) if epoch_seconds else None,
             "train_seconds": sum(epoch_seconds),
-            "wall_seconds": time.time() - start,
+            "wall_seconds": time.time() - start,  # of this process (a resumed cell: since the resume)
+            "resumed_from": resume,
             "checkpoint": result["checkpoint"],
             "popularity": result.get("test_popularity_result"),  # None unless --popularity_groups
             "timing": timing_context(config.get("gpu_id")),

@@ -16,6 +16,7 @@ format has no timestamps). Existing files are kept unless ``--overwrite`` is giv
 import argparse
 import sys
 
+from recbole_derrd.cli import USER_ERROR_STATUS
 from recbole_derrd.fixed_split import LightGCNFormatError, convert_lightgcn
 
 
@@ -31,8 +32,9 @@ def main(argv=None):
     try:
         summary = convert_lightgcn(args.input_dir, args.name, args.output_dir, args.overwrite, args.merged)
     except (LightGCNFormatError, FileExistsError, ValueError) as error:
-        print(f"convert_lightgcn: error: {error}", file=sys.stderr)
-        return 1
+        # the same message and status as the other scripts' user errors (recbole_derrd.cli)
+        print(f"error: {error}", file=sys.stderr)
+        return USER_ERROR_STATUS
     for split, path in summary["files"].items():
         print(f"{path}: {summary[split]:,} interactions")
     print(f"{summary['users']:,} users, {summary['items']:,} items in all splits")

@@ -142,6 +142,72 @@ def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
         benchmark.parse_args(argv + ["--other_weights=RRD:lambda_de=0.1"])
 
 
+class Stop(Exception):
+    """Stands for a kill or a crash in the middle of a cell's training."""
+
+
+def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch):
+    """A cell stopped in training continues from its resume file when the benchmark runs
+    again, and ends exactly as the same cell run without a stop; a resume file of another
+    weight or seed is never taken."""
+    import recbole_derrd
+    from recbole.trainer import Trainer
+
+    from recbole_derrd.keys import rebuilt_parameters
+
+    benchmark = load_script("benchmark")
+    argv = [flag if flag != "--epochs=1" else "--epochs=4" for flag in tiny_rrd_benchmark(workdir, 1)]
+    cells_file = workdir / "results" / "ml-100k" / "BPR-recbole.cells.json"
+    key = benchmark.cell_key("RRD", 8, 2020, benchmark.default_weights("RRD"))
+    train_epoch = Trainer._train_epoch
+
+    def stopping(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 2 and self.config["model"] == "DERRD":
+            raise Stop("stopped in RRD's epoch 2")
+        return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_train_epoch", stopping)
+        with pytest.raises(Stop):
+            benchmark.main(argv)
+    cells = json.loads(cells_file.read_text())
+    assert "student|8|2020" in cells and key not in cells
+    [interrupted] = (workdir / "work").rglob("DERRD-*.resume.pth")
+    interrupted = str(interrupted)
+    state = read_checkpoint(interrupted)
+    assert state["epoch"] == 1 and not state.get("finished")
+
+    # only this cell's own settings take the file
+    parameters = rebuilt_parameters(state["config"])
+    assert benchmark.interrupted_run("DERRD", "ml-100k", [], parameters) == interrupted
+    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd=0.05)) is None
+    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, seed=2021)) is None
+
+    resumes = []
+    run = recbole_derrd.run_recbole_derrd
+
+    def recording(*args, **kwargs):
+        resumes.append(kwargs.get("resume"))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", recording)
+    benchmark.main(argv)
+    resumed = json.loads(cells_file.read_text())[key]
+    assert resumes == [interrupted] and resumed["resumed_from"] == interrupted
+    assert resumed["epochs"] == 4  # the epochs before the stop are counted too
+    assert read_checkpoint(interrupted)["finished"]
+
+    # the same cell trained from the start (its finished file is not taken) ends the same
+    cells = json.loads(cells_file.read_text())
+    del cells[key]
+    cells_file.write_text(json.dumps(cells))
+    benchmark.main(argv)
+    fresh = json.loads(cells_file.read_text())[key]
+    assert resumes[-1] is None and fresh["resumed_from"] is None and fresh["epochs"] == 4
+    assert fresh["test"] == resumed["test"] and fresh["valid_score"] == resumed["valid_score"]
+    assert fresh["test_per_user"] == resumed["test_per_user"]
+
+
 def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     """--method_settings sets a distiller's other keys in all its cells (their config and their
     names): a table without them never reports those cells as its defaults."""

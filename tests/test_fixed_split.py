@@ -81,7 +81,7 @@ def test_merged_conversion_writes_every_pair_once_in_file_order(tmp_path):
     assert os.listdir(tmp_path / "data" / "tiny-all") == ["tiny-all.inter"]
     # an existing merged file is kept unless overwrite
     assert convert_main([f"--input_dir={source}", "--name=tiny-all", f"--output_dir={tmp_path / 'data'}",
-                         "--merged"]) == 1
+                         "--merged"]) == 2
 
 
 def test_existing_files_are_kept_unless_overwrite(tmp_path, capsys):
@@ -94,7 +94,7 @@ def test_existing_files_are_kept_unless_overwrite(tmp_path, capsys):
     with pytest.raises(FileExistsError, match="tiny.train.inter already exists"):
         convert_lightgcn(source, "tiny", output)
     assert train_file.read_text() == "edited\n"
-    assert convert_main([f"--input_dir={source}", "--name=tiny", f"--output_dir={output}"]) == 1
+    assert convert_main([f"--input_dir={source}", "--name=tiny", f"--output_dir={output}"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert train_file.read_text() == "edited\n"
 
@@ -126,9 +126,9 @@ def test_missing_or_ambiguous_files_are_refused(tmp_path, capsys):
     with pytest.raises(LightGCNFormatError, match=r"valid.txt\[.gz\] not found"):
         convert_lightgcn(source, "tiny", str(tmp_path / "data"))
     assert convert_main([f"--input_dir={source}", "--name=tiny",
-                         f"--output_dir={tmp_path / 'data'}"]) == 1
+                         f"--output_dir={tmp_path / 'data'}"]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("convert_lightgcn: error:") and error.count("\n") == 1
+    assert error.startswith("error:") and error.count("\n") == 1
 
     (tmp_path / "lightgcn" / "valid.txt").write_text(VALID)
     with gzip.open(tmp_path / "lightgcn" / "test.txt.gz", "wt") as handle:
