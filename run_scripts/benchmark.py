@@ -16,8 +16,10 @@ interrupted in training continues from its last epoch (:func:`interrupted_run`).
 """
 
 import argparse
+import contextlib
 import csv
 import glob
+import hashlib
 import json
 import os
 import statistics
@@ -170,15 +172,21 @@ def interrupted_run(model, dataset, config_files, config):
     (:func:`recbole_derrd.checkpoint.differing_settings`): another weight, seed or learner
     setting never qualifies; of several, the newest. The cell then continues from the epoch it
     stopped in instead of starting again (a Gowalla cell trains for more than an hour here).
-    A cell with ``auto`` weights never qualifies (its file holds the chosen numbers, and a
-    search is not resumable). Run one process per seed (``--run_seeds``): two processes
-    training the same cell would find each other's file.
+    Never qualifies: a cell with ``auto`` weights, or a file of a run that searched its
+    weights (a search is not resumable, and its run's random state is the search's); a file
+    without the whole run's training record (written before files held it: the resumed
+    cell's epochs and time would be those after the resume only). The benchmark holds the
+    cell's lock meanwhile (:meth:`Benchmark.cell_lock`), so a file of a run still training in
+    another process is never taken.
     """
     from recbole_derrd.checkpoint import differing_settings, plain_config, read_resume_file
     from recbole_derrd.config import Config
     from recbole_derrd.errors import CheckpointError
+    from recbole_derrd.weight_search import automatic_weight_keys
 
     final = Config(model, dataset, config_files, dict(config))
+    if automatic_weight_keys(final):
+        return None
     plain = plain_config(final)
     pattern = os.path.join(glob.escape(plain["checkpoint_dir"]), f"{glob.escape(model)}-*.resume.pth")
     for path in sorted(glob.glob(pattern), key=os.path.getmtime, reverse=True):
@@ -186,7 +194,8 @@ def interrupted_run(model, dataset, config_files, config):
             _, state = read_resume_file(path, final)
         except CheckpointError:  # finished, another model or split, unreadable...
             continue
-        if not differing_settings(state["config"], plain):
+        whole_record = len(state.get("epoch_seconds") or []) == state["epoch"] + 1
+        if whole_record and not state.get("weight_search") and not differing_settings(state["config"], plain):
             return path
     return None
 
@@ -334,12 +343,22 @@ class Benchmark:
         from recbole_derrd import run_recbole_derrd
 
         # the benchmark trains the student alone itself, as a row of its own
+        from recbole_derrd.errors import CheckpointError
+
         config = dict(self.base_config(seed), compare_student_alone=False, **parameters)
         resume = interrupted_run(model, self.args.dataset, self.config_files(), config)
         if resume is not None:
-            tqdm.write(f"continuing the interrupted run {resume}")
+            tqdm.write(f"continuing the interrupted run {resume} (delete it to start the cell afresh)")
         start = time.time()
-        result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config, resume=resume)
+        try:
+            result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config, resume=resume)
+        except CheckpointError as error:
+            if resume is None:
+                raise
+            # e.g. the dataset files changed since: the file cannot continue, the cell starts afresh
+            tqdm.write(f"cannot continue {resume}: {error}; the cell starts afresh")
+            resume, start = None, time.time()
+            result = run_recbole_derrd(model, self.args.dataset, self.config_files(), config)
         epoch_seconds = result["train_epoch_seconds"]
         per_user = result.get("test_per_user", {})
         search = result.get("weight_search")
@@ -374,12 +393,45 @@ class Benchmark:
         some distiller of the seed still needs it."""
         size = self.args.teacher_size
         key = cell_key("teacher", size, seed)
-        cell = self.cells.get(key)
-        if cell is None or not os.path.isfile(cell.get("checkpoint") or ""):
-            parameters = self.size_parameters(self.args.backbone, size)
-            self.cells[key] = self.run_cell("teacher", self.args.backbone, parameters, seed, size)
-            self.save()
-            tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
+
+        def missing():
+            cell = self.cells.get(key)
+            return cell is None or not os.path.isfile(cell.get("checkpoint") or "")
+
+        if not missing():
+            return
+        with self.cell_lock(key, seed):
+            self.reload()  # another process may have trained it while this one waited
+            if missing():
+                parameters = self.size_parameters(self.args.backbone, size)
+                self.cells[key] = self.run_cell("teacher", self.args.backbone, parameters, seed, size)
+                self.save()
+                tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
+
+    @contextlib.contextmanager
+    def cell_lock(self, key, seed):
+        """Hold an exclusive lock on cell ``key`` while it trains: another process of the same
+        benchmark (``--run_seeds``, or another ``--methods`` list on the same seed) that reaches
+        the cell waits, then finds it done, instead of training it too or continuing this
+        process's live resume file. The lock goes with the process, however it ends."""
+        import fcntl
+
+        folder = os.path.join(self.work, f"seed{seed}")
+        os.makedirs(folder, exist_ok=True)
+        name = hashlib.sha1(key.encode()).hexdigest()[:16]
+        with open(os.path.join(folder, f".cell-{name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def reload(self):
+        """Take the cells other processes saved meanwhile (theirs replace this process's)."""
+        import fcntl
+
+        with open(self.cells_file + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if os.path.isfile(self.cells_file):
+                with open(self.cells_file) as handle:
+                    self.cells = dict(self.cells, **json.load(handle))
 
     def run(self):
         for seed in self.args.run_seed_values:
@@ -408,10 +460,14 @@ class Benchmark:
             return
         if method in DISTILLERS:
             self.ensure_teacher(seed)
-        model, parameters = self.method_parameters(method, seed, size)
-        tqdm.write(f"running {key}{note}")
-        self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size, setting)
-        self.save()
+        with self.cell_lock(key, seed):
+            self.reload()  # another process may have finished it while this one waited
+            if key in self.cells:
+                return
+            model, parameters = self.method_parameters(method, seed, size)
+            tqdm.write(f"running {key}{note}")
+            self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size, setting)
+            self.save()
         tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
 
     def run_default_rows(self, seed):

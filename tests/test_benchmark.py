@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
-from recbole_derrd.checkpoint import read_checkpoint
+from recbole_derrd.checkpoint import read_checkpoint, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -182,6 +184,12 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
     assert benchmark.interrupted_run("DERRD", "ml-100k", [], parameters) == interrupted
     assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd=0.05)) is None
     assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, seed=2021)) is None
+    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd="auto")) is None
+    # nor a file without the run's training record (the cell would report the later epochs only)
+    assert len(state["epoch_seconds"]) == 2
+    save_checkpoint({name: value for name, value in state.items() if name != "epoch_seconds"}, interrupted)
+    assert benchmark.interrupted_run("DERRD", "ml-100k", [], parameters) is None
+    save_checkpoint(state, interrupted)
 
     resumes = []
     run = recbole_derrd.run_recbole_derrd
@@ -195,6 +203,7 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
     resumed = json.loads(cells_file.read_text())[key]
     assert resumes == [interrupted] and resumed["resumed_from"] == interrupted
     assert resumed["epochs"] == 4  # the epochs before the stop are counted too
+    assert resumed["train_seconds"] > sum(state["epoch_seconds"])
     assert read_checkpoint(interrupted)["finished"]
 
     # the same cell trained from the start (its finished file is not taken) ends the same
@@ -206,6 +215,34 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
     assert resumes[-1] is None and fresh["resumed_from"] is None and fresh["epochs"] == 4
     assert fresh["test"] == resumed["test"] and fresh["valid_score"] == resumed["valid_score"]
     assert fresh["test_per_user"] == resumed["test_per_user"]
+
+
+def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, monkeypatch):
+    """Two processes of one benchmark reach the same cell: the second waits for the first's
+    lock on it, then finds it done (it neither trains it again nor continues the first one's
+    live resume file)."""
+    import recbole_derrd
+
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
+    key = benchmark.cell_key("student", 8, 2020)
+    monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", lambda *args, **kwargs: pytest.fail("trained twice"))
+    locked = threading.Event()
+
+    def first_process():
+        with first.cell_lock(key, 2020):
+            locked.set()
+            time.sleep(0.5)  # training
+            first.cells[key] = {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
+            first.save()
+
+    thread = threading.Thread(target=first_process)
+    thread.start()
+    locked.wait()
+    second.run_missing_cell("student", 8, 2020, {})
+    thread.join()
+    assert second.cells[key] == {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
 
 
 def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
