@@ -538,6 +538,7 @@ class Benchmark:
         from recbole_derrd.data import create_dataset, data_preparation
         from recbole_derrd.model.backbones import backbone_of
 
+        self.reload()  # cells another process timed meanwhile are not timed (and replaced) again
         keys = [key for key, cell in self.cells.items() if cell["seed"] == seed
                 and "inference_seconds" not in cell and os.path.isfile(cell.get("checkpoint") or "")]
         if not keys:
