@@ -566,6 +566,7 @@ class Benchmark:
                     times[key].append(time.perf_counter() - start)
         for key, values in times.items():
             self.cells[key]["inference_seconds"] = statistics.median(values)
+        self.save()  # before the next seed's reload
 
     # ------------------------------------------------------------------ report
 

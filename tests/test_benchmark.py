@@ -376,6 +376,8 @@ def test_tuned_benchmark_and_its_summary(workdir):
                     "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
     cells = json.loads((workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").read_text())
+    # every model of both seeds timed (each seed's timings saved before the next is timed)
+    assert all(cell["inference_seconds"] > 0 for cell in cells.values())
     # the first seed's trials (every trial carries the student's learner settings)
     first = {key for key in cells if "|2020|" in key and "auto" not in key and "learning_rate" in key}
     second = {key for key in cells if "|2021" in key}
