@@ -161,6 +161,17 @@ def is_automatic(setting):
     return "auto" in setting.values()
 
 
+@contextlib.contextmanager
+def exclusive_lock(path):
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) until the block ends; it
+    is released when the process ends, however it ends."""
+    import fcntl
+
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def interrupted_run(model, dataset, config_files, config):
     """The resume file of an interrupted run of this very cell, or None.
 
@@ -256,16 +267,21 @@ class Benchmark:
             with open(self.cells_file) as handle:
                 self.cells = json.load(handle)
 
+    @contextlib.contextmanager
+    def saved_cells(self):
+        """The cells in the file, under the file's lock (held until the block ends)."""
+        with exclusive_lock(self.cells_file + ".lock"):
+            saved = {}
+            if os.path.isfile(self.cells_file):
+                with open(self.cells_file) as handle:
+                    saved = json.load(handle)
+            yield saved
+
     def save(self):
         """Write the cells, merged with those other processes of the same benchmark saved
         meanwhile (e.g. another seed run in parallel with --run_seeds), under a file lock."""
-        import fcntl
-
-        with open(self.cells_file + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if os.path.isfile(self.cells_file):
-                with open(self.cells_file) as handle:
-                    self.cells = dict(json.load(handle), **self.cells)
+        with self.saved_cells() as saved:
+            self.cells = dict(saved, **self.cells)
             temporary = self.cells_file + ".tmp"
             with open(temporary, "w") as handle:
                 json.dump(self.cells, handle, indent=1, sort_keys=True)
@@ -341,10 +357,9 @@ class Benchmark:
 
     def run_cell(self, method, model, parameters, seed, size, setting=None):
         from recbole_derrd import run_recbole_derrd
-
-        # the benchmark trains the student alone itself, as a row of its own
         from recbole_derrd.errors import CheckpointError
 
+        # the benchmark trains the student alone itself, as a row of its own
         config = dict(self.base_config(seed), compare_student_alone=False, **parameters)
         resume = interrupted_run(model, self.args.dataset, self.config_files(), config)
         if resume is not None:
@@ -414,24 +429,16 @@ class Benchmark:
         benchmark (``--run_seeds``, or another ``--methods`` list on the same seed) that reaches
         the cell waits, then finds it done, instead of training it too or continuing this
         process's live resume file. The lock goes with the process, however it ends."""
-        import fcntl
-
         folder = os.path.join(self.work, f"seed{seed}")
         os.makedirs(folder, exist_ok=True)
         name = hashlib.sha1(key.encode()).hexdigest()[:16]
-        with open(os.path.join(folder, f".cell-{name}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(os.path.join(folder, f".cell-{name}.lock")):
             yield
 
     def reload(self):
         """Take the cells other processes saved meanwhile (theirs replace this process's)."""
-        import fcntl
-
-        with open(self.cells_file + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if os.path.isfile(self.cells_file):
-                with open(self.cells_file) as handle:
-                    self.cells = dict(self.cells, **json.load(handle))
+        with self.saved_cells() as saved:
+            self.cells = dict(self.cells, **saved)
 
     def run(self):
         for seed in self.args.run_seed_values:
