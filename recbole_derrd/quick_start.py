@@ -159,7 +159,7 @@ def run_recbole_derrd(
     logger.info(sys.argv)
     logger.info(config)
     # loss weights set to 'auto' are chosen on the validation split before the run trains
-    weight_search, chosen_trial = resolve_automatic_weights(config, resume=resume)
+    weight_search, chosen_trial, search_journal = resolve_automatic_weights(config, resume=resume, saved=saved)
     resumed = None
     if resume is not None:
         # fail on a bad resume file before loading any data
@@ -194,6 +194,8 @@ def run_recbole_derrd(
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
+    if search_journal is not None:
+        search_journal.remove()  # the run's best model is saved: its search is done
     popularity = PopularityGroupRecorder(trainer, train_data)  # a no-op unless popularity_groups > 0
     with PerUserRecorder(trainer) as per_user_test, popularity:
         test_result = trainer.evaluate(

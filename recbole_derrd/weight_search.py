@@ -33,6 +33,9 @@ chosen number.
   trial is the start of the run it stands for.
 - **Choice**: the best validation score (``valid_metric_bigger``), ties to the smaller weight
   (to the student alone in the last comparison).
+- **Journal**: a run that saves checkpoints records each finished trial on disk
+  (:mod:`recbole_derrd.search_journal`); the same search started again after an interruption
+  takes them from there and trains only the others.
 - **Record**: the chosen numbers replace ``auto`` in the configuration (so the checkpoint's
   configuration holds them); the log shows every trial, the cost (trials, epochs, seconds) and
   the command-line fragment that reproduces the run without searching; the report is returned
@@ -57,6 +60,7 @@ from recbole_derrd.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError, UserError
 from recbole_derrd.pipeline import build_model, build_trainer, prepare_data, prepare_distiller_teacher
 from recbole_derrd.random_state import run_random_state, set_run_random_state
+from recbole_derrd.search_journal import SearchJournal
 from recbole_derrd.teacher import read_teacher_checkpoint
 from recbole_derrd.validation import AUTO
 
@@ -202,13 +206,16 @@ def trial_length(config):
     }
 
 
-def search_loss_weights(config, teacher_checkpoint=None):
+def search_loss_weights(config, teacher_checkpoint=None, journal=False):
     r"""Choose the ``auto`` loss weights of ``config`` on the validation split (module
     docstring: candidates, order, trials, choice). ``config`` is left as it was.
 
     Args:
         config (Config): the run's configuration, with at least one weight ``auto``.
         teacher_checkpoint (dict): the teacher file, if already read.
+        journal (bool): keep a journal of the finished trials in ``checkpoint_dir``
+            (:mod:`recbole_derrd.search_journal`), and take the trials an interrupted search
+            of the same settings finished from it instead of training them again.
 
     Returns:
         tuple: ``(settings, report, chosen_run)``: the configuration values of the chosen
@@ -217,11 +224,14 @@ def search_loss_weights(config, teacher_checkpoint=None):
         round it belongs to, or :data:`STUDENT_ALONE`; ``value``, ``weights``,
         ``best_valid_score``, ``best_valid_result``, ``epochs``, ``seconds``, ``trained``: False
         for a combination trained before, whose result it repeats),
-        ``trial_count``, ``epochs``, ``seconds`` (the trials), ``preparation_seconds`` (data and
+        ``trial_count``, ``epochs``, ``seconds`` (the trials, those taken from the journal
+        included), ``journal_trials`` (how many were), ``preparation_seconds`` (data and
         teacher), ``valid_metric``, ``valid_metric_bigger``, ``trial_epochs``,
-        ``trial_stopping_step``, ``chosen_trial_adopted``; and the chosen trial's training
+        ``trial_stopping_step``, ``chosen_trial_adopted``; the chosen trial's training
         (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`) for the run to adopt,
-        or None when trials are shorter than the run.
+        or None when trials are shorter than the run; and the
+        :class:`~recbole_derrd.search_journal.SearchJournal` (None without ``journal``), for
+        the run to remove once it has saved its model.
     """
     logger = getLogger()
     model_class = config.model_class
@@ -257,6 +267,13 @@ def search_loss_weights(config, teacher_checkpoint=None):
     # every trial starts from the state the run starts from (its dataloader's shuffling too)
     start_state = run_random_state(train_data)
     preparation_seconds = time.perf_counter() - start
+    search_journal = SearchJournal.open(config, split.fingerprint, trial_config) if journal else None
+    if search_journal is not None and search_journal.trials:
+        logger.info(
+            set_color("Weight search journal", "green") + f": {search_journal.path}: "
+            f"{len(search_journal.trials)} trial(s) of an interrupted search of these settings "
+            "finished; taken from it, not trained again"
+        )
 
     trials, trained = [], {}  # trained: the trial of each settings signature
     # A trial as long as the run, with the run's patience, is the run with those weights: the
@@ -272,14 +289,24 @@ def search_loss_weights(config, teacher_checkpoint=None):
         """The best validation score with ``trial_weights``: trained now, or repeated from an
         earlier trial of the same settings (listed again, not trained again)."""
         settings = weight_settings(model_class, trial_weights, switches_on)
+        journaled = search_journal.finished(settings) if search_journal is not None else None
         if signature(trial_weights) in trained:
             trial = dict(trained[signature(trial_weights)], key=round_key, value=value, trained=False)
         else:
-            trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
-                              split, teacher, start_state, keep=adoptable)
-            trained_run = trial.pop("trained_run", None)
+            if journaled is not None:  # finished by an interrupted search of these settings
+                trial = dict(journaled, from_journal=True)
+                trained_run = search_journal.trained_run(settings) if adoptable else None
+            else:
+                trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
+                                  split, teacher, start_state, keep=adoptable)
+                trained_run = trial.pop("trained_run", None)
+                trial["from_journal"] = False
             # a trial that never improved on validation (diverged) has no best state to adopt
-            kept_runs[signature(trial_weights)] = trained_run if trained_run and trained_run["state"] else None
+            if not (trained_run and trained_run["state"]):
+                trained_run = None
+            if search_journal is not None and journaled is None:
+                search_journal.record(settings, trial, trained_run)
+            kept_runs[signature(trial_weights)] = trained_run
             trial.update(index=len(trained) + 1, key=round_key, value=value,
                          weights=dict(trial_weights), trained=True)
             trained[signature(trial_weights)] = trial
@@ -287,7 +314,8 @@ def search_loss_weights(config, teacher_checkpoint=None):
                 set_color(f"weight search trial {trial['index']}", "blue") + ": "
                 + ", ".join(f"{name}={number}" for name, number in trial_weights.items())
                 + f": valid {config['valid_metric']} {trial['best_valid_score']:.4f} after "
-                f"{trial['epochs']} epochs ({trial['seconds']:.1f}s)"
+                f"{trial['epochs']} epochs ({trial['seconds']:.1f}s"
+                + (", from the journal)" if trial["from_journal"] else ")")
             )
         trials.append(trial)
         return trial["best_valid_score"]
@@ -316,6 +344,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
         "trial_count": len(trained),
         "epochs": sum(trial["epochs"] for trial in trained.values()),
         "seconds": sum(trial["seconds"] for trial in trained.values()),
+        "journal_trials": sum(trial["from_journal"] for trial in trained.values()),
         "preparation_seconds": preparation_seconds,
         "valid_metric": config["valid_metric"],
         "valid_metric_bigger": bigger,
@@ -323,7 +352,7 @@ def search_loss_weights(config, teacher_checkpoint=None):
         "trial_stopping_step": trial_config["stopping_step"],
         "chosen_trial_adopted": chosen_run is not None,
     }
-    return settings, to_plain(report), chosen_run
+    return settings, to_plain(report), chosen_run, search_journal
 
 
 def run_trial(config, trial_settings, train_data, valid_data, split, teacher, start_state,
@@ -389,23 +418,30 @@ def trains_student_alone(config):
     return all(config[key] == 0 for key in computed)
 
 
-def resolve_automatic_weights(config, resume=None):
+def resolve_automatic_weights(config, resume=None, saved=True):
     """Replace the ``auto`` loss weights of ``config`` by numbers: chosen by
     :func:`search_loss_weights`, or, for a resumed run, those of the run it continues. Logs the
     trials, the cost and the command-line fragment that reproduces the choice.
 
+    Args:
+        saved (bool): the run saves checkpoints; then the search keeps a journal of its
+            finished trials (:mod:`recbole_derrd.search_journal`), and an interrupted search
+            started again takes them from it.
+
     Returns:
-        tuple: ``(report, chosen_run)``: the search's report (plain data), or None when no
-        weight is ``auto``; the chosen trial's training, for the run to adopt
+        tuple: ``(report, chosen_run, journal)``: the search's report (plain data), or None
+        when no weight is ``auto``; the chosen trial's training, for the run to adopt
         (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.adopt_trial`) instead of training it
-        again, or None (no search, a resumed run, or trials shorter than the run).
+        again, or None (no search, a resumed run, or trials shorter than the run); the search's
+        :class:`~recbole_derrd.search_journal.SearchJournal`, for the run to remove once it
+        has saved its model, or None.
 
     Raises:
         WeightSearchError: in a multi-process run (each process would search on its own).
     """
     keys = automatic_weight_keys(config)
     if not keys:
-        return None, None
+        return None, None, None
     logger = getLogger()
     if resume is not None:
         resumed = resumed_weights(config, str(resume), keys)
@@ -417,8 +453,8 @@ def resolve_automatic_weights(config, resume=None):
                 set_color("Loss weights of the resumed run", "green")
                 + f" (no search): {command_line(settings)}"
             )
-            return report, None
-        return None, None  # the resume file's own checks report what is wrong with it
+            return report, None, None
+        return None, None, None  # the resume file's own checks report what is wrong with it
     if is_distributed(config):
         raise WeightSearchError(
             f"{', '.join(keys)}: '{AUTO}' is chosen by a weight search, which runs in a "
@@ -426,7 +462,8 @@ def resolve_automatic_weights(config, resume=None):
             "numbers), then give them to the multi-process run."
         )
     teacher_checkpoint = read_teacher_checkpoint(config) if config["teacher_checkpoint"] else None
-    settings, report, chosen_run = search_loss_weights(config, teacher_checkpoint=teacher_checkpoint)
+    settings, report, chosen_run, journal = search_loss_weights(
+        config, teacher_checkpoint=teacher_checkpoint, journal=saved)
     for key, value in settings.items():
         config[key] = value
     logger.info(
@@ -435,6 +472,8 @@ def resolve_automatic_weights(config, resume=None):
         + f": {report['trial_count']} trials, {report['epochs']} epochs, "
         f"{report['seconds']:.1f}s (data and teacher prepared once: "
         f"{report['preparation_seconds']:.1f}s)"
+        + (f"; {report['journal_trials']} of the trials from the journal of an interrupted search"
+           if report["journal_trials"] else "")
     )
     off = [switch for switch, on in settings.items() if on is False]
     if off:
@@ -452,4 +491,4 @@ def resolve_automatic_weights(config, resume=None):
         + f": {', '.join(f'{key}={value}' for key, value in report['chosen'].items())}; the "
         f"same run without searching: {report['command_line']}"
     )
-    return report, chosen_run
+    return report, chosen_run, journal

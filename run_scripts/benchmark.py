@@ -450,7 +450,7 @@ class Benchmark:
                         continue
                     for setting in self.settings(method, seed, size):
                         self.run_missing_cell(method, size, seed, setting)
-            if self.args.tune and seed == self.args.seed_values[0]:
+            if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
                 self.run_default_rows(seed)
             for size in self.args.sizes:
                 for method, weights in self.args.other_weights:
@@ -490,12 +490,16 @@ class Benchmark:
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and
         RecBole's) defaults; AUTO_ROWS with ``auto`` weights and the student alone's chosen
         learner settings (what ``auto`` replaces is the weight search alone); with
-        ``short_trials`` also AUTO_ROWS with SHORT_TRIALS (reported where they were run)."""
+        ``short_trials`` also AUTO_ROWS with SHORT_TRIALS (reported where they were run). A
+        table without --tune: the table's own learner settings (its cells are the defaults)."""
         rows = [(method, default_weights(method)) for method in DEFAULT_ROWS]
-        try:
-            learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
-        except RuntimeError:  # the student's search has not run
-            learner = None
+        if not self.args.tune:
+            learner = {}  # the table's own learner settings, those of its student alone
+        else:
+            try:
+                learner = {key: self.chosen_setting("student", size)[key] for key in LEARNER_KEYS}
+            except RuntimeError:  # the student's search has not run
+                learner = None
         if learner is not None:
             rows += [(method, dict(learner, **weights)) for method, weights in AUTO_ROWS.items()]
             if short_trials:
@@ -867,6 +871,8 @@ class Benchmark:
             extra.append(f"--popularity_groups={args.popularity_groups}")
         if args.other_weights_text:
             extra.append(f"--other_weights=\"{args.other_weights_text}\"")
+        if args.auto_rows and not args.tune:
+            extra.append("--auto_rows")
         if args.method_settings_text:
             extra.append(f"--method_settings=\"{args.method_settings_text}\"")
         if args.config_files:
@@ -954,6 +960,10 @@ def parse_args(argv=None):
     parser.add_argument("--other_weights", default="",
                         help="without --tune: also run these weights besides the defaults, e.g. "
                              "'RRD:lambda_rrd=0.001;RRD:lambda_rrd=0.01' (reported apart)")
+    parser.add_argument("--auto_rows", action="store_true",
+                        help="without --tune: also run RRD and DE-RRD (those among --methods) with "
+                             "'auto' weights at the first seed, the plugin's own weight search (with "
+                             "--tune they always run)")
     parser.add_argument("--method_settings", default="",
                         help="other keys than the weights for a distiller's every cell, part of its cells' "
                              "names, e.g. 'UnKD:unkd_topn=4' (a split where the default cannot run)")

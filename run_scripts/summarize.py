@@ -159,8 +159,9 @@ def promise_table(tables):
         size, first = table.args.sizes[0], table.args.seed_values[0]
         if not table.args.tune:  # every method at the defaults: the student alone is the row to beat
             default_student = table.cells.get(bench.cell_key("student", size, first))
-            rows = [(method, table.default_setting(method)) for method in bench.DEFAULT_ROWS]
-            chosen_student = None
+            # the defaults, and `auto` with the table's learner settings where --auto_rows ran it
+            rows = table.default_rows(size)
+            chosen_student = default_student
         else:
             default_student = table.cells.get(bench.cell_key("student", size, first, bench.STUDENT_DEFAULTS))
             try:

@@ -100,6 +100,32 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
             f"{rrd['valid_score']:.4f} ({gain:+.1f}%) |") in summary
     assert f"| RRD | lambda_rrd = 0.003 | {gain:+.1f}% | {gain:+.1f}% |" in summary  # the defaults evidence
 
+    # --auto_rows: RRD with its weight chosen by the plugin's own search beside the defaults
+    # (the table's learner settings), nothing else trained again; the summary shows it against
+    # the same student alone
+    monkeypatch.undo()
+    trained = []
+    real_run = recbole_derrd.run_recbole_derrd
+
+    def counted_run(model, *args, **kwargs):
+        trained.append(model)
+        return real_run(model, *args, **kwargs)
+
+    monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", counted_run)
+    benchmark.main(argv + ["--auto_rows"])
+    assert trained == ["DERRD"]
+    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    auto_key = benchmark.cell_key("RRD", 8, 2020, {"lambda_rrd": "auto"})
+    automatic = cells[auto_key]
+    assert automatic["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
+    assert automatic["weights"] == automatic["weight_search"]["chosen"]
+    summarize.main(["--tables=ml-100k:BPR:recbole", "--seeds=1", "--sizes=8", "--teacher_size=16",
+                    f"--results={workdir / 'results'}"])
+    summary = (workdir / "results" / "summary.md").read_text()
+    gain = 100 * (automatic["valid_score"] / student["valid_score"] - 1)
+    assert (f"| ml-100k (recbole, defaults) | RRD auto | the table's | "
+            f"{automatic['valid_score']:.4f} ({gain:+.1f}%) |") in summary
+
 
 def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
     """--other_weights runs more weights beside the defaults, reported apart; when a default

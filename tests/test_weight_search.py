@@ -17,6 +17,7 @@ import recbole_derrd.weight_search
 from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
 from recbole_derrd.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
+from recbole_derrd.errors import CheckpointError
 from recbole_derrd.registry import PLUGIN_MODELS
 from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
 from recbole_derrd.weight_search import (
@@ -132,7 +133,8 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
         return {"best_valid_score": table[weights], "best_valid_result": {}, "epochs": 1,
                 "seconds": 0.1, "trained_run": {"state": weights}}
 
-    settings, report, chosen_run = search_without_training(monkeypatch, config, scored_trial)
+    settings, report, chosen_run, journal = search_without_training(monkeypatch, config, scored_trial)
+    assert journal is None  # a search that keeps no journal (the run saves nothing)
     # lambda_rrd over its sorted candidates with lambda_de at its default (0.01), ties to the
     # smaller; then lambda_de with lambda_rrd at 0.01 ((0.01, 0.01) repeated, not trained);
     # then the student alone
@@ -176,7 +178,8 @@ def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_
         return {"best_valid_score": settings["lambda_rrd"], "best_valid_result": {}, "epochs": 3,
                 "seconds": 0.1}
 
-    settings, report, chosen_run = search_without_training(monkeypatch, config, scored_trial)
+    settings, report, chosen_run, journal = search_without_training(monkeypatch, config, scored_trial)
+    assert journal is None  # a search that keeps no journal (the run saves nothing)
     assert settings == {"lambda_rrd": 0.01} and kept == [False, False]
     assert chosen_run is None and report["chosen_trial_adopted"] is False
 
@@ -334,10 +337,137 @@ def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_c
         raise AssertionError("a resumed run does not search again")
 
     monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
-    resumed, adopted = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    resumed, adopted, journal = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    assert journal is None
     assert adopted is None  # the resumed run trains on from its file
     assert (config["lambda_rrd"], config["lambda_de"], config["use_de"]) == (0.01, 0, False)
     assert resumed["chosen"] == report["chosen"] and resumed["resumed_from"] == resume_file
+
+
+# ----- an interrupted search continues from its journal -----
+
+#: One weight over two candidates, trials as long as the run (the chosen trial is adopted),
+#: the session's teacher; each run in its own checkpoint_dir.
+JOURNAL_SETTINGS = dict(FAST, epochs=2, use_de=False, lambda_rrd="auto",
+                        weight_search_values={"lambda_rrd": [0, 0.01]})
+
+
+def journal_files(directory):
+    return sorted(name for name in os.listdir(directory) if "weight-search" in name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_search(teacher_checkpoint, tmp_path_factory):
+    """The reference: the search and its run without interruption."""
+    directory = tmp_path_factory.mktemp("uninterrupted_search")
+    config_dict = dict(JOURNAL_SETTINGS, checkpoint_dir=str(directory / "saved"),
+                       teacher_checkpoint=teacher_checkpoint)
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
+    finally:
+        os.chdir(cwd)
+    # the run saved its model: its journal is gone
+    assert journal_files(config_dict["checkpoint_dir"]) == []
+    return result
+
+
+class Interrupted(Exception):
+    """The process stopping (a session ending, a kill) in the middle of a search."""
+
+
+@pytest.mark.parametrize("stop_at", ["second trial", "adoption"])
+def test_an_interrupted_search_takes_its_finished_trials_from_the_journal(
+        workdir, teacher_checkpoint, uninterrupted_search, monkeypatch, stop_at):
+    """Stopped in its second trial, the search started again trains only that trial; stopped
+    after both trials (before the run adopted its choice), it trains none and adopts the chosen
+    trial from its file. Either way the run ends as the uninterrupted one: the same trials,
+    choice, best model and test result; then its journal is removed."""
+    config_dict = dict(JOURNAL_SETTINGS, checkpoint_dir=str(workdir / "saved"),
+                       teacher_checkpoint=teacher_checkpoint)
+    module = recbole_derrd.weight_search
+    real_trial = module.run_trial
+    trainings = []
+
+    def counted_trial(*args, **kwargs):
+        trainings.append(args[1]["lambda_rrd"])
+        if stop_at == "second trial" and len(trainings) == 2:
+            raise Interrupted
+        return real_trial(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "run_trial", counted_trial)
+        if stop_at == "adoption":
+            def stopped(*args, **kwargs):
+                raise Interrupted
+            patch.setattr(recbole_derrd.trainer.SafeCheckpointMixin, "adopt_trial", stopped)
+        with pytest.raises(Interrupted):
+            run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
+    finished = 1 if stop_at == "second trial" else 2
+    # the journal and one file per finished trial (each as long as the run: adoptable)
+    files = journal_files(config_dict["checkpoint_dir"])
+    assert len(files) == 1 + finished
+    journal = torch.load(os.path.join(config_dict["checkpoint_dir"], files[0]), weights_only=True)
+    assert journal["kind"] == "weight-search-journal" and len(journal["trials"]) == finished
+
+    trainings.clear()
+    monkeypatch.setattr(module, "run_trial", counted_trial)
+    result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
+    assert trainings == ([0.01] if stop_at == "second trial" else [])
+    report, reference = result["weight_search"], uninterrupted_search["weight_search"]
+    assert report["journal_trials"] == finished and reference["journal_trials"] == 0
+    assert [trial["from_journal"] for trial in report["trials"]] == [True, stop_at == "adoption"]
+    # the same trials, scores and choice as without the interruption
+    for key in ("chosen", "trial_count", "epochs"):
+        assert report[key] == reference[key]
+    assert ([trial["best_valid_score"] for trial in report["trials"]]
+            == [trial["best_valid_score"] for trial in reference["trials"]])
+    assert report["chosen_trial_adopted"] is True
+    assert result["best_valid_score"] == uninterrupted_search["best_valid_score"]
+    assert dict(result["test_result"]) == dict(uninterrupted_search["test_result"])
+    assert len(result["train_epoch_seconds"]) == len(uninterrupted_search["train_epoch_seconds"])
+    # the adopted model (from the journal's file, or trained now) is the reference's
+    saved = torch.load(result["checkpoint"], weights_only=True)
+    expected = torch.load(uninterrupted_search["checkpoint"], weights_only=True)
+    assert saved["epoch"] == expected["epoch"]
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(saved["state_dict"][name], tensor), name
+    # the run saved its model: the journal and its trial files are removed
+    assert journal_files(config_dict["checkpoint_dir"]) == []
+
+
+def test_a_journal_belongs_to_one_search(workdir, fast_config):
+    """Another seed, candidate list or trial length is another search (another file name); a
+    file by the journal's name that is not its journal is refused and left untouched."""
+    from recbole_derrd.search_journal import SearchJournal, journal_path, journal_identity
+
+    def path(split="split-a", **overrides):
+        config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto", **overrides))
+        return journal_path(config, journal_identity(config, split, {"epochs": 3}))
+
+    base = path()
+    assert os.path.basename(base).startswith("DERRD-ml-100k-weight-search-")
+    assert base == path()
+    assert len({base, path(seed=7), path(weight_search_values={"lambda_rrd": [0, 0.1]}),
+                path(weight_search_epochs=2), path(split="split-b"), path(lambda_de=0.1)}) == 6
+    # the same name, other contents: refused before any trial, the file kept
+    config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto"))
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    save_checkpoint({"kind": "weight-search-journal", "identity": {"other": 1}, "trials": {}}, base)
+    before = open(base, "rb").read()
+    with pytest.raises(CheckpointError, match="not the journal of this weight search"):
+        SearchJournal.open(config, "split-a", {"epochs": 3})
+    assert open(base, "rb").read() == before
+    os.remove(base)
+
+
+def test_a_run_that_saves_nothing_keeps_no_journal(workdir, teacher_checkpoint, monkeypatch):
+    checkpoint_dir = workdir / "saved"
+    run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(
+        JOURNAL_SETTINGS, checkpoint_dir=str(checkpoint_dir), teacher_checkpoint=teacher_checkpoint),
+        saved=False)
+    assert not checkpoint_dir.exists() or journal_files(checkpoint_dir) == []
 
 
 # ----- refused settings -----
