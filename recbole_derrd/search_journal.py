@@ -8,12 +8,14 @@ a CPU), and a search is four to eight of them.
 
 A run that saves checkpoints writes, in its ``checkpoint_dir``,
 ``<model>-<dataset>-weight-search-<digest>.pth``: every finished trial's result (validation
-score and result, epochs, seconds) and, for a trial as long as the run (one the run may
-adopt), the trial's training beside it, ``<journal stem>.trial-<N>.pth`` (its best model and
-optimizer state, as :meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run` returns
-it). The same search started again (the same command) finds the file by its name and takes
-the finished trials from it; the trial that was running when it stopped is trained again from
-its start. Both files load with ``torch.load(weights_only=True)``.
+score and result, epochs, seconds, its training record). Each trial trains as a run does,
+with a best-model file and a resume file of its own beside the journal,
+``<journal stem>.trial-<hash of its weights>.pth`` and ``.resume.pth``
+(:mod:`recbole_derrd.checkpoint`). The same search started again (the same command) finds the
+journal by its name, takes the finished trials from it, and continues the trial that was
+running from the epoch it stopped in (its resume file). A finished trial keeps its best-model
+file (the run adopts it if it is chosen) and drops its resume file. All these files load with
+``torch.load(weights_only=True)``.
 
 ``<digest>`` is a hash of everything the trials depend on: every configuration key that
 decides what a model learns (:func:`~recbole_derrd.keys.learned_from`: model, data, split,
@@ -21,7 +23,7 @@ seed, the weights given and those set to ``auto``, the candidates, the trial len
 training split's fingerprint and the teacher file (path, size, modification time). A search
 with any other setting has another name and never reads this one; the digest's inputs are
 stored in the file and compared again when it is read. The run removes the journal and its
-trial files once it has trained (or adopted its trial) and saved its best model.
+trials' files once it has trained (or adopted its trial) and saved its best model.
 """
 
 import hashlib
@@ -31,12 +33,15 @@ from collections import OrderedDict
 
 import torch
 
-from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, save_checkpoint, to_plain
+from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, read_checkpoint, save_checkpoint, to_plain
 from recbole_derrd.errors import CheckpointError
 from recbole_derrd.keys import learned_from
 
 #: ``kind`` of a journal file.
 JOURNAL_KIND = "weight-search-journal"
+#: The layout of the journal's entries, part of its identity: a journal of another layout
+#: has another name and is never read.
+JOURNAL_LAYOUT = 2
 
 
 def journal_identity(config, split_fingerprint, trial_settings):
@@ -49,6 +54,7 @@ def journal_identity(config, split_fingerprint, trial_settings):
         status = os.stat(teacher)
         teacher_file = [os.path.abspath(teacher), status.st_size, status.st_mtime_ns]
     return to_plain({
+        "layout": JOURNAL_LAYOUT,
         "config": learned_from(plain_config(config)),
         "split_fingerprint": split_fingerprint,
         "teacher_file": teacher_file,
@@ -90,8 +96,9 @@ class SearchJournal:
     def __init__(self, path, identity):
         self.path = path
         self.identity = identity
-        #: ``{trial_key: record}``: ``result`` (the trial's plain result) and ``run_file`` (the
-        #: name of its training's file beside the journal, or None).
+        #: ``{trial_key: record}``: ``result`` (the trial's plain result), ``record`` (its
+        #: training record: losses, epoch seconds and diagnostics) and ``model_file`` (the name
+        #: of its best-model file beside the journal, or None: it never improved).
         self.trials = {}
 
     @classmethod
@@ -115,59 +122,75 @@ class SearchJournal:
             journal.trials = dict(stored["trials"])
         return journal
 
+    def trial_model_file(self, settings):
+        """The best-model file of the trial with weight ``settings`` (its resume file beside
+        it): named after the journal and the settings, so a search started again finds it."""
+        stem = os.path.splitext(self.path)[0]
+        digest = hashlib.sha1(trial_key(settings).encode("utf-8")).hexdigest()[:10]
+        return f"{stem}.trial-{digest}.pth"
+
     def finished(self, settings):
         """The result of the finished trial with weight ``settings``, or None.
 
-        A trial recorded with its training whose file is gone counts as not finished."""
-        record = self.trials.get(trial_key(settings))
-        if record is None:
+        A trial recorded with a best model whose file is gone counts as not finished."""
+        entry = self.trials.get(trial_key(settings))
+        if entry is None:
             return None
-        if record["run_file"] is not None and not os.path.isfile(self._beside(record["run_file"])):
+        if entry["model_file"] is not None and not os.path.isfile(self._beside(entry["model_file"])):
             return None
-        return dict(record["result"])
+        return dict(entry["result"])
 
     def trained_run(self, settings):
-        """The training of the finished trial with weight ``settings`` (as
-        :meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run` returned it), or None
-        when the journal holds only its result."""
-        record = self.trials[trial_key(settings)]
-        if record["run_file"] is None:
+        """The training of the finished trial with weight ``settings``, as
+        :meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run` returns it (the best
+        epoch's state read from its file), or None when it never improved."""
+        entry = self.trials[trial_key(settings)]
+        if entry["model_file"] is None:
             return None
-        run = _load(self._beside(record["run_file"]))
-        if run.get("best_valid_result") is not None:
-            run["best_valid_result"] = OrderedDict(run["best_valid_result"])
-        return run
+        state = read_checkpoint(self._beside(entry["model_file"]))
+        return stored_trained_run(state, entry["result"], entry["record"])
 
-    def record(self, settings, result, trained_run=None):
-        """Add a finished trial: its training first (when given), then the journal that
-        names it, each written atomically, so an interruption never leaves a journal
-        entry without its file."""
-        run_file = None
-        if trained_run is not None:
-            stem = os.path.splitext(os.path.basename(self.path))[0]
-            run_file = f"{stem}.trial-{len(self.trials) + 1}.pth"
-            # as the trainer gave it (the optimizer's state keeps its integer keys); the
-            # metrics and diagnostics as plain data
-            run = dict(trained_run,
-                       best_valid_score=float(trained_run["best_valid_score"]),
-                       best_valid_result=to_plain(trained_run["best_valid_result"]),
-                       epoch_diagnostics=to_plain(trained_run.get("epoch_diagnostics", [])))
-            save_checkpoint(run, self._beside(run_file))
-        self.trials[trial_key(settings)] = {"result": to_plain(result), "run_file": run_file}
+    def record(self, settings, result, training_record, model_file):
+        """Add a finished trial (its plain ``result``, its ``training_record`` and its
+        best-model file, or None), written atomically."""
+        self.trials[trial_key(settings)] = {
+            "result": to_plain(result),
+            "record": to_plain(training_record),
+            "model_file": None if model_file is None else os.path.basename(model_file),
+        }
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         save_checkpoint({"format": CHECKPOINT_FORMAT, "kind": JOURNAL_KIND,
                          "identity": self.identity, "trials": self.trials}, self.path)
 
     def files(self):
-        """The journal and its trial files that exist."""
-        names = [record["run_file"] for record in self.trials.values() if record["run_file"]]
-        paths = [self.path] + [self._beside(name) for name in names]
-        return [path for path in paths if os.path.isfile(path)]
+        """The journal and its trials' files that exist (a running trial's too)."""
+        stem = os.path.basename(os.path.splitext(self.path)[0])
+        folder = os.path.dirname(self.path) or "."
+        trial_files = [] if not os.path.isdir(folder) else sorted(
+            os.path.join(folder, name) for name in os.listdir(folder)
+            if name.startswith(f"{stem}.trial-") and name.endswith(".pth"))
+        return [path for path in [self.path] + trial_files if os.path.isfile(path)]
 
     def remove(self):
-        """Remove the journal and its trial files (the run they served has saved its model)."""
+        """Remove the journal and its trials' files (the run they served has saved its model)."""
         for path in self.files():
             os.remove(path)
 
     def _beside(self, name):
         return os.path.join(os.path.dirname(self.path), name)
+
+
+def stored_trained_run(state, result, training_record):
+    """A trial's training as :meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`
+    returns it, from its best epoch's checkpoint ``state``, its ``result`` and its
+    ``training_record`` (``train_loss`` as ``[[epoch, loss]...]``, ``epoch_seconds``,
+    ``epoch_diagnostics``)."""
+    best_valid_result = result.get("best_valid_result")
+    return {
+        "state": state,
+        "best_valid_score": result["best_valid_score"],
+        "best_valid_result": None if best_valid_result is None else OrderedDict(best_valid_result),
+        "train_loss": {epoch: loss for epoch, loss in training_record["train_loss"]},
+        "epoch_seconds": list(training_record["epoch_seconds"]),
+        "epoch_diagnostics": list(training_record["epoch_diagnostics"]),
+    }

@@ -33,9 +33,11 @@ chosen number.
   trial is the start of the run it stands for.
 - **Choice**: the best validation score (``valid_metric_bigger``), ties to the smaller weight
   (to the student alone in the last comparison).
-- **Journal**: a run that saves checkpoints records each finished trial on disk
+- **Journal**: a run that saves checkpoints records each finished trial on disk, and each
+  trial writes a best-model and a resume file as a run does
   (:mod:`recbole_derrd.search_journal`); the same search started again after an interruption
-  takes them from there and trains only the others.
+  takes the finished trials from there, continues the interrupted one from its last epoch and
+  trains the others.
 - **Record**: the chosen numbers replace ``auto`` in the configuration (so the checkpoint's
   configuration holds them); the log shows every trial, the cost (trials, epochs, seconds) and
   the command-line fragment that reproduces the run without searching; the report is returned
@@ -53,14 +55,14 @@ import yaml
 
 from recbole.utils import set_color
 
-from recbole_derrd.checkpoint import RESUME_KIND, read_checkpoint, resume_path, to_plain
+from recbole_derrd.checkpoint import RESUME_KIND, read_checkpoint, read_resume_file, resume_path, to_plain
 from recbole_derrd.data import TrainingSplit
 from recbole_derrd.defaults import config_layers
 from recbole_derrd.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError, UserError
 from recbole_derrd.pipeline import build_model, build_trainer, prepare_data, prepare_distiller_teacher
 from recbole_derrd.random_state import run_random_state, set_run_random_state
-from recbole_derrd.search_journal import SearchJournal
+from recbole_derrd.search_journal import SearchJournal, stored_trained_run
 from recbole_derrd.teacher import read_teacher_checkpoint
 from recbole_derrd.validation import AUTO
 
@@ -297,16 +299,18 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
                 trial = dict(journaled, from_journal=True)
                 trained_run = search_journal.trained_run(settings) if adoptable else None
             else:
+                model_file = None if search_journal is None else search_journal.trial_model_file(settings)
                 trial = run_trial(config, dict(trial_config, **settings), train_data, valid_data,
-                                  split, teacher, start_state, keep=adoptable)
+                                  split, teacher, start_state, keep=adoptable, model_file=model_file)
                 trained_run = trial.pop("trained_run", None)
+                record, written = trial.pop("record"), trial.pop("model_file")
                 trial["from_journal"] = False
+                if search_journal is not None:
+                    search_journal.record(settings, trial, record, written)
+                    if os.path.isfile(resume_path(model_file)):  # finished: only its best model is kept
+                        os.remove(resume_path(model_file))
             # a trial that never improved on validation (diverged) has no best state to adopt
-            if not (trained_run and trained_run["state"]):
-                trained_run = None
-            if search_journal is not None and journaled is None:
-                search_journal.record(settings, trial, trained_run)
-            kept_runs[signature(trial_weights)] = trained_run
+            kept_runs[signature(trial_weights)] = trained_run if trained_run and trained_run["state"] else None
             trial.update(index=len(trained) + 1, key=round_key, value=value,
                          weights=dict(trial_weights), trained=True)
             trained[signature(trial_weights)] = trial
@@ -356,35 +360,85 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
 
 
 def run_trial(config, trial_settings, train_data, valid_data, split, teacher, start_state,
-              keep=False):
-    """Train one fresh model with ``trial_settings`` set in ``config``, no file saved.
+              keep=False, model_file=None):
+    """Train one fresh model with ``trial_settings`` set in ``config``.
 
     Args:
-        keep (bool): keep the best epoch's model in memory (``trained_run``), for the run to
-            adopt if this trial is chosen (a trial as long as the run is that run).
+        keep (bool): return the best epoch's model (``trained_run``), for the run to adopt if
+            this trial is chosen (a trial as long as the run is that run).
+        model_file (str): the trial's best-model file (a search with a journal): the trial
+            writes it and a resume file beside it as a run does, and continues from that
+            resume file where an interrupted search left it (:func:`continuable_trial`).
+            None: no file is written (with ``keep`` the best model is kept in memory).
 
     Returns:
-        dict: ``best_valid_score``, ``best_valid_result``, ``epochs`` (trained), ``seconds``;
-        with ``keep`` also ``trained_run`` (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`).
+        dict: ``best_valid_score``, ``best_valid_result``, ``epochs`` (trained, those before an
+        interruption included), ``seconds`` (this process's, plus the training time of the
+        epochs before an interruption), ``record`` (``train_loss`` as ``[[epoch, loss]...]``,
+        ``epoch_seconds``, ``epoch_diagnostics``), ``model_file`` (the best-model file written,
+        or None); with ``keep`` also ``trained_run``
+        (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`).
     """
     start = time.perf_counter()
     with config_values(config, trial_settings):
+        resume = continuable_trial(model_file, config) if model_file is not None else None
         set_run_random_state(start_state, train_data)
         model = build_model(config, train_data.dataset, teacher=teacher, split=split)
         trainer = build_trainer(config, model)
         trainer.training_split = split
-        trainer.keeps_best_in_memory = keep
-        trainer.resume_file = None  # a trial writes no file
-        score, result = trainer.fit(train_data, valid_data, verbose=False, saved=keep, show_progress=False)
+        if model_file is None:
+            trainer.keeps_best_in_memory = keep
+            trainer.resume_file = None  # a trial writes no file
+        else:
+            trainer.saved_model_file = model_file
+            trainer.resume_file = resume_path(model_file)
+            if resume is not None:
+                trainer.resume_checkpoint(resume)
+        earlier_seconds = sum(trainer.epoch_seconds)  # the epochs before an interruption
+        score, result = trainer.fit(train_data, valid_data, verbose=False,
+                                    saved=keep or model_file is not None, show_progress=False)
+    written = None
+    if model_file is not None and os.path.isfile(trainer.saved_model_file):
+        written = trainer.saved_model_file  # None: it never improved on validation
     trial = {
         "best_valid_score": float(score),
         "best_valid_result": dict(result or {}),
         "epochs": len(trainer.epoch_seconds),
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - start + earlier_seconds,
+        "record": {
+            "train_loss": [[epoch, loss] for epoch, loss in trainer.train_loss_dict.items()],
+            "epoch_seconds": list(trainer.epoch_seconds),
+            "epoch_diagnostics": to_plain(list(getattr(trainer, "epoch_diagnostics", []))),
+        },
+        "model_file": written,
     }
     if keep:
-        trial["trained_run"] = trainer.trained_run()
+        if model_file is None:
+            trial["trained_run"] = trainer.trained_run()
+        elif written is not None:
+            trial["trained_run"] = stored_trained_run(read_checkpoint(written), trial, trial["record"])
     return trial
+
+
+def continuable_trial(model_file, config):
+    """The resume file of the trial whose best-model file is ``model_file``, if an interrupted
+    search left it unfinished and ``config`` (the trial's) continues it; else None, after
+    removing that trial's leftover files (written under the journal's name, for this trial
+    only), so that it trains again from its start."""
+    resume_file = resume_path(model_file)
+    if os.path.isfile(resume_file):
+        try:
+            read_resume_file(resume_file, config)
+            getLogger().info(set_color("weight search", "yellow")
+                             + f": continuing the interrupted trial {resume_file}")
+            return resume_file
+        except CheckpointError as error:
+            getLogger().warning(f"weight search: the trial file {resume_file} is not continued "
+                                f"({error}); the trial trains again from its start")
+    for path in (resume_file, model_file):
+        if os.path.isfile(path):
+            os.remove(path)
+    return None
 
 
 def resumed_weights(config, resume, keys):

@@ -120,7 +120,8 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
              (0, 0): alone_score}
     trained = []
 
-    def scored_trial(config, settings, *args, keep):
+    def scored_trial(config, settings, *args, keep, model_file):
+        assert model_file is None  # no journal: no trial file
         # by default a trial is as long as the run, with its patience: its model is kept for
         # the run to adopt
         assert settings["epochs"] == 7 and settings["stopping_step"] == 10 and keep is True
@@ -131,7 +132,7 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
         assert settings.get("use_rrd", True) == (weights != (0, 0.01))
         trained.append(weights)
         return {"best_valid_score": table[weights], "best_valid_result": {}, "epochs": 1,
-                "seconds": 0.1, "trained_run": {"state": weights}}
+                "seconds": 0.1, "record": {}, "model_file": None, "trained_run": {"state": weights}}
 
     settings, report, chosen_run, journal = search_without_training(monkeypatch, config, scored_trial)
     assert journal is None  # a search that keeps no journal (the run saves nothing)
@@ -173,10 +174,10 @@ def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_
         weight_search_values={"lambda_rrd": [0, 0.01]}))
     kept = []
 
-    def scored_trial(config, settings, *args, keep):
+    def scored_trial(config, settings, *args, keep, model_file):
         kept.append(keep)
         return {"best_valid_score": settings["lambda_rrd"], "best_valid_result": {}, "epochs": 3,
-                "seconds": 0.1}
+                "seconds": 0.1, "record": {}, "model_file": None}
 
     settings, report, chosen_run, journal = search_without_training(monkeypatch, config, scored_trial)
     assert journal is None  # a search that keeps no journal (the run saves nothing)
@@ -377,25 +378,36 @@ class Interrupted(Exception):
     """The process stopping (a session ending, a kill) in the middle of a search."""
 
 
-@pytest.mark.parametrize("stop_at", ["second trial", "adoption"])
-def test_an_interrupted_search_takes_its_finished_trials_from_the_journal(
+@pytest.mark.parametrize("stop_at", ["second trial's start", "second trial's second epoch", "adoption"])
+def test_an_interrupted_search_continues_from_its_journal(
         workdir, teacher_checkpoint, uninterrupted_search, monkeypatch, stop_at):
-    """Stopped in its second trial, the search started again trains only that trial; stopped
-    after both trials (before the run adopted its choice), it trains none and adopts the chosen
-    trial from its file. Either way the run ends as the uninterrupted one: the same trials,
-    choice, best model and test result; then its journal is removed."""
+    """Stopped at the start of its second trial, the search started again trains only that
+    trial; stopped in that trial's second epoch, it continues the trial from that epoch (its
+    resume file); stopped after both trials (before the run adopted its choice), it trains
+    nothing and adopts the chosen trial from its file. Each time the run ends as the
+    uninterrupted one: the same trials, choice, best model and test result; then the journal
+    and the trials' files are removed."""
+    from recbole.trainer import Trainer
+
     config_dict = dict(JOURNAL_SETTINGS, checkpoint_dir=str(workdir / "saved"),
                        teacher_checkpoint=teacher_checkpoint)
     module = recbole_derrd.weight_search
-    real_trial = module.run_trial
-    trainings = []
+    real_trial, real_epoch = module.run_trial, Trainer._train_epoch
+    trials, epochs = [], []
 
     def counted_trial(*args, **kwargs):
-        trainings.append(args[1]["lambda_rrd"])
-        if stop_at == "second trial" and len(trainings) == 2:
+        trials.append(args[1]["lambda_rrd"])
+        if stop_at == "second trial's start" and len(trials) == 2:
             raise Interrupted
         return real_trial(*args, **kwargs)
 
+    def counted_epoch(self, *args, **kwargs):
+        epochs.append(args[1])  # epoch_idx; the resume file of its start is written by now
+        if stop_at == "second trial's second epoch" and len(trials) == 2 and args[1] == 1:
+            raise Interrupted
+        return real_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", counted_epoch)
     with monkeypatch.context() as patch:
         patch.setattr(module, "run_trial", counted_trial)
         if stop_at == "adoption":
@@ -404,17 +416,22 @@ def test_an_interrupted_search_takes_its_finished_trials_from_the_journal(
             patch.setattr(recbole_derrd.trainer.SafeCheckpointMixin, "adopt_trial", stopped)
         with pytest.raises(Interrupted):
             run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
-    finished = 1 if stop_at == "second trial" else 2
-    # the journal and one file per finished trial (each as long as the run: adoptable)
+    finished = 2 if stop_at == "adoption" else 1
+    # the journal and a best-model file per finished trial (each as long as the run:
+    # adoptable); the interrupted trial's best model and resume file
     files = journal_files(config_dict["checkpoint_dir"])
-    assert len(files) == 1 + finished
+    assert len(files) == 1 + finished + 2 * (stop_at == "second trial's second epoch")
     journal = torch.load(os.path.join(config_dict["checkpoint_dir"], files[0]), weights_only=True)
     assert journal["kind"] == "weight-search-journal" and len(journal["trials"]) == finished
 
-    trainings.clear()
+    trials.clear()
+    epochs.clear()
     monkeypatch.setattr(module, "run_trial", counted_trial)
     result = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config_dict))
-    assert trainings == ([0.01] if stop_at == "second trial" else [])
+    assert trials == {"second trial's start": [0.01], "second trial's second epoch": [0.01],
+                      "adoption": []}[stop_at]
+    assert epochs == {"second trial's start": [0, 1], "second trial's second epoch": [1],
+                      "adoption": []}[stop_at]
     report, reference = result["weight_search"], uninterrupted_search["weight_search"]
     assert report["journal_trials"] == finished and reference["journal_trials"] == 0
     assert [trial["from_journal"] for trial in report["trials"]] == [True, stop_at == "adoption"]
@@ -427,13 +444,13 @@ def test_an_interrupted_search_takes_its_finished_trials_from_the_journal(
     assert result["best_valid_score"] == uninterrupted_search["best_valid_score"]
     assert dict(result["test_result"]) == dict(uninterrupted_search["test_result"])
     assert len(result["train_epoch_seconds"]) == len(uninterrupted_search["train_epoch_seconds"])
-    # the adopted model (from the journal's file, or trained now) is the reference's
+    # the adopted model (from a trial's file) is the reference's
     saved = torch.load(result["checkpoint"], weights_only=True)
     expected = torch.load(uninterrupted_search["checkpoint"], weights_only=True)
     assert saved["epoch"] == expected["epoch"]
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(saved["state_dict"][name], tensor), name
-    # the run saved its model: the journal and its trial files are removed
+    # the run saved its model: the journal and the trials' files are removed
     assert journal_files(config_dict["checkpoint_dir"]) == []
 
 
