@@ -194,8 +194,6 @@ def run_recbole_derrd(
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"]
         )
-    if search_journal is not None:
-        search_journal.remove()  # the run's best model is saved: its search is done
     popularity = PopularityGroupRecorder(trainer, train_data)  # a no-op unless popularity_groups > 0
     with PerUserRecorder(trainer) as per_user_test, popularity:
         test_result = trainer.evaluate(
@@ -258,6 +256,10 @@ def run_recbole_derrd(
     result["checkpoint"] = trainer.saved_model_file if saved else None
     result["resume_file"] = trainer.resume_file if saved else None
     result["weight_search"] = weight_search
+    if search_journal is not None:
+        # the run is tested and compared: its search is done (until now an interruption
+        # found the trials in the journal)
+        search_journal.remove()
     if is_distributed(config):
         # every process done before any tears its connections down: a gloo peer that exits
         # while another still talks to it can abort ("terminate called without an active exception")

@@ -7,25 +7,30 @@ training every trial again: on a large dataset one trial is a whole run (an hour
 a CPU), and a search is four to eight of them.
 
 A run that saves checkpoints writes, in its ``checkpoint_dir``,
-``<model>-<dataset>-weight-search-<digest>.pth``: every finished trial's result (validation
+``weight-search-<model>-<dataset>-<digest>.pth``: every finished trial's result (validation
 score and result, epochs, seconds, its training record). Each trial trains as a run does,
 with a best-model file and a resume file of its own beside the journal,
 ``<journal stem>.trial-<hash of its weights>.pth`` and ``.resume.pth``
 (:mod:`recbole_derrd.checkpoint`). The same search started again (the same command) finds the
 journal by its name, takes the finished trials from it, and continues the trial that was
-running from the epoch it stopped in (its resume file). A finished trial keeps its best-model
-file (the run adopts it if it is chosen) and drops its resume file. All these files load with
-``torch.load(weights_only=True)``.
+running from the epoch it stopped in (its resume file). A finished trial drops its resume
+file and, if it is as long as the run (the run adopts it if it is chosen), keeps its best-model
+file. All these files load with ``torch.load(weights_only=True)``. The search holds a lock on
+``<journal>.lock`` (:func:`~recbole_derrd.teacher_cache.training_lock`): two runs of the same
+search one after the other, never both at once on the same files.
 
-``<digest>`` is a hash of everything the trials depend on: every configuration key that
+``<digest>`` is a hash of what the trials depend on: every configuration key that
 decides what a model learns (:func:`~recbole_derrd.keys.learned_from`: model, data, split,
 seed, the weights given and those set to ``auto``, the candidates, the trial length...), the
 training split's fingerprint and the teacher file (path, size, modification time). A search
 with any other setting has another name and never reads this one; the digest's inputs are
-stored in the file and compared again when it is read. The run removes the journal and its
-trials' files once it has trained (or adopted its trial) and saved its best model.
+stored in the file and compared again when it is read. Not in it, as for a resume file: the
+device and the library versions. The run removes the journal and its trials' files once it
+has trained (or adopted its trial), tested and compared its model; a run continued later with
+``--resume`` does not (delete them by hand).
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +41,7 @@ import torch
 from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, read_checkpoint, save_checkpoint, to_plain
 from recbole_derrd.errors import CheckpointError
 from recbole_derrd.keys import learned_from
+from recbole_derrd.teacher_cache import training_lock
 
 #: ``kind`` of a journal file.
 JOURNAL_KIND = "weight-search-journal"
@@ -63,10 +69,11 @@ def journal_identity(config, split_fingerprint, trial_settings):
 
 
 def journal_path(config, identity):
-    """``<checkpoint_dir>/<model>-<dataset>-weight-search-<digest>.pth`` for ``identity``."""
+    """``<checkpoint_dir>/weight-search-<model>-<dataset>-<digest>.pth`` for ``identity``."""
     text = json.dumps(identity, sort_keys=True, default=str)
     digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
-    name = f"{config['model']}-{config['dataset']}-weight-search-{digest}.pth"
+    # not "<model>-...": the names of a model's runs, which an interrupted run is looked up by
+    name = f"weight-search-{config['model']}-{config['dataset']}-{digest}.pth"
     return os.path.join(config["checkpoint_dir"], name)
 
 
@@ -81,7 +88,7 @@ def _load(path):
     except Exception as error:  # truncated or foreign bytes fail in many ways
         raise CheckpointError(
             f"Cannot read the weight-search journal '{path}': {type(error).__name__}: {error}. "
-            "Delete it (and its '.trial-N.pth' files) to search from the first trial."
+            "Delete it (and its '.trial-*.pth' files) to search from the first trial."
         ) from None
 
 
@@ -102,32 +109,49 @@ class SearchJournal:
         self.trials = {}
 
     @classmethod
-    def open(cls, config, split_fingerprint, trial_settings):
-        """The journal of this search: the trials an interrupted run of it finished, or none.
+    @contextlib.contextmanager
+    def opened(cls, config, split_fingerprint, trial_settings):
+        """The journal of this search, with the trials an interrupted run of it finished (or
+        none), its lock held for the block (another run of the same search waits).
 
         Raises:
             CheckpointError: a file by the journal's name that is no journal of this search.
         """
         identity = journal_identity(config, split_fingerprint, trial_settings)
         journal = cls(journal_path(config, identity), identity)
-        if os.path.isfile(journal.path):
-            stored = _load(journal.path)
-            if (not isinstance(stored, dict) or stored.get("kind") != JOURNAL_KIND
-                    or stored.get("identity") != identity):
-                raise CheckpointError(
-                    f"'{journal.path}' is not the journal of this weight search (another "
-                    "file, or a search with other settings by the same name); it is left "
-                    "untouched. Move it away to search from the first trial."
-                )
-            journal.trials = dict(stored["trials"])
-        return journal
+        with training_lock(journal.path, "weight-search"):
+            journal.read()
+            yield journal
+
+    def read(self):
+        """Take the finished trials of the journal's file, if there is one."""
+        if not os.path.isfile(self.path):
+            return
+        stored = _load(self.path)
+        if (not isinstance(stored, dict) or stored.get("kind") != JOURNAL_KIND
+                or stored.get("identity") != self.identity):
+            raise CheckpointError(
+                f"'{self.path}' is not the journal of this weight search (another file, or a "
+                "search with other settings by the same name); it is left untouched. Move it "
+                "away to search from the first trial."
+            )
+        for entry in stored["trials"].values():  # names only, beside the journal
+            name = entry["model_file"]
+            if name is not None and (os.path.basename(name) != name
+                                     or not name.startswith(self.trial_prefix())):
+                raise CheckpointError(f"'{self.path}' names a trial file '{name}' that is not "
+                                      "one of its own; it is left untouched.")
+        self.trials = dict(stored["trials"])
+
+    def trial_prefix(self):
+        """The start of the name of every trial file of this journal."""
+        return os.path.basename(os.path.splitext(self.path)[0]) + ".trial-"
 
     def trial_model_file(self, settings):
         """The best-model file of the trial with weight ``settings`` (its resume file beside
         it): named after the journal and the settings, so a search started again finds it."""
-        stem = os.path.splitext(self.path)[0]
         digest = hashlib.sha1(trial_key(settings).encode("utf-8")).hexdigest()[:10]
-        return f"{stem}.trial-{digest}.pth"
+        return self._beside(f"{self.trial_prefix()}{digest}.pth")
 
     def finished(self, settings):
         """The result of the finished trial with weight ``settings``, or None.
@@ -164,17 +188,18 @@ class SearchJournal:
 
     def files(self):
         """The journal and its trials' files that exist (a running trial's too)."""
-        stem = os.path.basename(os.path.splitext(self.path)[0])
         folder = os.path.dirname(self.path) or "."
         trial_files = [] if not os.path.isdir(folder) else sorted(
             os.path.join(folder, name) for name in os.listdir(folder)
-            if name.startswith(f"{stem}.trial-") and name.endswith(".pth"))
+            if name.startswith(self.trial_prefix()) and name.endswith(".pth"))
         return [path for path in [self.path] + trial_files if os.path.isfile(path)]
 
     def remove(self):
-        """Remove the journal and its trials' files (the run they served has saved its model)."""
-        for path in self.files():
-            os.remove(path)
+        """Remove the journal and its trials' files (the run they served is done), once no
+        other run of the same search holds its lock."""
+        with training_lock(self.path, "weight-search"):
+            for path in self.files():
+                os.remove(path)
 
     def _beside(self, name):
         return os.path.join(os.path.dirname(self.path), name)

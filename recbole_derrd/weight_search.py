@@ -22,10 +22,10 @@ chosen number.
   every trial; each trial is a fresh model, seeded as the run seeds it, starting from the same
   random state, trained for at most ``min(weight_search_epochs, epochs)`` epochs with early
   stopping after ``weight_search_stopping_step`` evaluations without improvement, scored by
-  ``valid_metric`` on the validation split; nothing is saved, the test split is never used.
+  ``valid_metric`` on the validation split; the test split is never used.
   By default (both keys ``~``) a trial is as long as the run, with the run's patience: the
-  choice compares converged runs, and the chosen trial is the run's own training (its best
-  model is kept in memory and the run adopts it instead of training it again). Shorter
+  choice compares converged runs, and the chosen trial is the run's own training (the run
+  adopts its best model instead of training it again). Shorter
   trials are cheaper but biased: distillation speeds up the first epochs, so trials stopped
   long before convergence favour the strongest weight (on ml-100k and Last.fm, 30-epoch trials
   chose the largest weight offered, and on Last.fm a student worse than the student alone).
@@ -45,6 +45,7 @@ chosen number.
   checkpoints. A resumed run takes the weights of the run it continues, without searching.
 """
 
+import contextlib
 import math
 import os
 import time
@@ -269,18 +270,11 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
     # every trial starts from the state the run starts from (its dataloader's shuffling too)
     start_state = run_random_state(train_data)
     preparation_seconds = time.perf_counter() - start
-    search_journal = SearchJournal.open(config, split.fingerprint, trial_config) if journal else None
-    if search_journal is not None and search_journal.trials:
-        logger.info(
-            set_color("Weight search journal", "green") + f": {search_journal.path}: "
-            f"{len(search_journal.trials)} trial(s) of an interrupted search of these settings "
-            "finished; taken from it, not trained again"
-        )
 
     trials, trained = [], {}  # trained: the trial of each settings signature
     # A trial as long as the run, with the run's patience, is the run with those weights: the
     # chosen one is adopted by the run instead of being trained again (its best model is
-    # kept in memory: those of the current round and the current choice, no others)
+    # kept: those of the current round and the current choice, no others)
     adoptable = trial_config["epochs"] == config["epochs"] and trial_config["stopping_step"] == config["stopping_step"]
     kept_runs = {}
 
@@ -306,9 +300,11 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
                 record, written = trial.pop("record"), trial.pop("model_file")
                 trial["from_journal"] = False
                 if search_journal is not None:
-                    search_journal.record(settings, trial, record, written)
-                    if os.path.isfile(resume_path(model_file)):  # finished: only its best model is kept
-                        os.remove(resume_path(model_file))
+                    # finished: its resume file goes; its best model stays if the run may adopt it
+                    search_journal.record(settings, trial, record, written if adoptable else None)
+                    for leftover in [resume_path(model_file)] + ([] if adoptable else [model_file]):
+                        if os.path.isfile(leftover):
+                            os.remove(leftover)
             # a trial that never improved on validation (diverged) has no best state to adopt
             kept_runs[signature(trial_weights)] = trained_run if trained_run and trained_run["state"] else None
             trial.update(index=len(trained) + 1, key=round_key, value=value,
@@ -324,19 +320,29 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
         trials.append(trial)
         return trial["best_valid_score"]
 
-    for key in keys:
-        value_scores = [(value, trial_score(key, value, dict(weights, **{key: value})))
-                        for value in candidates[key]]
-        weights[key] = best_value(value_scores, bigger)
-        kept_runs = {signature(weights): kept_runs.get(signature(weights))}
-    # one weight at a time reaches every weight at 0 (the student alone) only if the earlier
-    # rounds chose 0: tried at the end, so that it is always a candidate, ties going to it
-    student_alone = {key: 0 for key in keys}
-    if len(keys) > 1 and all(0 in candidates[key] for key in keys) and weights != student_alone:
-        chosen_score = trained[signature(weights)]["best_valid_score"]
-        alone_score = trial_score(STUDENT_ALONE, 0, student_alone)
-        if best_value([(0, alone_score), (1, chosen_score)], bigger) == 0:
-            weights = student_alone
+    journal_context = (SearchJournal.opened(config, split.fingerprint, trial_config) if journal
+                       else contextlib.nullcontext())
+    with journal_context as search_journal:  # its lock held while the trials train
+        if search_journal is not None and search_journal.trials:
+            logger.info(
+                set_color("Weight search journal", "green") + f": {search_journal.path}: "
+                f"{len(search_journal.trials)} trial(s) of an interrupted search of these "
+                "settings finished; taken from it, not trained again"
+            )
+        for key in keys:
+            value_scores = [(value, trial_score(key, value, dict(weights, **{key: value})))
+                            for value in candidates[key]]
+            weights[key] = best_value(value_scores, bigger)
+            kept_runs = {signature(weights): kept_runs.get(signature(weights))}
+        # one weight at a time reaches every weight at 0 (the student alone) only if the
+        # earlier rounds chose 0: tried at the end, so that it is always a candidate, ties
+        # going to it
+        student_alone = {key: 0 for key in keys}
+        if len(keys) > 1 and all(0 in candidates[key] for key in keys) and weights != student_alone:
+            chosen_score = trained[signature(weights)]["best_valid_score"]
+            alone_score = trial_score(STUDENT_ALONE, 0, student_alone)
+            if best_value([(0, alone_score), (1, chosen_score)], bigger) == 0:
+                weights = student_alone
 
     settings = weight_settings(model_class, weights, switches_on)
     chosen_run = kept_runs.get(signature(weights))
@@ -434,7 +440,8 @@ def continuable_trial(model_file, config):
             return resume_file
         except CheckpointError as error:
             getLogger().warning(f"weight search: the trial file {resume_file} is not continued "
-                                f"({error}); the trial trains again from its start")
+                                f"({error}); this trial's files are removed and it trains again "
+                                "from its start")
     for path in (resume_file, model_file):
         if os.path.isfile(path):
             os.remove(path)

@@ -183,8 +183,8 @@ def interrupted_run(model, dataset, config_files, config):
     (:func:`recbole_derrd.checkpoint.differing_settings`): another weight, seed or learner
     setting never qualifies; of several, the newest. The cell then continues from the epoch it
     stopped in instead of starting again (a Gowalla cell trains for more than an hour here).
-    Never qualifies: a cell with ``auto`` weights, or a file of a run that searched its
-    weights (a search is not resumable, and its run's random state is the search's); a file
+    Never qualifies: a cell with ``auto`` weights (its search continues from its own journal,
+    :mod:`recbole_derrd.search_journal`), or a file of a run that searched its weights; a file
     without the whole run's training record (written before files held it: the resumed
     cell's epochs and time would be those after the resume only). The benchmark holds the
     cell's lock meanwhile (:meth:`Benchmark.cell_lock`), so a file of a run still training in
@@ -774,6 +774,11 @@ class Benchmark:
             seconds = [cell["train_seconds"] for cell in cells if cell.get("train_seconds") is not None]
             recalls = [cell["test"]["recall@20"] for cell in cells if "recall@20" in cell["test"]]
             recall = f"{statistics.mean(recalls):.4f}" if len(recalls) == len(cells) else "-"
+            searches = [cell["weight_search"] for cell in cells if cell.get("weight_search")]
+            if searches:  # `auto`: what the plugin's search chose, its trials and their time
+                label += "".join(f" (chose {setting_label(search['chosen'])}; {search['trial_count']} trials, "
+                                 f"{search['seconds'] + search['preparation_seconds']:.0f} s)"
+                                 for search in searches)
             lines.append(f"| {METHODS[index]} | {size} | {label or '-'} | {len(cells)} | {mean:.4f} | {gain} | {recall} | "
                          f"{statistics.mean(cell['epochs'] for cell in cells):.0f} | "
                          + (f"{statistics.mean(seconds):.0f}" if seconds else "-") + f" | {valid_gain} |")

@@ -354,7 +354,8 @@ JOURNAL_SETTINGS = dict(FAST, epochs=2, use_de=False, lambda_rrd="auto",
 
 
 def journal_files(directory):
-    return sorted(name for name in os.listdir(directory) if "weight-search" in name)
+    """The journal and its trials' files (the empty lock file beside them aside)."""
+    return sorted(name for name in os.listdir(directory) if "weight-search" in name and name.endswith(".pth"))
 
 
 @pytest.fixture(scope="module")
@@ -464,7 +465,8 @@ def test_a_journal_belongs_to_one_search(workdir, fast_config):
         return journal_path(config, journal_identity(config, split, {"epochs": 3}))
 
     base = path()
-    assert os.path.basename(base).startswith("DERRD-ml-100k-weight-search-")
+    # not named as the model's runs are ("DERRD-..."), which interrupted runs are looked up by
+    assert os.path.basename(base).startswith("weight-search-DERRD-ml-100k-")
     assert base == path()
     assert len({base, path(seed=7), path(weight_search_values={"lambda_rrd": [0, 0.1]}),
                 path(weight_search_epochs=2), path(split="split-b"), path(lambda_de=0.1)}) == 6
@@ -474,12 +476,26 @@ def test_a_journal_belongs_to_one_search(workdir, fast_config):
     save_checkpoint({"kind": "weight-search-journal", "identity": {"other": 1}, "trials": {}}, base)
     before = open(base, "rb").read()
     with pytest.raises(CheckpointError, match="not the journal of this weight search"):
-        SearchJournal.open(config, "split-a", {"epochs": 3})
+        with SearchJournal.opened(config, "split-a", {"epochs": 3}):
+            pass
     assert open(base, "rb").read() == before
+    # its own identity, but a trial file named outside its folder: refused, nothing read
+    identity = journal_identity(config, "split-a", {"epochs": 3})
+    save_checkpoint({"kind": "weight-search-journal", "identity": identity, "trials": {
+        "lambda_rrd=0.01": {"result": {}, "record": {}, "model_file": "../elsewhere.pth"}}}, base)
+    with pytest.raises(CheckpointError, match="not one of its own"):
+        with SearchJournal.opened(config, "split-a", {"epochs": 3}):
+            pass
     os.remove(base)
 
 
 def test_a_run_that_saves_nothing_keeps_no_journal(workdir, teacher_checkpoint, monkeypatch):
+    from recbole_derrd.search_journal import SearchJournal
+
+    def must_not_open(*args, **kwargs):
+        raise AssertionError("a run that saves nothing opened a journal")
+
+    monkeypatch.setattr(SearchJournal, "opened", must_not_open)
     checkpoint_dir = workdir / "saved"
     run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(
         JOURNAL_SETTINGS, checkpoint_dir=str(checkpoint_dir), teacher_checkpoint=teacher_checkpoint),
