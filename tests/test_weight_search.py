@@ -455,6 +455,24 @@ def test_an_interrupted_search_continues_from_its_journal(
     assert journal_files(config_dict["checkpoint_dir"]) == []
 
 
+def test_shortened_trials_keep_their_results_not_their_models(workdir, teacher_checkpoint):
+    """Trials shorter than the run are never adopted: the journal keeps their results, and
+    neither their best models nor their resume files stay on disk."""
+    checkpoint_dir = workdir / "saved"
+    config = Config("DERRD", "ml-100k", config_dict=dict(
+        JOURNAL_SETTINGS, weight_search_epochs=1, checkpoint_dir=str(checkpoint_dir),
+        teacher_checkpoint=teacher_checkpoint))
+    settings, report, chosen_run, journal = recbole_derrd.weight_search.search_loss_weights(
+        config, journal=True)
+    assert chosen_run is None and report["trial_count"] == 2
+    assert journal_files(checkpoint_dir) == [os.path.basename(journal.path)]
+    stored = torch.load(journal.path, weights_only=True)
+    assert [entry["model_file"] for entry in stored["trials"].values()] == [None, None]
+    assert [entry["result"]["epochs"] for entry in stored["trials"].values()] == [1, 1]
+    journal.remove()
+    assert journal_files(checkpoint_dir) == []
+
+
 def test_a_journal_belongs_to_one_search(workdir, fast_config):
     """Another seed, candidate list or trial length is another search (another file name); a
     file by the journal's name that is not its journal is refused and left untouched."""
