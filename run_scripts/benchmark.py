@@ -348,10 +348,14 @@ class Benchmark:
 
     def chosen_setting(self, method, size):
         """The trial with the best validation score (``valid_metric`` of the protocol) at the
-        first seed; ties go to the earlier trial of the grid."""
+        first seed; ties go to the earlier trial of the grid. Only once every trial of the
+        grid has finished: a choice among some of them would be reported (or run at the
+        other seeds) as the tuned setting."""
         trials = self.trials(method, size)
-        if not trials:
-            raise RuntimeError(f"{method} has no finished trial to choose from yet")
+        grid = self.settings(method, self.args.seed_values[0], size)
+        if len(trials) < len(grid):
+            raise RuntimeError(f"{method}'s search has finished {len(trials)} of its {len(grid)} "
+                               f"trials at seed {self.args.seed_values[0]}: nothing to choose yet")
         sign = 1 if trials[0].get("valid_score_bigger", True) else -1
         return max(trials, key=lambda cell: sign * cell["valid_score"])["setting"]
 
@@ -710,7 +714,10 @@ class Benchmark:
             trials = self.trials(method, size)
             if not trials:
                 continue
-            chosen = self.chosen_setting(method, size)
+            try:
+                chosen = self.chosen_setting(method, size)
+            except RuntimeError:  # its search has not finished: its trials so far, none chosen
+                chosen = None
             for cell in trials:
                 gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
                         if reference else "-")
