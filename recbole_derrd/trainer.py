@@ -251,13 +251,20 @@ class SafeCheckpointMixin:
             kind=RESUME_KIND,
             best_model_file=os.path.basename(self.saved_model_file),
             best_valid_result=to_plain(self.best_valid_result),
-            train_loss=[[epoch_idx, loss] for epoch_idx, loss in self.train_loss_dict.items()],
             random_states=random_states,
             # the whole run's training record, so a resumed run reports its time and epochs
-            epoch_seconds=list(self.epoch_seconds),
-            epoch_diagnostics=to_plain(list(getattr(self, "epoch_diagnostics", []))),
+            **self.training_record(),
         )
         return state
+
+    def training_record(self):
+        """The run's training so far as plain data: ``train_loss`` (``[[epoch, loss]...]``),
+        ``epoch_seconds`` and ``epoch_diagnostics``."""
+        return {
+            "train_loss": [[epoch_idx, loss] for epoch_idx, loss in self.train_loss_dict.items()],
+            "epoch_seconds": list(self.epoch_seconds),
+            "epoch_diagnostics": to_plain(list(getattr(self, "epoch_diagnostics", []))),
+        }
 
     def _save_resume_file(self, epoch, train_data):
         state = self.resume_state(epoch, train_data)

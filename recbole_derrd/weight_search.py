@@ -285,10 +285,10 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
         """The best validation score with ``trial_weights``: trained now, or repeated from an
         earlier trial of the same settings (listed again, not trained again)."""
         settings = weight_settings(model_class, trial_weights, switches_on)
-        journaled = search_journal.finished(settings) if search_journal is not None else None
         if signature(trial_weights) in trained:
             trial = dict(trained[signature(trial_weights)], key=round_key, value=value, trained=False)
         else:
+            journaled = search_journal.finished(settings) if search_journal is not None else None
             if journaled is not None:  # finished by an interrupted search of these settings
                 trial = dict(journaled, from_journal=True)
                 trained_run = search_journal.trained_run(settings) if adoptable else None
@@ -411,11 +411,7 @@ def run_trial(config, trial_settings, train_data, valid_data, split, teacher, st
         "best_valid_result": dict(result or {}),
         "epochs": len(trainer.epoch_seconds),
         "seconds": time.perf_counter() - start + earlier_seconds,
-        "record": {
-            "train_loss": [[epoch, loss] for epoch, loss in trainer.train_loss_dict.items()],
-            "epoch_seconds": list(trainer.epoch_seconds),
-            "epoch_diagnostics": to_plain(list(getattr(trainer, "epoch_diagnostics", []))),
-        },
+        "record": trainer.training_record(),
         "model_file": written,
     }
     if keep:
