@@ -162,14 +162,19 @@ def is_automatic(setting):
 
 
 @contextlib.contextmanager
-def exclusive_lock(path):
+def exclusive_lock(path, wait=True):
     """Hold an exclusive ``flock`` on ``path`` (created if missing) until the block ends; it
-    is released when the process ends, however it ends."""
+    is released when the process ends, however it ends. Yields whether it is held: always
+    (``wait``, the default), or only if no other process holds it now (``wait=False``)."""
     import fcntl
 
     with open(path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def interrupted_run(model, dataset, config_files, config):
@@ -428,16 +433,17 @@ class Benchmark:
                 tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
 
     @contextlib.contextmanager
-    def cell_lock(self, key, seed):
+    def cell_lock(self, key, seed, wait=True):
         """Hold an exclusive lock on cell ``key`` while it trains: another process of the same
-        benchmark (``--run_seeds``, or another ``--methods`` list on the same seed) that reaches
-        the cell waits, then finds it done, instead of training it too or continuing this
-        process's live resume file. The lock goes with the process, however it ends."""
+        benchmark (``--run_seeds``, another ``--methods`` list on the same seed, or the same
+        command started twice) that reaches the cell does not train it too or continue this
+        process's live resume file. The lock goes with the process, however it ends. Yields
+        whether it is held (:func:`exclusive_lock`)."""
         folder = os.path.join(self.work, f"seed{seed}")
         os.makedirs(folder, exist_ok=True)
         name = hashlib.sha1(key.encode()).hexdigest()[:16]
-        with exclusive_lock(os.path.join(folder, f".cell-{name}.lock")):
-            yield
+        with exclusive_lock(os.path.join(folder, f".cell-{name}.lock"), wait=wait) as held:
+            yield held
 
     def reload(self):
         """Take the cells other processes saved meanwhile (theirs replace this process's)."""
@@ -452,8 +458,7 @@ class Benchmark:
                 for method in TUNING_ORDER:
                     if method == "teacher" or method not in self.args.methods:
                         continue
-                    for setting in self.settings(method, seed, size):
-                        self.run_missing_cell(method, size, seed, setting)
+                    self.run_missing_cells(method, size, seed, self.settings(method, seed, size))
             if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
                 self.run_default_rows(seed)
             for size in self.args.sizes:
@@ -464,22 +469,37 @@ class Benchmark:
             self.time_inference(seed)
         self.save()
 
-    def run_missing_cell(self, method, size, seed, setting, note=""):
-        """Train and test one student cell unless it is done, then save the cells."""
+    def run_missing_cells(self, method, size, seed, settings):
+        """:meth:`run_missing_cell` for each of ``settings``. A cell that another process is
+        training now is left to it and waited for after the others: the same command started
+        in two processes shares a search's trials between them. Every cell of ``method`` is
+        done when this returns (a later method may take its chosen setting)."""
+        busy = [setting for setting in settings
+                if not self.run_missing_cell(method, size, seed, setting, wait=False)]
+        for setting in busy:
+            self.run_missing_cell(method, size, seed, setting)
+
+    def run_missing_cell(self, method, size, seed, setting, note="", wait=True):
+        """Train and test one student cell unless it is done, then save the cells. Returns
+        whether the cell is done: always, unless ``wait`` is False and another process is
+        training it now (then this returns at once, having trained nothing)."""
         key = cell_key(method, size, seed, setting)
         if key in self.cells:
-            return
+            return True
         if method in DISTILLERS:
             self.ensure_teacher(seed)
-        with self.cell_lock(key, seed):
+        with self.cell_lock(key, seed, wait=wait) as held:
+            if not held:
+                return False
             self.reload()  # another process may have finished it while this one waited
             if key in self.cells:
-                return
+                return True
             model, parameters = self.method_parameters(method, seed, size)
             tqdm.write(f"running {key}{note}")
             self.cells[key] = self.run_cell(method, model, dict(parameters, **setting), seed, size, setting)
             self.save()
         tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
+        return True
 
     def run_default_rows(self, seed):
         """DEFAULT_ROWS at the plugin's defaults (their default weights) and AUTO_ROWS with ``auto``

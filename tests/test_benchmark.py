@@ -271,6 +271,68 @@ def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, 
     assert second.cells[key] == {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
 
 
+def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch):
+    """A trial another process is training is left to it: this process trains the next one
+    first, then waits for the other's (it does not return before the method's every cell is
+    done, since a later method may take the chosen setting)."""
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
+    settings = [{"learning_rate": 0.01}, {"learning_rate": 0.1}]
+    busy, free = (benchmark.cell_key("student", 8, 2020, setting) for setting in settings)
+    trained = []
+    second_trained = threading.Event()
+
+    def second_run_cell(method, model, parameters, seed, size, setting=None):
+        trained.append(benchmark.cell_key(method, size, seed, setting))
+        second_trained.set()
+        return {"test": {"ndcg@10": 0.5}, "checkpoint": "second.pth"}
+
+    monkeypatch.setattr(second, "run_cell", second_run_cell)
+    locked = threading.Event()
+
+    def first_process():
+        with first.cell_lock(busy, 2020) as held:
+            assert held
+            locked.set()
+            # still training when the other process has finished its own trial
+            assert second_trained.wait(timeout=60)
+            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "checkpoint": "first.pth"}
+            first.save()
+
+    thread = threading.Thread(target=first_process)
+    thread.start()
+    locked.wait()
+    assert second.run_missing_cell("student", 8, 2020, settings[0], wait=False) is False
+    assert trained == []  # a busy cell returns at once, untrained
+    second.run_missing_cells("student", 8, 2020, settings)
+    thread.join()
+    assert trained == [free]
+    assert second.cells[busy] == {"test": {"ndcg@10": 0.25}, "checkpoint": "first.pth"}
+    assert second.cells[free] == {"test": {"ndcg@10": 0.5}, "checkpoint": "second.pth"}
+
+
+def test_a_search_is_chosen_only_once_its_grid_has_finished(workdir):
+    """The tuned setting is the best validation score of the whole grid, ties to the earlier
+    trial; before every trial has finished there is nothing to choose (a partial grid's best
+    would be reported, or run at the other seeds, as the tuned setting)."""
+    benchmark = load_script("benchmark")
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"]
+    table = benchmark.Benchmark(benchmark.parse_args(argv))
+    grid = table.settings("student", 2020, 8)
+    assert len(grid) == len(benchmark.TUNING_GRIDS["student"]) >= 3
+    scores = [0.30, 0.35, 0.35] + [0.1] * (len(grid) - 3)
+    for index, (setting, score) in enumerate(zip(grid, scores)):
+        if index == len(grid) - 1:  # the last trial still running: the best so far is not chosen
+            with pytest.raises(RuntimeError, match=f"finished {index} of its {len(grid)} trials"):
+                table.chosen_setting("student", 8)
+        table.cells[benchmark.cell_key("student", 8, 2020, setting)] = {
+            "setting": setting, "valid_score": score, "valid_score_bigger": True}
+    assert table.chosen_setting("student", 8) == grid[1]  # the tie goes to the earlier trial
+    # the later seeds run that choice
+    assert table.settings("student", 2021, 8) == [grid[1]]
+
+
 def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     """--method_settings sets a distiller's other keys in all its cells (their config and their
     names): a table without them never reports those cells as its defaults."""
