@@ -123,13 +123,15 @@ class _MaskedRelationDifferences(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, teacher_unit, student_unit, assignment):
-        difference = torch.addmm(teacher_unit @ teacher_unit.T, student_unit, student_unit.T, alpha=-1)
+        # in place where it can be: each [n, n] temporary is fresh memory the kernel must zero,
+        # a third of a step's time on the CPU
+        difference = (teacher_unit @ teacher_unit.T).addmm_(student_unit, student_unit.T, alpha=-1)
         same_group = assignment @ assignment.T
         # pairs i != j only: a zero row's relation to itself is 0, not 1, so E_ii can be nonzero
         same_group.fill_diagonal_(0)
-        weighted_difference = difference * same_group
-        total = (weighted_difference * difference).sum()
         weight_total = same_group.sum()
+        weighted_difference = same_group.mul_(difference)
+        total = torch.dot(weighted_difference.view(-1), difference.view(-1))
         ctx.mark_non_differentiable(weight_total)
         ctx.save_for_backward(teacher_unit, student_unit, assignment, difference, weighted_difference)
         return total, weight_total
