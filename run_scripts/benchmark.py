@@ -455,10 +455,8 @@ class Benchmark:
             if "teacher" in self.args.methods and cell_key("teacher", self.args.teacher_size, seed) not in self.cells:
                 self.ensure_teacher(seed)
             for size in self.args.sizes:
-                for method in TUNING_ORDER:
-                    if method == "teacher" or method not in self.args.methods:
-                        continue
-                    self.run_missing_cells(method, size, seed, self.settings(method, seed, size))
+                self.run_methods(seed, size, [method for method in TUNING_ORDER
+                                              if method != "teacher" and method in self.args.methods])
             if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
                 self.run_default_rows(seed)
             for size in self.args.sizes:
@@ -469,15 +467,35 @@ class Benchmark:
             self.time_inference(seed)
         self.save()
 
-    def run_missing_cells(self, method, size, seed, settings):
-        """:meth:`run_missing_cell` for each of ``settings``. A cell that another process is
-        training now is left to it and waited for after the others: the same command started
-        in two processes shares a search's trials between them. Every cell of ``method`` is
-        done when this returns (a later method may take its chosen setting)."""
-        busy = [setting for setting in settings
-                if not self.run_missing_cell(method, size, seed, setting, wait=False)]
-        for setting in busy:
-            self.run_missing_cell(method, size, seed, setting)
+    def run_methods(self, seed, size, methods):
+        """Every cell of ``methods`` (in TUNING_ORDER) at ``seed``: each method's settings
+        (:meth:`settings`), run with :meth:`run_missing_cell`.
+
+        A cell that another process is training now is left to it: this process goes on with
+        the other cells, and with the methods whose settings are known (a method waits for the
+        searches it takes settings from, TUNED_FROM); it waits for the other process only when
+        nothing else is left to train. So the same command started in two processes shares the
+        trials between them. Every cell is done when this returns."""
+        pending = list(methods)
+        while pending:
+            busy_cell, unknown_settings = None, None
+            for method in list(pending):
+                try:
+                    settings = self.settings(method, seed, size)
+                except RuntimeError as error:  # a search it takes settings from has not finished
+                    unknown_settings = unknown_settings or error
+                    continue
+                busy = [setting for setting in settings
+                        if not self.run_missing_cell(method, size, seed, setting, wait=False)]
+                if busy:
+                    busy_cell = busy_cell or (method, busy[0])
+                else:
+                    pending.remove(method)
+            if busy_cell is not None:
+                # nothing left this process can train: wait for the other's cell, then look again
+                self.run_missing_cell(busy_cell[0], size, seed, busy_cell[1])
+            elif pending:  # e.g. --run_seeds of a later seed before the first seed's searches
+                raise unknown_settings
 
     def run_missing_cell(self, method, size, seed, setting, note="", wait=True):
         """Train and test one student cell unless it is done, then save the cells. Returns

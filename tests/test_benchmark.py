@@ -272,44 +272,69 @@ def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, 
 
 
 def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch):
-    """A trial another process is training is left to it: this process trains the next one
-    first, then waits for the other's (it does not return before the method's every cell is
-    done, since a later method may take the chosen setting)."""
+    """A trial another process is training is left to it: this process trains the method's
+    other trials, then the next method that does not take settings from it, and waits for the
+    other process's trial only when nothing else is left (RD's search must finish before a
+    method tuned on top of it could start; CD's does not depend on it)."""
     benchmark = load_script("benchmark")
-    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--methods=student,RD,CD"]
+    args = benchmark.parse_args(argv)
     first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
-    settings = [{"learning_rate": 0.01}, {"learning_rate": 0.1}]
-    busy, free = (benchmark.cell_key("student", 8, 2020, setting) for setting in settings)
+    teacher_file = workdir / "teacher.pth"
+    teacher_file.write_bytes(b"")
+    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
+    for index, setting in enumerate(second.settings("student", 2020, 8)):  # the student's search is done
+        second.cells[benchmark.cell_key("student", 8, 2020, setting)] = {
+            "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
+    second.save()
+    rd_trials, cd_trials = (second.settings(method, 2020, 8) for method in ("RD", "CD"))
+    busy = benchmark.cell_key("RD", 8, 2020, rd_trials[0])
     trained = []
-    second_trained = threading.Event()
+    others_done = threading.Event()
 
     def second_run_cell(method, model, parameters, seed, size, setting=None):
         trained.append(benchmark.cell_key(method, size, seed, setting))
-        second_trained.set()
-        return {"test": {"ndcg@10": 0.5}, "checkpoint": "second.pth"}
+        if len(trained) == 5:
+            others_done.set()
+        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "checkpoint": "second.pth"}
 
     monkeypatch.setattr(second, "run_cell", second_run_cell)
-    locked = threading.Event()
+    locked, waited = threading.Event(), []
 
     def first_process():
         with first.cell_lock(busy, 2020) as held:
             assert held
             locked.set()
-            # still training when the other process has finished its own trial
-            assert second_trained.wait(timeout=60)
-            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "checkpoint": "first.pth"}
+            # still training when the other process has trained everything else (a process
+            # that waited for this cell before going on to CD would never get there)
+            waited.append(others_done.wait(timeout=30))
+            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rd_trials[0], "valid_score": 0.25,
+                                 "checkpoint": "first.pth"}
             first.save()
 
     thread = threading.Thread(target=first_process)
     thread.start()
     locked.wait()
-    assert second.run_missing_cell("student", 8, 2020, settings[0], wait=False) is False
+    assert second.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
     assert trained == []  # a busy cell returns at once, untrained
-    second.run_missing_cells("student", 8, 2020, settings)
+    second.run_methods(2020, 8, ["student", "RD", "CD"])
     thread.join()
-    assert trained == [free]
-    assert second.cells[busy] == {"test": {"ndcg@10": 0.25}, "checkpoint": "first.pth"}
-    assert second.cells[free] == {"test": {"ndcg@10": 0.5}, "checkpoint": "second.pth"}
+    assert waited == [True]
+    assert trained == [benchmark.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
+        benchmark.cell_key("CD", 8, 2020, setting) for setting in cd_trials]
+    assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
+    assert second.chosen_setting("RD", 8) == rd_trials[1]
+
+
+def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypatch):
+    """--run_seeds of a later seed while the first seed's searches have not run: nothing to
+    wait for, so the run stops with the reason instead of training a guess."""
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"])
+    table = benchmark.Benchmark(args)
+    monkeypatch.setattr(table, "run_cell", lambda *args, **kwargs: pytest.fail("trained"))
+    with pytest.raises(RuntimeError, match="student's search has finished 0 of its 3 trials"):
+        table.run_methods(2021, 8, ["student", "RRD"])
 
 
 def test_a_search_is_chosen_only_once_its_grid_has_finished(workdir):
