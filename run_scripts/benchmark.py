@@ -130,29 +130,36 @@ def setting_label(setting):
 STUDENT_DEFAULTS = {"learning_rate": 0.001, "weight_decay": 0.0}
 
 
-def plugin_defaults(method):
-    """The plugin's (and RecBole's learner) defaults of ``method``'s keys."""
+def plugin_defaults(method, backbone="BPR"):
+    """The plugin's (and RecBole's learner) defaults of ``method``'s keys with the student
+    ``backbone``: the distiller's YAML, then its backbone's layer over it where it has one
+    (``properties/model/DERRD/NeuMF.yaml``: a NeuMF student's own weights), as a run gets them."""
     import yaml
+
+    from recbole_derrd.defaults import plugin_properties_file
 
     defaults = dict(STUDENT_DEFAULTS)
     if method in DISTILLERS:
-        path = os.path.join(REPO, "recbole_derrd", "properties", "model", f"{DISTILLERS[method][0]}.yaml")
-        with open(path) as handle:
-            defaults.update(yaml.safe_load(handle))
+        model = DISTILLERS[method][0]
+        for path in (plugin_properties_file("model", f"{model}.yaml"),
+                     plugin_properties_file("model", model, f"{backbone}.yaml")):
+            if path is not None:
+                with open(path) as handle:
+                    defaults.update(yaml.safe_load(handle) or {})
     return defaults
 
 
-def is_plugin_default(method, setting):
+def is_plugin_default(method, setting, backbone="BPR"):
     """Whether a trial's setting is what the plugin (or RecBole, for the student) uses by
-    default for those keys."""
-    defaults = plugin_defaults(method)
+    default for those keys with the student ``backbone``."""
+    defaults = plugin_defaults(method, backbone)
     return all(defaults.get(key) == value for key, value in setting.items())
 
 
-def default_weights(method):
-    """The setting of ``method``'s cell at the plugin's defaults: its loss weights, explicit
-    (``{}`` for the teacher and the student alone, which have none)."""
-    defaults = plugin_defaults(method)
+def default_weights(method, backbone="BPR"):
+    """The setting of ``method``'s cell at the plugin's defaults with the student ``backbone``:
+    its loss weights, explicit (``{}`` for the teacher and the student alone, which have none)."""
+    defaults = plugin_defaults(method, backbone)
     return {key: defaults[key] for key in WEIGHT_KEYS.get(method, [])}
 
 
@@ -333,7 +340,7 @@ class Benchmark:
     def searched_settings(self, method, seed, size):
         """:meth:`settings` before the method's --method_settings."""
         if not self.args.tune:
-            return [default_weights(method)]
+            return [default_weights(method, self.args.backbone)]
         inherited = {}
         for source, keys in TUNED_FROM.get(method, []):
             if source in self.args.methods:
@@ -534,7 +541,7 @@ class Benchmark:
         learner settings (what ``auto`` replaces is the weight search alone); with
         ``short_trials`` also AUTO_ROWS with SHORT_TRIALS (reported where they were run). A
         table without --tune: the table's own learner settings (its cells are the defaults)."""
-        rows = [(method, default_weights(method)) for method in DEFAULT_ROWS]
+        rows = [(method, default_weights(method, self.args.backbone)) for method in DEFAULT_ROWS]
         if not self.args.tune:
             learner = {}  # the table's own learner settings, those of its student alone
         else:
@@ -550,7 +557,7 @@ class Benchmark:
 
     def default_setting(self, method):
         """``method``'s cells at the plugin's defaults: its default weights and --method_settings."""
-        return dict(default_weights(method), **self.args.method_settings.get(method, {}))
+        return dict(default_weights(method, self.args.backbone), **self.args.method_settings.get(method, {}))
 
     def reported_cells(self, method, size):
         """The cells a row of the results table averages: one per seed, at the chosen setting
@@ -760,7 +767,7 @@ class Benchmark:
                 gain = (f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%"
                         if reference else "-")
                 marks = [word for word, flag in (("chosen", cell["setting"] == chosen),
-                                                 ("defaults", is_plugin_default(method, cell["setting"])))
+                                                 ("defaults", is_plugin_default(method, cell["setting"], args.backbone)))
                          if flag]
                 lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
                              f"{gain} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
@@ -1040,20 +1047,20 @@ def parse_args(argv=None):
     args.config_files = [path for path in args.config_files.split(" ") if path]
     args.other_weights_text = args.other_weights
     try:
-        args.other_weights = parse_other_weights(args.other_weights, args.methods)
+        args.other_weights = parse_other_weights(args.other_weights, args.methods, args.backbone)
     except ValueError as error:
         parser.error(f"--other_weights: {error}")
     if args.other_weights and args.tune:
         parser.error("--other_weights is for tables without --tune (a --tune table has its grid)")
     args.method_settings_text = args.method_settings
     try:
-        args.method_settings = parse_method_settings(args.method_settings, args.methods)
+        args.method_settings = parse_method_settings(args.method_settings, args.methods, args.backbone)
     except ValueError as error:
         parser.error(f"--method_settings: {error}")
     return args
 
 
-def parse_method_settings(text, methods):
+def parse_method_settings(text, methods, backbone="BPR"):
     """``'UnKD:unkd_topn=4,unkd_num_pairs=3'`` -> ``{'UnKD': {'unkd_topn': 4, 'unkd_num_pairs': 3}}``.
     Keys of the distiller's own YAML other than its loss weights (tuned, or --other_weights),
     the learner's and those that tell the methods apart (IDENTITY_KEYS); a value is read as the
@@ -1063,7 +1070,7 @@ def parse_method_settings(text, methods):
 
     parsed = {}
     for method, assignments in method_assignments(text, methods):
-        defaults = plugin_defaults(method)
+        defaults = plugin_defaults(method, backbone)
         for key, text_value in assignments:
             if key not in defaults or key in LEARNER_KEYS or key in IDENTITY_KEYS:
                 raise ValueError(f"'{key}' is not a key of {method} to set (properties/model/"
@@ -1101,13 +1108,13 @@ def cells_method_settings(cells):
     return {method: settings for method, settings in shared.items() if settings}
 
 
-def parse_other_weights(text, methods):
+def parse_other_weights(text, methods, backbone="BPR"):
     """``'RRD:lambda_rrd=0.001;DE-RRD:lambda_de=0.1'`` -> ``[('RRD', {'lambda_rrd': 0.001}),
     ('DE-RRD', {'lambda_de': 0.1, 'lambda_rrd': <its default>})]``: every weight of the method
     explicit (the unnamed ones at their defaults), as its cells are keyed."""
     parsed = []
     for method, assignments in method_assignments(text, methods):
-        weights = default_weights(method)
+        weights = default_weights(method, backbone)
         for key, value in assignments:
             if key not in weights:
                 raise ValueError(f"{method}'s weights are {WEIGHT_KEYS[method]}, not '{key}'")

@@ -276,8 +276,8 @@ def candidates_table(results):
     lines = ["## Sampled evaluation: fixed against redrawn candidates (paper's protocol, defaults)", "",
              "Each user's 499 negatives drawn once per split (`fixed_eval_candidates: True`, "
              "`protocol_paper.yaml`) or anew at every evaluation (RecBole's own, "
-             "`redrawn_candidates.yaml`); the same split, seed and settings otherwise. Best epoch = "
-             "epochs run - the patience (20).", "",
+             "`redrawn_candidates.yaml`); the same split, seed and settings otherwise. RecBole stops "
+             "after 21 evaluations without improvement (patience 20): best epoch, from 0, = epochs run - 22.", "",
              "| data | method | candidates | epochs run | best valid ndcg@10 | test ndcg@10 | test hit@10 |",
              "|---|---|---|---|---|---|---|"]
     for dataset in sorted(os.listdir(os.path.join(folder, "fixed"))):

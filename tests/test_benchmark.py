@@ -154,8 +154,9 @@ def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
     # nothing, and shows the 0.003 cell apart
     defaults = benchmark.plugin_defaults
 
-    def changed(method):
-        return dict(defaults(method), lambda_rrd=0.05) if method in benchmark.DISTILLERS else defaults(method)
+    def changed(method, backbone="BPR"):
+        original = defaults(method, backbone)
+        return dict(original, lambda_rrd=0.05) if method in benchmark.DISTILLERS else original
 
     monkeypatch.setattr(benchmark, "plugin_defaults", changed)
     import recbole_derrd
@@ -552,3 +553,25 @@ def test_best_worst_case_lists_ties_and_prefers_values_run_everywhere():
     assert summarize.best_worst_case("RRD", values, 3) == "RRD lambda_rrd = 0.003 or 0.01 (-2.9%)"
     assert summarize.best_worst_case("RRD", [(0.1, (2, 5.0)), (0.01, (2, 1.0))], 3) == \
         "RRD lambda_rrd = 0.1 (+5.0%, 2 of 3 datasets)"
+
+
+@pytest.mark.parametrize("method", ["RRD", "DE-RRD", "RD"])
+def test_a_tables_defaults_are_what_a_run_with_its_backbone_gets(method):
+    """A NeuMF student has its own default weights (``properties/model/DERRD/NeuMF.yaml``): the
+    NeuMF table's "defaults" cells and rows use them, as ``run.py --student_model=NeuMF`` does,
+    not BPR's."""
+    from recbole_derrd import Config
+
+    benchmark = load_script("benchmark")
+    model, extra = benchmark.DISTILLERS[method]
+    for backbone in ("BPR", "NeuMF"):
+        weights = benchmark.default_weights(method, backbone)
+        config = Config(model, "ml-100k", config_dict=dict(extra, student_model=backbone))
+        assert weights and weights == {key: config[key] for key in weights}
+        assert benchmark.is_plugin_default(method, weights, backbone)
+    if method == "RD":  # no backbone layer of its own
+        assert benchmark.default_weights(method, "NeuMF") == benchmark.default_weights(method, "BPR")
+    else:
+        neumf = benchmark.default_weights(method, "NeuMF")
+        assert neumf != benchmark.default_weights(method, "BPR")
+        assert not benchmark.is_plugin_default(method, neumf, "BPR")

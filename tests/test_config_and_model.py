@@ -161,10 +161,27 @@ def test_yaml_defaults_ship_with_a_non_editable_install(tmp_path):
     assert plugin_properties_file("model", "DERRD.yaml") is not None
 
 
-PLUGIN_KEY_FILES = [("overall.yaml",), ("distiller.yaml",)] + [
-    ("model", name) for name in sorted(os.listdir(os.path.join(REPO, "recbole_derrd", "properties", "model")))
-    if name.endswith(".yaml")
-]
+PROPERTIES = os.path.join(REPO, "recbole_derrd", "properties")
+#: every YAML layer of the plugin's defaults: overall, distillers, per-backbone and per-model
+PLUGIN_KEY_FILES = sorted(
+    tuple(os.path.relpath(os.path.join(folder, name), PROPERTIES).split(os.sep))
+    for folder, _, names in os.walk(PROPERTIES) for name in names if name.endswith(".yaml"))
+
+
+def readme_documented_keys():
+    """The keys named (in backticks) in the first column of the README's tables."""
+    import re
+
+    keys = set()
+    for line in open(os.path.join(REPO, "README.md"), encoding="utf-8"):
+        if line.startswith("| `"):
+            keys.update(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", line.split("|")[1]))
+    return keys
+
+
+def test_every_plugin_yaml_layer_is_checked():
+    assert ("distiller", "NeuMF.yaml") in PLUGIN_KEY_FILES and ("model", "DERRD", "NeuMF.yaml") in PLUGIN_KEY_FILES
+    assert ("overall.yaml",) in PLUGIN_KEY_FILES and ("model", "HTD.yaml") in PLUGIN_KEY_FILES
 
 
 @pytest.mark.parametrize("parts", PLUGIN_KEY_FILES)
@@ -174,8 +191,7 @@ def test_readme_documents_every_plugin_key(parts):
     with open(plugin_properties_file(*parts), encoding="utf-8") as handle:
         keys = yaml.safe_load(handle)
     assert keys
-    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
-    undocumented = [key for key in keys if f"| `{key}` |" not in readme]
+    undocumented = [key for key in keys if key not in readme_documented_keys()]
     assert not undocumented, undocumented
 
 
