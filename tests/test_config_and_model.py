@@ -191,7 +191,8 @@ def test_readme_documents_every_plugin_key(parts):
     with open(plugin_properties_file(*parts), encoding="utf-8") as handle:
         keys = yaml.safe_load(handle)
     assert keys
-    undocumented = [key for key in keys if key not in readme_documented_keys()]
+    documented = readme_documented_keys()
+    undocumented = [key for key in keys if key not in documented]
     assert not undocumented, undocumented
 
 
