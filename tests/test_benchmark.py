@@ -29,6 +29,7 @@ rrd_num_interesting: 8
 rrd_num_uninteresting: 8
 de_num_experts: 4
 learning_rate: 0.01
+train_batch_size: 8192
 """
 
 
@@ -463,7 +464,10 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
 
 
 def test_hyperparameter_search_runs_on_the_validation_split(workdir):
-    (workdir / "tiny.yaml").write_text(TINY + "epochs: 1\ngpu_id: ''\nshow_progress: False\n")
+    # the teacher trained on demand for one epoch too, no student alone beside each trial
+    (workdir / "tiny.yaml").write_text(TINY + "epochs: 1\ngpu_id: ''\nshow_progress: False\n"
+                                       "teacher_config: {epochs: 1}\ncompare_student_alone: False\n"
+                                       "train_batch_size: 8192\n")
     (workdir / "space.test").write_text("lambda_rrd choice [0.01,0.1]\n")
     output = workdir / "hyper.md"
     completed = subprocess.run(
@@ -484,7 +488,8 @@ def test_tuned_benchmark_and_its_summary(workdir):
     second; the summary's headline and defaults evidence are read from those cells."""
     benchmark = load_script("benchmark")
     summarize = load_script("summarize")
-    (workdir / "tiny.yaml").write_text(TINY)
+    # auto rows searching two candidates per weight (fewer trials than the plugin's four)
+    (workdir / "tiny.yaml").write_text(TINY + "weight_search_values: {lambda_rrd: [0, 0.01], lambda_de: [0, 0.01]}\n")
     common = [f"--results={workdir / 'results'}", "--seeds=2", "--sizes=8", "--teacher_size=16"]
     benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--epochs=1", "--methods=student,RRD,DE-RRD",
                     "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",

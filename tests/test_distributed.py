@@ -39,7 +39,7 @@ def test_two_gloo_processes_train_like_one(workdir, fast_config, monkeypatch):
     saved = workdir / "saved"
     # teacher trained on demand (1 epoch): by the first process only, the other waits for it
     config = fast_config(checkpoint_dir=str(saved), teacher_config={"epochs": 1},
-                         dist_backend="gloo")
+                         dist_backend="gloo", epochs=2)
     two = run("DERRD", "ml-100k", config_dict=dict(config), nproc=2, port=free_port())
 
     teacher = two["teacher_checkpoint"]

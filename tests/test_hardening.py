@@ -448,7 +448,7 @@ def test_two_runs_started_together_train_their_teacher_once(tmp_path):
              "--teacher_embedding_size=16", "--teacher_config={'epochs':3,'learning_rate':0.01}",
              "--rrd_topn=50", "--rrd_num_interesting=8", "--rrd_num_uninteresting=8",
              "--de_num_experts=4", "--eval_batch_size=4096000", "--show_progress=False",
-             f"--checkpoint_dir={saved}"]
+             "--compare_student_alone=False", "--train_batch_size=8192", f"--checkpoint_dir={saved}"]
     runs = []
     for name in ("first", "second"):
         (tmp_path / name).mkdir()

@@ -47,9 +47,9 @@ def csr(users, items, n_users):
 
 @pytest.fixture(scope="module")
 def large_split():
-    """20,000 users x 50,000 items (1e9 cells: a dense mask would be 1 GB of bools)."""
-    n_users, n_items = 20_000, 50_000
-    users, items = synthetic_interactions(n_users - 1, n_items - 1, 600_000, seed=1)
+    """10,000 users x 50,000 items (5e8 cells: a dense mask would be 500 MB of bools)."""
+    n_users, n_items = 10_000, 50_000
+    users, items = synthetic_interactions(n_users - 1, n_items - 1, 300_000, seed=1)
     indptr, train_items = csr(users + 1, items + 1, n_users)  # id 0 is padding
     return n_users, n_items, indptr, train_items
 
