@@ -44,16 +44,24 @@ def recbole_model_yaml(model_name):
     return path if os.path.isfile(path) else None
 
 
+def model_layers(distiller, student):
+    """The YAML layers of ``distiller``'s own keys with the backbone ``student``, lowest priority
+    first: its defaults, then its tuned defaults for that backbone where it has them."""
+    layers = [
+        plugin_properties_file("model", f"{distiller}.yaml"),
+        plugin_properties_file("model", distiller, f"{student}.yaml"),
+    ]
+    return [layer for layer in layers if layer]
+
+
 def distiller_layers(distiller, student):
     """The plugin's YAML layers of ``distiller`` with the backbone ``student``, lowest priority
     first (RecBole's defaults of the backbone not included)."""
     layers = [
         plugin_properties_file("distiller.yaml"),
         plugin_properties_file("distiller", f"{student}.yaml"),
-        plugin_properties_file("model", f"{distiller}.yaml"),
-        plugin_properties_file("model", distiller, f"{student}.yaml"),
     ]
-    return [layer for layer in layers if layer]
+    return [layer for layer in layers if layer] + model_layers(distiller, student)
 
 
 def default_student(distiller, yaml_loader):

@@ -136,16 +136,13 @@ def plugin_defaults(method, backbone="BPR"):
     (``properties/model/DERRD/NeuMF.yaml``: a NeuMF student's own weights), as a run gets them."""
     import yaml
 
-    from recbole_derrd.defaults import plugin_properties_file
+    from recbole_derrd.defaults import model_layers
 
     defaults = dict(STUDENT_DEFAULTS)
     if method in DISTILLERS:
-        model = DISTILLERS[method][0]
-        for path in (plugin_properties_file("model", f"{model}.yaml"),
-                     plugin_properties_file("model", model, f"{backbone}.yaml")):
-            if path is not None:
-                with open(path) as handle:
-                    defaults.update(yaml.safe_load(handle) or {})
+        for path in model_layers(DISTILLERS[method][0], backbone):
+            with open(path) as handle:
+                defaults.update(yaml.safe_load(handle) or {})
     return defaults
 
 
@@ -705,10 +702,13 @@ class Benchmark:
                  "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
         for method, size in keys:
             entry = summary[(method, size)]
-            student = summary.get(("student", size))
             vs_teacher = f"{entry[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
-            vs_student = (f"{100 * (entry[metric][0] / student[metric][0] - 1):+.1f}%"
-                          if student and method not in ("teacher", "student") else "")
+            # against the student alone of the same seeds (a method run at fewer seeds than the
+            # student is not compared with other seeds' students), as the paired test is
+            same_seeds = [cell["test"][metric] for cell in self.reported_cells("student", size)
+                          if cell["seed"] in entry["seed_values"]]
+            vs_student = (f"{100 * (entry[metric][0] / statistics.mean(same_seeds) - 1):+.1f}%"
+                          if same_seeds and method not in ("teacher", "student") else "")
             if vs_student:
                 test = paired_difference(self.reported_cells(method, size),
                                          self.reported_cells("student", size), metric)

@@ -580,3 +580,24 @@ def test_a_tables_defaults_are_what_a_run_with_its_backbone_gets(method):
         neumf = benchmark.default_weights(method, "NeuMF")
         assert neumf != benchmark.default_weights(method, "BPR")
         assert not benchmark.is_plugin_default(method, neumf, "BPR")
+
+
+def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(workdir):
+    """A distiller that has run at one of the table's seeds is compared with the student alone
+    of that seed, not with the student's mean over seeds it has not run."""
+    benchmark = load_script("benchmark")
+    table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--seeds=2"]))
+    scores = {("teacher", 2020): 0.30, ("teacher", 2021): 0.30, ("student", 2020): 0.20,
+              ("student", 2021): 0.30, ("RRD", 2020): 0.21}
+    for (method, seed), score in scores.items():
+        size = 16 if method == "teacher" else 8
+        weights = benchmark.default_weights(method)
+        table.cells[benchmark.cell_key(method, size, seed, weights)] = {
+            "method": method, "seed": seed, "setting": weights, "weights": weights,
+            "test": {"ndcg@10": score, "recall@20": score}, "valid_score": score,
+            "parameters": 1000, "epochs": 1, "train_seconds": 1.0}
+    table.write_reports()
+    markdown = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
+    rrd_row = next(line for line in markdown.splitlines() if line.startswith("| RRD | 8 | 1 |"))
+    # 0.21 against seed 2020's 0.20, not against the two seeds' mean 0.25 (-16.0%)
+    assert "| +5.0% |" in rrd_row and "-16.0%" not in rrd_row
