@@ -705,13 +705,12 @@ class Benchmark:
             vs_teacher = f"{entry[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
             # against the student alone of the same seeds (a method run at fewer seeds than the
             # student is not compared with other seeds' students), as the paired test is
-            same_seeds = [cell["test"][metric] for cell in self.reported_cells("student", size)
-                          if cell["seed"] in entry["seed_values"]]
+            student_cells = self.reported_cells("student", size)
+            same_seeds = [cell["test"][metric] for cell in student_cells if cell["seed"] in entry["seed_values"]]
             vs_student = (f"{100 * (entry[metric][0] / statistics.mean(same_seeds) - 1):+.1f}%"
                           if same_seeds and method not in ("teacher", "student") else "")
             if vs_student:
-                test = paired_difference(self.reported_cells(method, size),
-                                         self.reported_cells("student", size), metric)
+                test = paired_difference(self.reported_cells(method, size), student_cells, metric)
                 vs_student += "*" if test and test["p"] < 0.05 else ""
             inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
