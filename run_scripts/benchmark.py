@@ -669,15 +669,26 @@ class Benchmark:
                                f"{metric}_ratio_to_teacher"])
             for method, size in keys:
                 entry = summary[(method, size)]
-                ratio = entry[metric][0] / teacher[metric][0] if teacher else None
+                ratio = self.ratio_to_teacher(entry, metric)
                 writer.writerow([method, size, entry["seeds"]]
                                 + [format_value(entry[m][i], ".5f") for m in metrics for i in (0, 1)]
                                 + [entry["parameters"], entry["inference_seconds"],
                                    entry["train_seconds_per_epoch"], entry["epochs"], ratio])
-        self.write_markdown(path + ".md", summary, keys, metrics, teacher)
+        self.write_markdown(path + ".md", summary, keys, metrics)
         self.plot(path + ".png", summary, teacher)
 
-    def write_markdown(self, path, summary, keys, metrics, teacher):
+    def same_seed_mean(self, method, size, seeds, metric):
+        """Mean ``metric`` of ``method``'s reported cells at ``seeds`` only (None if it has none
+        there): a row run at fewer seeds than the table is compared with the same seeds."""
+        values = [cell["test"][metric] for cell in self.reported_cells(method, size) if cell["seed"] in seeds]
+        return statistics.mean(values) if values else None
+
+    def ratio_to_teacher(self, entry, metric):
+        """A row's ``metric`` over the teacher's, both averaged over the row's seeds."""
+        teacher = self.same_seed_mean("teacher", self.args.teacher_size, entry["seed_values"], metric)
+        return entry[metric][0] / teacher if teacher else None
+
+    def write_markdown(self, path, summary, keys, metrics):
         metric, args = self.args.metric, self.args
         shown = [m for m in metrics if m.split("@")[1] in ("5", "10", "20")]
         lines = [f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol", "",
@@ -702,15 +713,16 @@ class Benchmark:
                  "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
         for method, size in keys:
             entry = summary[(method, size)]
-            vs_teacher = f"{entry[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
-            # against the student alone of the same seeds (a method run at fewer seeds than the
-            # student is not compared with other seeds' students), as the paired test is
-            student_cells = self.reported_cells("student", size)
-            same_seeds = [cell["test"][metric] for cell in student_cells if cell["seed"] in entry["seed_values"]]
-            vs_student = (f"{100 * (entry[metric][0] / statistics.mean(same_seeds) - 1):+.1f}%"
-                          if same_seeds and method not in ("teacher", "student") else "")
+            # both against the same seeds (a method run at fewer seeds than the teacher or the
+            # student is not compared with other seeds' models), as the paired test is
+            ratio = self.ratio_to_teacher(entry, metric)
+            vs_teacher = f"{ratio:.3f}" if ratio is not None else "-"
+            student = self.same_seed_mean("student", size, entry["seed_values"], metric)
+            vs_student = (f"{100 * (entry[metric][0] / student - 1):+.1f}%"
+                          if student and method not in ("teacher", "student") else "")
             if vs_student:
-                test = paired_difference(self.reported_cells(method, size), student_cells, metric)
+                test = paired_difference(self.reported_cells(method, size), self.reported_cells("student", size),
+                                         metric)
                 vs_student += "*" if test and test["p"] < 0.05 else ""
             inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"

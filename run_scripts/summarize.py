@@ -106,7 +106,8 @@ def headline(tables):
             versus, ratio = "-", "-"
             if derrd is not None:
                 versus = versus_text(table, "DE-RRD", "student", metric)
-                ratio = f"{derrd[metric][0] / teacher[metric][0]:.3f}" if teacher else "-"
+                same_seeds = table.ratio_to_teacher(derrd, metric)  # the teacher of DE-RRD's seeds
+                ratio = f"{same_seeds:.3f}" if same_seeds is not None else "-"
             seeds = "/".join(str(summary[(method, size)]["seeds"]) for method in ("student", "DE-RRD")
                              if (method, size) in summary)
             lines.append(

@@ -584,10 +584,10 @@ def test_a_tables_defaults_are_what_a_run_with_its_backbone_gets(method):
 
 def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(workdir):
     """A distiller that has run at one of the table's seeds is compared with the student alone
-    of that seed, not with the student's mean over seeds it has not run."""
+    and the teacher of that seed, not with their means over seeds it has not run."""
     benchmark = load_script("benchmark")
     table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--seeds=2"]))
-    scores = {("teacher", 2020): 0.30, ("teacher", 2021): 0.30, ("student", 2020): 0.20,
+    scores = {("teacher", 2020): 0.28, ("teacher", 2021): 0.32, ("student", 2020): 0.20,
               ("student", 2021): 0.30, ("RRD", 2020): 0.21}
     for (method, seed), score in scores.items():
         size = 16 if method == "teacher" else 8
@@ -599,5 +599,12 @@ def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(
     table.write_reports()
     markdown = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     rrd_row = next(line for line in markdown.splitlines() if line.startswith("| RRD | 8 | 1 |"))
-    # 0.21 against seed 2020's 0.20, not against the two seeds' mean 0.25 (-16.0%)
-    assert "| +5.0% |" in rrd_row and "-16.0%" not in rrd_row
+    # 0.21 against seed 2020's 0.20, not against the two seeds' mean 0.25 (-16.0%); and against
+    # seed 2020's teacher, 0.28 (0.750), not the two seeds' mean 0.30 (0.700)
+    assert "| 0.750 | +5.0% |" in rrd_row and "-16.0%" not in rrd_row
+    # the two-seed student against the two-seed teacher: 0.25 / 0.30
+    student_row = next(line for line in markdown.splitlines() if line.startswith("| student | 8 | 2 |"))
+    assert "| 0.833 |" in student_row
+    rows = {row["method"]: row for row in csv.DictReader(open(workdir / "results" / "ml-100k" / "BPR-recbole.csv"))}
+    assert float(rows["RRD"]["ndcg@10_ratio_to_teacher"]) == pytest.approx(0.75)
+    assert float(rows["student"]["ndcg@10_ratio_to_teacher"]) == pytest.approx(0.25 / 0.30)
