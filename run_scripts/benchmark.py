@@ -666,14 +666,15 @@ class Benchmark:
             writer = csv.writer(handle)
             writer.writerow(["method", "size", "seeds"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
                             + ["parameters", "inference_seconds", "train_seconds_per_epoch", "epochs",
-                               f"{metric}_ratio_to_teacher"])
+                               f"{metric}_ratio_to_teacher", "train_seconds_ratio_to_student"])
             for method, size in keys:
                 entry = summary[(method, size)]
                 ratio = self.ratio_to_teacher(entry, metric)
                 writer.writerow([method, size, entry["seeds"]]
                                 + [format_value(entry[m][i], ".5f") for m in metrics for i in (0, 1)]
                                 + [entry["parameters"], entry["inference_seconds"],
-                                   entry["train_seconds_per_epoch"], entry["epochs"], ratio])
+                                   entry["train_seconds_per_epoch"], entry["epochs"], ratio,
+                                   self.training_cost_ratio(method, size)])
         self.write_markdown(path + ".md", summary, keys, metrics)
         self.plot(path + ".png", summary, teacher)
 
@@ -687,6 +688,17 @@ class Benchmark:
         """A row's ``metric`` over the teacher's, both averaged over the row's seeds."""
         teacher = self.same_seed_mean("teacher", self.args.teacher_size, entry["seed_values"], metric)
         return entry[metric][0] / teacher if teacher else None
+
+    def training_cost_ratio(self, method, size):
+        """Mean over seeds of a method's training time over the student alone's at the same seed
+        (None without a pair): cells of different seeds may have been timed on different
+        machines (a benchmark resumed elsewhere), the two cells of one seed on the same one."""
+        student_seconds = {cell["seed"]: cell.get("train_seconds")
+                           for cell in self.reported_cells("student", self.args.sizes[0])}
+        ratios = [cell["train_seconds"] / student_seconds[cell["seed"]]
+                  for cell in self.reported_cells(method, size)
+                  if cell.get("train_seconds") and student_seconds.get(cell["seed"])]
+        return statistics.mean(ratios) if ratios else None
 
     def write_markdown(self, path, summary, keys, metrics):
         metric, args = self.args.metric, self.args
@@ -706,11 +718,13 @@ class Benchmark:
                     "Students use the plugin's default hyperparameters; ")
                  + "train s: training time to the early stop (evaluation excluded). Inference: full-sort scoring and top-k (the protocol's largest k) of all users, "
                  f"median of {args.inference_repeats} repeats measured side by side; training time "
-                 "per epoch excludes evaluation. `*`: the difference to the student alone is significant at "
+                 "per epoch excludes evaluation; train s vs student: a method's training time over the "
+                 "student alone's of the same seed, averaged over seeds (the seeds' times may come from "
+                 "different machines, the two of one seed from the same one). `*`: the difference to the student alone is significant at "
                  "0.05 (paired Wilcoxon test over test users, below).", "",
                  "| method | size | seeds | " + " | ".join(shown) + " | params | inference | s/epoch | epochs | "
-                 f"train s | {metric} vs teacher | {metric} vs student | setting |",
-                 "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|"]
+                 f"train s | train s vs student | {metric} vs teacher | {metric} vs student | setting |",
+                 "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|---|"]
         for method, size in keys:
             entry = summary[(method, size)]
             # both against the same seeds (a method run at fewer seeds than the teacher or the
@@ -724,6 +738,7 @@ class Benchmark:
                 test = paired_difference(self.reported_cells(method, size), self.reported_cells("student", size),
                                          metric)
                 vs_student += "*" if test and test["p"] < 0.05 else ""
+            cost_ratio = self.training_cost_ratio(method, size)
             inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
             per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"
             lines.append(
@@ -732,6 +747,7 @@ class Benchmark:
                              for m in shown)
                 + f" | {entry['parameters']:,.0f} | {inference} | {per_epoch} | {entry['epochs']:.0f} | "
                 + (f"{entry['train_seconds']:.0f}" if entry.get("train_seconds") else "-")
+                + f" | {f'{cost_ratio:.1f}x' if cost_ratio is not None and method != 'student' else ''}"
                 + f" | {vs_teacher} | {vs_student} | {setting_label(entry['setting']) or '-'} |")
         lines.append("")
         if args.tune:

@@ -68,6 +68,13 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     assert int(records[1]["parameters"]) == (944 + 1683) * 8 == int(records[2]["parameters"])
     assert float(records[2]["ndcg@10_ratio_to_teacher"]) == pytest.approx(
         float(records[2]["ndcg@10_mean"]) / float(teacher["ndcg@10_mean"]))
+    # training cost against the student alone of the same seed, from the cells' own times
+    timed = {cell["method"]: cell["train_seconds"]
+             for cell in json.loads((folder / "BPR-recbole.cells.json").read_text()).values()}
+    assert float(records[2]["train_seconds_ratio_to_student"]) == pytest.approx(timed["RRD"] / timed["student"])
+    assert records[1]["train_seconds_ratio_to_student"] == "1.0"
+    rrd_row = [cell.strip() for cell in rows[3].split("|")[1:-1]]
+    assert rrd_row[header.index("train s vs student")] == f"{timed['RRD'] / timed['student']:.1f}x"
     png = (folder / "BPR-recbole.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
@@ -589,19 +596,27 @@ def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(
     table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--seeds=2"]))
     scores = {("teacher", 2020): 0.28, ("teacher", 2021): 0.32, ("student", 2020): 0.20,
               ("student", 2021): 0.30, ("RRD", 2020): 0.21}
+    # seed 2021 timed on a machine twice as fast: RRD costs 3x its own seed's student
+    seconds = {("teacher", 2020): 40.0, ("teacher", 2021): 10.0, ("student", 2020): 20.0,
+               ("student", 2021): 10.0, ("RRD", 2020): 60.0}
     for (method, seed), score in scores.items():
         size = 16 if method == "teacher" else 8
         weights = benchmark.default_weights(method)
         table.cells[benchmark.cell_key(method, size, seed, weights)] = {
             "method": method, "seed": seed, "setting": weights, "weights": weights,
             "test": {"ndcg@10": score, "recall@20": score}, "valid_score": score,
-            "parameters": 1000, "epochs": 1, "train_seconds": 1.0}
+            "parameters": 1000, "epochs": 1, "train_seconds": seconds[(method, seed)]}
     table.write_reports()
     markdown = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     rrd_row = next(line for line in markdown.splitlines() if line.startswith("| RRD | 8 | 1 |"))
     # 0.21 against seed 2020's 0.20, not against the two seeds' mean 0.25 (-16.0%); and against
     # seed 2020's teacher, 0.28 (0.750), not the two seeds' mean 0.30 (0.700)
     assert "| 0.750 | +5.0% |" in rrd_row and "-16.0%" not in rrd_row
+    # its training time against its seed's student alone (3.0x), not the two seeds' mean 15 s;
+    # the teacher's, per seed (2x and 1x)
+    assert "| 60 | 3.0x |" in rrd_row
+    teacher_row = next(line for line in markdown.splitlines() if line.startswith("| teacher | 16 | 2 |"))
+    assert "| 25 | 1.5x |" in teacher_row
     # the two-seed student against the two-seed teacher: 0.25 / 0.30
     student_row = next(line for line in markdown.splitlines() if line.startswith("| student | 8 | 2 |"))
     assert "| 0.833 |" in student_row
