@@ -101,6 +101,21 @@ PROTOCOLS = {
 }
 
 
+def retrained_teacher_cell(former, retrained):
+    """The teacher cell of a seed after its teacher was trained again (its checkpoint was
+    removed), ``former`` being the cell it replaces (None: there was none).
+
+    Retraining reproduces the teacher on the machine that trained it, but not always on another
+    (other CPU kernels round differently, and training compounds it). A retrained teacher whose
+    test metrics differ is not the teacher the seed's earlier distillers learnt from: the cell
+    keeps reporting the former teacher and carries the retrained one under ``retrained``
+    (its checkpoint teaches the seed's later cells, which are marked ``retrained_teacher``)."""
+    if former is None or former["test"] == retrained["test"]:
+        return retrained
+    kept = ("test", "valid_score", "epochs", "train_seconds", "checkpoint", "timing")
+    return dict(former, retrained={field: retrained.get(field) for field in kept})
+
+
 def format_value(value, spec, prefix=""):
     """``value`` formatted, or nothing where it was not measured (a spread over one seed)."""
     return "" if value is None else prefix + format(value, spec)
@@ -323,8 +338,8 @@ class Benchmark:
             return backbone, dict(student_size)
         model, extra = DISTILLERS[method]
         teacher = self.cells.get(cell_key("teacher", self.args.teacher_size, seed), {})
-        return model, dict(extra, student_model=backbone, **student_size,
-                           teacher_checkpoint=teacher.get("checkpoint"))
+        checkpoint = teacher.get("retrained", {}).get("checkpoint") or teacher.get("checkpoint")
+        return model, dict(extra, student_model=backbone, **student_size, teacher_checkpoint=checkpoint)
 
     def settings(self, method, seed, size):
         """The settings ``method`` runs with at ``seed``: without --tune the plugin's defaults
@@ -414,6 +429,10 @@ class Benchmark:
             "popularity": result.get("test_popularity_result"),  # None unless --popularity_groups
             "timing": timing_context(config.get("gpu_id")),
             "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
+            # distilled from a retrained teacher, not the reported one (retrained_teacher_cell)
+            "retrained_teacher": bool(parameters.get("teacher_checkpoint")) and any(
+                cell.get("retrained", {}).get("checkpoint") == parameters["teacher_checkpoint"]
+                for cell in self.cells.values() if cell["method"] == "teacher"),
         }
 
     def ensure_teacher(self, seed):
@@ -423,8 +442,8 @@ class Benchmark:
         key = cell_key("teacher", size, seed)
 
         def missing():
-            cell = self.cells.get(key)
-            return cell is None or not os.path.isfile(cell.get("checkpoint") or "")
+            cell = self.cells.get(key) or {}
+            return not os.path.isfile(cell.get("retrained", {}).get("checkpoint") or cell.get("checkpoint") or "")
 
         if not missing():
             return
@@ -432,9 +451,14 @@ class Benchmark:
             self.reload()  # another process may have trained it while this one waited
             if missing():
                 parameters = self.size_parameters(self.args.backbone, size)
-                self.cells[key] = self.run_cell("teacher", self.args.backbone, parameters, seed, size)
+                self.cells[key] = retrained_teacher_cell(
+                    self.cells.get(key), self.run_cell("teacher", self.args.backbone, parameters, seed, size))
                 self.save()
                 tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
+                if "retrained" in self.cells[key]:
+                    tqdm.write(f"warning: {key} retrained: {self.args.metric} = "
+                               f"{self.cells[key]['retrained']['test'][self.args.metric]:.4f}, not the "
+                               "reported teacher's; the seed's later distillers learn from the retrained one")
 
     @contextlib.contextmanager
     def cell_lock(self, key, seed, wait=True):
@@ -750,6 +774,7 @@ class Benchmark:
                 + f" | {f'{cost_ratio:.1f}x' if cost_ratio is not None and method != 'student' else ''}"
                 + f" | {vs_teacher} | {vs_student} | {setting_label(entry['setting']) or '-'} |")
         lines.append("")
+        lines += self.retrained_teacher_text()
         if args.tune:
             lines += self.tuning_text()
         else:
@@ -931,6 +956,24 @@ class Benchmark:
                 values.append(f"{statistics.mean(scores):.4f}" if scores else "-")  # NaN: an empty group
             lines.append(f"| {method} | {size} | {len(cells)} | " + " | ".join(values) + " |")
         return lines + [""]
+
+    def retrained_teacher_text(self):
+        """Which seeds' teachers were trained again without reproducing the reported one, and
+        which cells learnt from the retrained teacher (:func:`retrained_teacher_cell`)."""
+        metric, lines = self.args.metric, []
+        for cell in sorted(self.cells.values(), key=lambda cell: cell["seed"]):
+            if cell["method"] != "teacher" or "retrained" not in cell or cell["seed"] not in self.args.seed_values:
+                continue
+            students = sorted(f"{other['method']} ({setting_label(other['setting']) or 'defaults'})"
+                              for other in self.cells.values()
+                              if other["seed"] == cell["seed"] and other.get("retrained_teacher"))
+            lines.append(f"Seed {cell['seed']}'s teacher was trained again (its checkpoint was gone) and "
+                         f"did not reproduce: test {metric} {cell['retrained']['test'][metric]:.4f} against the "
+                         f"reported teacher's {cell['test'][metric]:.4f}. The table reports the teacher its "
+                         "earlier cells learnt from; "
+                         + (f"these learnt from the retrained one: {', '.join(students)}." if students
+                            else "no cell has learnt from the retrained one."))
+        return lines + [""] if lines else []
 
     def timing_text(self):
         """What the reported cells' times were measured on (older cells did not record it)."""

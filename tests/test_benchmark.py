@@ -623,3 +623,50 @@ def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(
     rows = {row["method"]: row for row in csv.DictReader(open(workdir / "results" / "ml-100k" / "BPR-recbole.csv"))}
     assert float(rows["RRD"]["ndcg@10_ratio_to_teacher"]) == pytest.approx(0.75)
     assert float(rows["student"]["ndcg@10_ratio_to_teacher"]) == pytest.approx(0.25 / 0.30)
+
+
+def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reported_one(workdir):
+    """A seed's teacher checkpoint is gone (the benchmark resumed on another machine) and a
+    distiller of that seed still has to run: the teacher is trained again. On the same machine
+    it reproduces and simply replaces the cell; where it does not (here: the stored cell is made
+    to differ, as another CPU's rounding would), the table keeps reporting the teacher the
+    seed's earlier cells learnt from, the new cell learns from the retrained one, and the report
+    says both."""
+    benchmark = load_script("benchmark")
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
+    benchmark.main(argv)
+    cells_path = workdir / "results" / "ml-100k" / "BPR-recbole.cells.json"
+    cells = json.loads(cells_path.read_text())
+    teacher_key = next(key for key, cell in cells.items() if cell["method"] == "teacher")
+    original = cells[teacher_key]
+
+    # reproduced: the retrained teacher scores what the cell recorded and replaces it
+    os.remove(original["checkpoint"])
+    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.01"])
+    cells = json.loads(cells_path.read_text())
+    assert cells[teacher_key]["test"] == original["test"] and "retrained" not in cells[teacher_key]
+    assert cells[teacher_key]["checkpoint"] != original["checkpoint"]
+    assert not any(cell.get("retrained_teacher") for cell in cells.values())
+
+    # not reproduced: the reported teacher stays, the retrained one teaches the next cell
+    reported = dict(cells[teacher_key]["test"], **{"ndcg@10": 0.5})
+    cells[teacher_key]["test"] = reported
+    os.remove(cells[teacher_key]["checkpoint"])
+    cells_path.write_text(json.dumps(cells))
+    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.1"])
+    cells = json.loads(cells_path.read_text())
+    teacher = cells[teacher_key]
+    assert teacher["test"] == reported and teacher["retrained"]["test"]["ndcg@10"] == original["test"]["ndcg@10"]
+    assert os.path.isfile(teacher["retrained"]["checkpoint"])
+    new = next(cell for cell in cells.values() if cell["method"] == "RRD" and cell["setting"] == {"lambda_rrd": 0.1})
+    assert new["retrained_teacher"] is True
+    assert not any(cell.get("retrained_teacher") for cell in cells.values() if cell is not new)
+    table = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
+    assert (f"test ndcg@10 {original['test']['ndcg@10']:.4f} against the reported teacher's 0.5000" in table
+            and "these learnt from the retrained one: RRD (lambda_rrd=0.1)." in table)
+    teacher_row = next(line for line in table.splitlines() if line.startswith("| teacher |"))
+    assert "| 0.5000 |" in teacher_row
+
+    # its checkpoint is there now: a further distiller does not train the teacher a third time
+    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.03"])
+    assert json.loads(cells_path.read_text())[teacher_key]["retrained"] == teacher["retrained"]
