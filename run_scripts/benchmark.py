@@ -110,10 +110,23 @@ def retrained_teacher_cell(former, retrained):
     test metrics differ is not the teacher the seed's earlier distillers learnt from: the cell
     keeps reporting the former teacher and carries the retrained one under ``retrained``
     (its checkpoint teaches the seed's later cells, which are marked ``retrained_teacher``)."""
-    if former is None or former["test"] == retrained["test"]:
+    if former is None:
         return retrained
+    shared = set(former["test"]) & set(retrained["test"])
+    if shared and all(former["test"][metric] == retrained["test"][metric] for metric in shared):
+        # reproduced: only the file is new (the times stay those of the seed's machine)
+        return dict(former, checkpoint=retrained["checkpoint"])
     kept = ("test", "valid_score", "epochs", "train_seconds", "checkpoint", "timing")
     return dict(former, retrained={field: retrained.get(field) for field in kept})
+
+
+def teacher_checkpoint(cell):
+    """The file a teacher cell teaches from: the reported teacher's if it is there, else the
+    retrained one's (:func:`retrained_teacher_cell`); None if neither is."""
+    for path in (cell.get("checkpoint"), cell.get("retrained", {}).get("checkpoint")):
+        if path and os.path.isfile(path):
+            return path
+    return None
 
 
 def format_value(value, spec, prefix=""):
@@ -338,8 +351,8 @@ class Benchmark:
             return backbone, dict(student_size)
         model, extra = DISTILLERS[method]
         teacher = self.cells.get(cell_key("teacher", self.args.teacher_size, seed), {})
-        checkpoint = teacher.get("retrained", {}).get("checkpoint") or teacher.get("checkpoint")
-        return model, dict(extra, student_model=backbone, **student_size, teacher_checkpoint=checkpoint)
+        return model, dict(extra, student_model=backbone, **student_size,
+                           teacher_checkpoint=teacher_checkpoint(teacher) or teacher.get("checkpoint"))
 
     def settings(self, method, seed, size):
         """The settings ``method`` runs with at ``seed``: without --tune the plugin's defaults
@@ -442,8 +455,7 @@ class Benchmark:
         key = cell_key("teacher", size, seed)
 
         def missing():
-            cell = self.cells.get(key) or {}
-            return not os.path.isfile(cell.get("retrained", {}).get("checkpoint") or cell.get("checkpoint") or "")
+            return teacher_checkpoint(self.cells.get(key) or {}) is None
 
         if not missing():
             return
@@ -716,9 +728,12 @@ class Benchmark:
     def training_cost_ratio(self, method, size):
         """Mean over seeds of a method's training time over the student alone's at the same seed
         (None without a pair): cells of different seeds may have been timed on different
-        machines (a benchmark resumed elsewhere), the two cells of one seed on the same one."""
+        machines (a benchmark resumed elsewhere), the two cells of one seed on the same one. A
+        student size is compared with the student alone of its size; the teacher with the
+        table's first size."""
+        student_size = self.args.sizes[0] if method == "teacher" else size
         student_seconds = {cell["seed"]: cell.get("train_seconds")
-                           for cell in self.reported_cells("student", self.args.sizes[0])}
+                           for cell in self.reported_cells("student", student_size)}
         ratios = [cell["train_seconds"] / student_seconds[cell["seed"]]
                   for cell in self.reported_cells(method, size)
                   if cell.get("train_seconds") and student_seconds.get(cell["seed"])]
@@ -962,7 +977,8 @@ class Benchmark:
         which cells learnt from the retrained teacher (:func:`retrained_teacher_cell`)."""
         metric, lines = self.args.metric, []
         for cell in sorted(self.cells.values(), key=lambda cell: cell["seed"]):
-            if cell["method"] != "teacher" or "retrained" not in cell or cell["seed"] not in self.args.seed_values:
+            if ("retrained" not in cell or cell["method"] != "teacher" or cell.get("size") != self.args.teacher_size
+                    or cell["seed"] not in self.args.seed_values):
                 continue
             students = sorted(f"{other['method']} ({setting_label(other['setting']) or 'defaults'})"
                               for other in self.cells.values()

@@ -5,6 +5,7 @@ import csv
 import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -646,6 +647,8 @@ def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reporte
     cells = json.loads(cells_path.read_text())
     assert cells[teacher_key]["test"] == original["test"] and "retrained" not in cells[teacher_key]
     assert cells[teacher_key]["checkpoint"] != original["checkpoint"]
+    # only the file is new: the times stay those of the machine that timed the seed's cells
+    assert cells[teacher_key]["train_seconds"] == original["train_seconds"]
     assert not any(cell.get("retrained_teacher") for cell in cells.values())
 
     # not reproduced: the reported teacher stays, the retrained one teaches the next cell
@@ -670,3 +673,28 @@ def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reporte
     # its checkpoint is there now: a further distiller does not train the teacher a third time
     benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.03"])
     assert json.loads(cells_path.read_text())[teacher_key]["retrained"] == teacher["retrained"]
+    # where the reported teacher's own file is there (its machine), it teaches, not the retrained one
+    table = benchmark.Benchmark(benchmark.parse_args(argv))
+    assert table.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["retrained"]["checkpoint"]
+    shutil.copy(teacher["retrained"]["checkpoint"], teacher["checkpoint"])
+    assert table.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["checkpoint"]
+
+
+def test_training_cost_is_compared_with_the_student_of_the_same_size_and_seed(workdir):
+    """Each student size is divided by the student alone of its own size (the teacher by the
+    first size's), seed by seed."""
+    benchmark = load_script("benchmark")
+    table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--sizes=8,12", "--seeds=2"]))
+    seconds = {("teacher", 16, 2020): 50.0, ("teacher", 16, 2021): 30.0,
+               ("student", 8, 2020): 10.0, ("student", 8, 2021): 5.0,
+               ("student", 12, 2020): 20.0, ("student", 12, 2021): 20.0,
+               ("RRD", 8, 2020): 40.0, ("RRD", 8, 2021): 10.0, ("RRD", 12, 2020): 40.0}
+    for (method, size, seed), value in seconds.items():
+        weights = benchmark.default_weights(method)
+        table.cells[benchmark.cell_key(method, size, seed, weights)] = {
+            "method": method, "seed": seed, "size": size, "setting": weights, "weights": weights,
+            "test": {"ndcg@10": 0.1}, "train_seconds": value}
+    assert table.training_cost_ratio("RRD", 8) == pytest.approx((4.0 + 2.0) / 2)
+    assert table.training_cost_ratio("RRD", 12) == pytest.approx(2.0)  # seed 2020 only
+    assert table.training_cost_ratio("teacher", 16) == pytest.approx((5.0 + 6.0) / 2)
+    assert table.training_cost_ratio("student", 12) == pytest.approx(1.0)
