@@ -443,10 +443,13 @@ class Benchmark:
             "timing": timing_context(config.get("gpu_id")),
             "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
             # distilled from a retrained teacher, not the reported one (retrained_teacher_cell)
-            "retrained_teacher": bool(parameters.get("teacher_checkpoint")) and any(
-                cell.get("retrained", {}).get("checkpoint") == parameters["teacher_checkpoint"]
-                for cell in self.cells.values() if cell["method"] == "teacher"),
+            "retrained_teacher": self.is_retrained_teacher(seed, parameters.get("teacher_checkpoint")),
         }
+
+    def is_retrained_teacher(self, seed, checkpoint):
+        """Whether ``checkpoint`` is the file of seed ``seed``'s retrained (not reproduced) teacher."""
+        teacher = self.cells.get(cell_key("teacher", self.args.teacher_size, seed), {})
+        return checkpoint is not None and checkpoint == teacher.get("retrained", {}).get("checkpoint")
 
     def ensure_teacher(self, seed):
         """The teacher cell of ``seed``, trained again if its checkpoint was removed while
