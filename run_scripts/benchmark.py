@@ -286,10 +286,19 @@ def paired_difference(cells, baseline_cells, metric, resamples=10000, seed=0):
             "baseline_mean": float(np.concatenate(baseline_values).mean())}
 
 
+def training_text(record):
+    """A table's training record (Benchmark.training_record) as the options that give it."""
+    files = " ".join(record.get("config_files") or []) or "none"
+    epochs = record.get("epochs")
+    return f"--config_files=\"{files}\" and " + (f"--epochs={epochs}" if epochs is not None else "no --epochs")
+
+
 class Benchmark:
     """The cells of one (dataset, backbone, protocol) benchmark, persisted as JSON."""
 
-    def __init__(self, args):
+    def __init__(self, args, check_training=True):
+        """``check_training``: refuse cells trained under other options (check_training_record);
+        False only to read the finished cells (summarize.py)."""
         from recbole_derrd.teacher import size_parameters
 
         self.args = args
@@ -303,6 +312,37 @@ class Benchmark:
         if os.path.isfile(self.cells_file):
             with open(self.cells_file) as handle:
                 self.cells = json.load(handle)
+        if check_training:
+            self.check_training_record()
+
+    def training_record(self):
+        """What every cell of the table trains under, besides its own settings: the extra
+        configuration files and the --epochs override."""
+        return {"config_files": [os.path.normpath(path) for path in self.args.config_files],
+                "epochs": self.args.epochs}
+
+    def check_training_record(self):
+        """Refuse, before any work, to add cells or reports to a table whose cells trained under
+        another configuration (e.g. a table capped at 100 epochs, run again with converged.yaml):
+        its finished cells would be taken as this command's (``<table>.training.json``; a
+        table without one takes this command's)."""
+        from recbole_derrd.errors import UserError
+
+        record_file = os.path.join(self.folder, f"{self.name}.training.json")
+        wanted = self.training_record()
+        if os.path.isfile(record_file):
+            with open(record_file) as handle:
+                recorded = json.load(handle)
+            if recorded != wanted:
+                raise UserError(
+                    f"{self.cells_file} holds cells trained with {training_text(recorded)}, not "
+                    f"{training_text(wanted)} as this command asks: its finished cells would be "
+                    f"reported as this command's. Run with the table's own options, or move its "
+                    f"files ({self.name}.*) aside to start a new table.")
+        else:
+            with exclusive_lock(self.cells_file + ".lock"):
+                with open(record_file, "w") as handle:
+                    json.dump(wanted, handle, indent=1, sort_keys=True)
 
     @contextlib.contextmanager
     def saved_cells(self):

@@ -40,10 +40,11 @@ def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_
     arguments = [f"--dataset={dataset}", f"--backbone={backbone}", f"--protocol={protocol}",
                  f"--seeds={seeds}", "--tune", f"--results={results}", f"--work={results}",
                  f"--sizes={sizes}", f"--teacher_size={teacher_size}"]
-    table = bench.Benchmark(bench.parse_args(arguments))
+    table = bench.Benchmark(bench.parse_args(arguments), check_training=False)
     if table.cells and not any(cell["setting"] for cell in table.cells.values() if cell["method"] == "student"):
         # run without --tune: every method at the plugin's defaults
-        table = bench.Benchmark(bench.parse_args([argument for argument in arguments if argument != "--tune"]))
+        table = bench.Benchmark(bench.parse_args([argument for argument in arguments if argument != "--tune"]),
+                                check_training=False)
     # the table's --method_settings, read back from its cells
     table.args.method_settings = bench.cells_method_settings(table.cells)
     return table if table.cells else None

@@ -43,6 +43,30 @@ def tiny_rrd_benchmark(workdir, inference_repeats):
             f"--work={workdir / 'work'}"]
 
 
+def test_a_table_refuses_cells_trained_under_other_options(workdir):
+    """A table's cells all train under the same --config_files and --epochs: a command with
+    other ones is refused before any work, and the table's files are left as they were (else a
+    capped table's teacher would be reported as a converged table's)."""
+    from recbole_derrd.errors import UserError
+
+    benchmark = load_script("benchmark")
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
+    folder = workdir / "results" / "ml-100k"
+    folder.mkdir(parents=True)
+    cells = folder / "BPR-recbole.cells.json"
+    cells.write_text('{"teacher|16|2020": {"method": "teacher", "seed": 2020, "size": 16}}')
+    benchmark.Benchmark(benchmark.parse_args(argv))  # a table without a record takes this command's
+    record = json.loads((folder / "BPR-recbole.training.json").read_text())
+    assert record == {"config_files": [str(workdir / "tiny.yaml")], "epochs": 1}
+    benchmark.Benchmark(benchmark.parse_args(argv))  # the same options: accepted
+    saved = cells.read_bytes(), (folder / "BPR-recbole.training.json").read_bytes()
+    for other in (["--epochs=2"], ["--config_files="], [f"--config_files={workdir / 'tiny.yaml'} extra.yaml"]):
+        with pytest.raises(UserError, match="holds cells trained with .*--epochs=1.*move its files"):
+            benchmark.main(argv + other)
+        assert (cells.read_bytes(), (folder / "BPR-recbole.training.json").read_bytes()) == saved
+    assert not (workdir / "work").exists()  # nothing trained
+
+
 def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
     benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=2)
@@ -453,7 +477,7 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
     # recorded: the same rankings, now also on validation
     shift = load_script("popularity_shift")
     shifted = shift.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
-                          "--methods=teacher,student,UnKD,HTD", "--popularity_groups=3",
+                          "--methods=teacher,student,UnKD,HTD", "--popularity_groups=3", "--epochs=1",
                           f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
                           f"--work={workdir / 'work'}"])
     assert sorted(shifted) == sorted((method, 2020) for method in rows)
@@ -541,7 +565,8 @@ def test_tuned_benchmark_and_its_summary(workdir):
     cells[short_key] = dict(rrd_auto, setting=short_setting)
     (workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").write_text(json.dumps(cells))
     benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--methods=student,RRD,DE-RRD", "--tune",
-                    "--report_only", f"--work={workdir / 'work'}"] + common)
+                    "--report_only", "--epochs=1", f"--config_files={workdir / 'tiny.yaml'}",
+                    f"--work={workdir / 'work'}"] + common)
     summarize.main(["--tables=ml-100k:BPR:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
     assert "| ml-100k (recbole) | RRD auto (30-epoch trials) |" in summary
@@ -582,7 +607,7 @@ def test_a_tables_defaults_are_what_a_run_with_its_backbone_gets(method):
         config = Config(model, "ml-100k", config_dict=dict(extra, student_model=backbone))
         assert weights and weights == {key: config[key] for key in weights}
         assert benchmark.is_plugin_default(method, weights, backbone)
-    if method == "RD":  # no backbone layer of its own
+    if method in ("RD", "RRD"):  # no NeuMF weight of their own (RRD: the cross-dataset lambda_rrd)
         assert benchmark.default_weights(method, "NeuMF") == benchmark.default_weights(method, "BPR")
     else:
         neumf = benchmark.default_weights(method, "NeuMF")

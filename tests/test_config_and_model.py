@@ -33,7 +33,7 @@ def test_defaults_come_from_the_plugin_yaml(workdir):
 def test_backbone_defaults_layer_over_the_model_defaults(workdir, monkeypatch):
     """properties/model/DERRD/NeuMF.yaml holds NeuMF's weights; user settings still win."""
     neumf = Config("DERRD", "ml-100k", config_dict={"gpu_id": "", "student_model": "NeuMF"})
-    assert (neumf["lambda_de"], neumf["lambda_rrd"]) == (1e-4, 0.1)
+    assert (neumf["lambda_de"], neumf["lambda_rrd"]) == (1e-4, 0.003)
     assert neumf["teacher_model"] == "NeuMF" and neumf["mf_embedding_size"] == 20
     bpr = Config("DERRD", "ml-100k", config_dict={"gpu_id": ""})
     assert (bpr["lambda_de"], bpr["lambda_rrd"]) == (0.01, 0.003)
