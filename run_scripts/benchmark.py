@@ -835,8 +835,7 @@ class Benchmark:
         lines += self.retrained_teacher_text()
         if args.tune:
             lines += self.tuning_text()
-        else:
-            lines += self.other_settings_text()
+        lines += self.other_settings_text()
         lines += self.significance_text(summary)
         lines += self.popularity_text(keys)
         with open(path, "w") as handle:
@@ -904,15 +903,32 @@ class Benchmark:
                              f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")
         return lines + [""]
 
+    def tuning_text_keys(self):
+        """The cells a --tune table reports in tuning_text: its searches' trials and the rows
+        beside them (defaults, ``auto``), at the first seed (none without --tune)."""
+        if not self.args.tune:
+            return set()
+        first, keys = self.args.seed_values[0], set()
+        for size in self.args.sizes:
+            for method in DISTILLERS:
+                with contextlib.suppress(RuntimeError):  # a search it depends on has not finished
+                    keys.update(cell_key(method, size, first, setting)
+                                for setting in self.settings(method, first, size))
+            keys.update(cell_key(method, size, first, setting)
+                        for method, setting in self.default_rows(size, short_trials=True))
+        return keys
+
     def other_settings_text(self):
-        """Cells of this split at other weights than the current defaults (e.g. run at a former
-        default), kept and shown apart: the table above reports the current defaults only."""
+        """Cells of this split at other weights than those the report shows elsewhere (e.g. run
+        at a former default), kept and shown apart: the table above has the current defaults
+        (or, with --tune, the chosen settings; the search and the rows beside it have theirs)."""
         args, metric = self.args, self.args.metric
         reported = {id(cell) for method in METHODS for size in self.args.sizes + [args.teacher_size]
                     for cell in self.reported_cells(method, size)}
+        elsewhere = self.tuning_text_keys()
         groups = {}
-        for cell in self.cells.values():
-            if (cell["method"] in DISTILLERS and id(cell) not in reported
+        for key, cell in self.cells.items():
+            if (cell["method"] in DISTILLERS and id(cell) not in reported and key not in elsewhere
                     and cell["seed"] in args.seed_values):
                 label = setting_label(cell["setting"])
                 groups.setdefault((METHODS.index(cell["method"]), cell["size"], label), []).append(cell)
@@ -925,7 +941,9 @@ class Benchmark:
                  f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
                  "valid score vs student |", "|---|---|---|---|---|---|---|---|---|---|"]
         for (index, size, label), cells in sorted(groups.items()):
-            students = [self.cells.get(cell_key("student", size, cell["seed"])) for cell in cells]
+            # the table's student alone of each seed (with --tune: at its chosen setting)
+            student_of_seed = {student["seed"]: student for student in self.reported_cells("student", size)}
+            students = [student_of_seed.get(cell["seed"]) for cell in cells]
             mean = statistics.mean(cell["test"][metric] for cell in cells)
             gain = valid_gain = "-"
             if all(students):

@@ -563,10 +563,21 @@ def test_tuned_benchmark_and_its_summary(workdir):
     short_setting = dict(rrd_auto["setting"], **benchmark.SHORT_TRIALS)
     short_key = benchmark.cell_key("RRD", 8, 2020, short_setting)
     cells[short_key] = dict(rrd_auto, setting=short_setting)
+    # a cell at a former default weight: shown apart, against the seed's chosen student alone
+    former = {"lambda_rrd": 0.05}
+    cells[benchmark.cell_key("RRD", 8, 2020, former)] = dict(rrd_trials[0], setting=former)
     (workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").write_text(json.dumps(cells))
     benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--methods=student,RRD,DE-RRD", "--tune",
                     "--report_only", "--epochs=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
+    report = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
+    other_rows = [line for line in report.split("## Other weights on this split")[1].split("\n## ")[0].splitlines()
+                  if line.startswith("| RRD") or line.startswith("| DE-RRD")]
+    student_2020 = max((cell for key, cell in cells.items() if key.startswith("student|8|2020|")),
+                       key=lambda cell: cell["valid_score"])  # the chosen student alone
+    gain = 100 * (rrd_trials[0]["test"]["ndcg@10"] / student_2020["test"]["ndcg@10"] - 1)
+    assert other_rows == [other_rows[0]] and "| lambda_rrd=0.05 | 1 |" in other_rows[0]  # not the trials
+    assert f"| {gain:+.1f}% |" in other_rows[0]
     summarize.main(["--tables=ml-100k:BPR:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
     assert "| ml-100k (recbole) | RRD auto (30-epoch trials) |" in summary
