@@ -936,8 +936,8 @@ class Benchmark:
             return []
         lines = ["## Other weights on this split", "",
                  "Cells at other weights (or settings) than those the table above reports, "
-                 "e.g. run at a former default; mean over the seeds run, against the student alone "
-                 "of the same seeds.", "",
+                 "e.g. run at a former default; mean over the seeds run, against the table's student "
+                 "alone of the same seeds" + (" (at its chosen setting)." if args.tune else "."), "",
                  f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
                  "valid score vs student |", "|---|---|---|---|---|---|---|---|---|---|"]
         for (index, size, label), cells in sorted(groups.items()):
