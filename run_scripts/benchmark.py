@@ -330,19 +330,19 @@ class Benchmark:
 
         record_file = os.path.join(self.folder, f"{self.name}.training.json")
         wanted = self.training_record()
-        if os.path.isfile(record_file):
-            with open(record_file) as handle:
-                recorded = json.load(handle)
-            if recorded != wanted:
-                raise UserError(
-                    f"{self.cells_file} holds cells trained with {training_text(recorded)}, not "
-                    f"{training_text(wanted)} as this command asks: its finished cells would be "
-                    f"reported as this command's. Run with the table's own options, or move its "
-                    f"files ({self.name}.*) aside to start a new table.")
-        else:
-            with exclusive_lock(self.cells_file + ".lock"):
+        with exclusive_lock(self.cells_file + ".lock"):  # two processes starting a table at once
+            if not os.path.isfile(record_file):
                 with open(record_file, "w") as handle:
                     json.dump(wanted, handle, indent=1, sort_keys=True)
+                return
+            with open(record_file) as handle:
+                recorded = json.load(handle)
+        if recorded != wanted:
+            raise UserError(
+                f"{self.cells_file} holds cells trained with {training_text(recorded)}, not "
+                f"{training_text(wanted)} as this command asks: its finished cells would be "
+                f"reported as this command's. Run with the table's own options, or move its "
+                f"files ({self.name}.*) aside to start a new table.")
 
     @contextlib.contextmanager
     def saved_cells(self):
@@ -940,10 +940,11 @@ class Benchmark:
                  "alone of the same seeds" + (" (at its chosen setting)." if args.tune else "."), "",
                  f"| method | size | setting | seeds | test {metric} | vs student | test recall@20 | epochs | train s | "
                  "valid score vs student |", "|---|---|---|---|---|---|---|---|---|---|"]
+        # the table's student alone of each size and seed (with --tune: at its chosen setting)
+        student_of = {(size, student["seed"]): student for size in {size for _, size, _ in groups}
+                      for student in self.reported_cells("student", size)}
         for (index, size, label), cells in sorted(groups.items()):
-            # the table's student alone of each seed (with --tune: at its chosen setting)
-            student_of_seed = {student["seed"]: student for student in self.reported_cells("student", size)}
-            students = [student_of_seed.get(cell["seed"]) for cell in cells]
+            students = [student_of.get((size, cell["seed"])) for cell in cells]
             mean = statistics.mean(cell["test"][metric] for cell in cells)
             gain = valid_gain = "-"
             if all(students):
