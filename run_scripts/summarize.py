@@ -1,6 +1,7 @@
-"""One page across the benchmark tables: the headline results per dataset, and the evidence the
-distillers' default weights are chosen on (the validation gain of every searched weight over the
-student alone, on every dataset, and the weight with the best worst case):
+"""One page across the benchmark tables: the headline results per dataset (one table per student
+backbone), and the evidence the distillers' default weights are chosen on (the validation gain of
+every searched weight over the student alone, on every dataset of a backbone, and the weight with
+the best worst case):
 
     python run_scripts/summarize.py            # the tables listed in TABLES -> results/summary.md
     python run_scripts/summarize.py --tables=ml-100k:BPR:recbole,lastfm:BPR:fixed
@@ -21,7 +22,8 @@ from run_scripts import benchmark as bench  # noqa: E402
 
 #: (dataset, backbone, protocol) of the headline tables.
 TABLES = [("ml-100k", "BPR", "recbole"), ("ml-100k", "BPR", "paper"), ("lastfm", "BPR", "fixed"),
-          ("gowalla", "BPR", "fixed")]
+          ("gowalla", "BPR", "fixed"), ("ml-100k", "LightGCN", "recbole"), ("lastfm", "LightGCN", "fixed"),
+          ("ml-100k", "NeuMF", "recbole")]
 #: Published results on the same test split, so a reader sees how strong our teachers are.
 PUBLISHED = {
     "gowalla": "LightGCN paper (He et al., SIGIR 2020), Table 3, on this test split, trained on "
@@ -51,8 +53,18 @@ def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_
 
 
 def table_name(table):
-    """``dataset (protocol)``, and ``defaults`` for a table run without --tune."""
-    return f"{table.args.dataset} ({table.args.protocol}{'' if table.args.tune else ', defaults'})"
+    """``dataset (protocol)``, ``defaults`` for a table run without --tune, and the backbone
+    in front where it is not BPR (the headline's): ``LightGCN ml-100k (recbole)``."""
+    backbone = "" if table.args.backbone == "BPR" else f"{table.args.backbone} "
+    return f"{backbone}{table.args.dataset} ({table.args.protocol}{'' if table.args.tune else ', defaults'})"
+
+
+def by_backbone(tables):
+    """[(backbone, [(name, table), ...]), ...] in the order the backbones first appear."""
+    groups = {}
+    for name, table in tables:
+        groups.setdefault(table.args.backbone, []).append((name, table))
+    return list(groups.items())
 
 
 def cell_text(entry, metric):
@@ -87,10 +99,10 @@ def reported_metrics(student):
             if metric in student and not (metric == "hit@10" and "recall@20" in student)]
 
 
-def headline(tables):
+def headline(tables, backbone="BPR"):
     """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
     seeds), DE-RRD's relative difference to the student alone with its paired test."""
-    lines = ["## Results across datasets (BPR backbone, tuned settings, mean ± std over seeds)", "",
+    lines = [f"## Results across datasets ({backbone} backbone, tuned settings, mean ± std over seeds)", "",
              "seeds: of the student alone / of DE-RRD (a spread needs two or more; DE-RRD vs "
              "student alone is paired over the seeds both have). A table marked "
              "`defaults` was not tuned: every method at the plugin's defaults.", "",
@@ -219,13 +231,15 @@ def weight_trials(table, method, key):
     return {cell["setting"][key]: 100 * (cell["valid_score"] / reference["valid_score"] - 1) for cell in cells}
 
 
-def defaults_evidence(tables):
+def defaults_evidence(tables, backbone="BPR"):
     """For every weight value run: its validation gain over the student alone (the same
-    learner settings the distillers train with) on each dataset, and the worst."""
+    learner settings the distillers train with) on each dataset of one backbone, and the worst."""
     columns = [(name, table) for name, table in tables
                if any(weight_trials(table, method, key) for method, key in SEARCHED_WEIGHT.items())]
+    if not columns:
+        return []
     names = [name for name, _ in columns]
-    lines = ["## Default weights: validation gain over the student alone, every dataset", "",
+    lines = [f"## Default weights: validation gain over the student alone, every dataset ({backbone} students)", "",
              "Each value's best validation score (seed 2020) relative to the student alone "
              "trained with the same learning rate and weight decay; the default should maximise the "
              "worst case (last column), not the gain on one dataset. Searched tables: their grid; "
@@ -327,9 +341,14 @@ def main(argv=None):
              + (f" Not run yet: {', '.join(missing)}." if missing else ""), ""]
     published = [f"- **{dataset}**: {text}" for dataset, text in PUBLISHED.items()
                  if any(table.args.dataset == dataset for _, table in tables)]
-    lines += headline(tables) + (["Published references:", ""] + published + [""] if published else [])
-    lines += later_distillers(tables)
-    lines += promise_table(tables) + defaults_evidence(tables) + candidates_table(args.results)
+    groups = by_backbone(tables)
+    for backbone, members in groups:
+        lines += headline(members, backbone)
+    lines += (["Published references:", ""] + published + [""] if published else [])
+    lines += later_distillers(tables) + promise_table(tables)
+    for backbone, members in groups:
+        lines += defaults_evidence(members, backbone)
+    lines += candidates_table(args.results)
     output = args.output or os.path.join(args.results, "summary.md")
     with open(output, "w") as handle:
         handle.write("\n".join(lines))

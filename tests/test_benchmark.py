@@ -594,6 +594,22 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert " trials of 30 epochs, " in table
     assert "--seeds=2 --tune " in table  # the command that rebuilds it
 
+    # a table of another backbone gets its own headline and defaults evidence, and its rows
+    # in the shared sections carry the backbone's name (here the same cells filed as NeuMF's)
+    folder = workdir / "results" / "ml-100k"
+    for suffix in ("cells.json", "training.json"):
+        (folder / f"NeuMF-recbole.{suffix}").write_text((folder / f"BPR-recbole.{suffix}").read_text())
+    summarize.main(["--tables=ml-100k:BPR:recbole,ml-100k:NeuMF:recbole"] + common)
+    summary = (workdir / "results" / "summary.md").read_text()
+    bpr, neumf = (summary.split(f"## Results across datasets ({backbone} backbone")[1].split("\n## ")[0]
+                  for backbone in ("BPR", "NeuMF"))
+    assert "| ml-100k (recbole) | 2/2 | ndcg@10 |" in bpr and "NeuMF" not in bpr
+    assert neumf.replace("NeuMF ml-100k", "ml-100k").split("\n", 1)[1] == bpr.split("\n", 1)[1]
+    assert "| NeuMF ml-100k (recbole) | RRD auto |" in summary
+    for backbone in ("BPR", "NeuMF"):
+        evidence = summary.split(f"every dataset ({backbone} students)")[1].split("\n## ")[0]
+        assert f"| RRD | lambda_rrd = 0.01 |" in evidence
+
 
 def test_best_worst_case_lists_ties_and_prefers_values_run_everywhere():
     summarize = load_script("summarize")
