@@ -534,6 +534,9 @@ class Benchmark:
             self.cells = dict(self.cells, **saved)
 
     def run(self):
+        # cells beside the search (defaults, auto, other weights) that another process of the
+        # same command is training now: waited for at the end, so this one goes on to the next seed
+        busy = []
         for seed in self.args.run_seed_values:
             if "teacher" in self.args.methods and cell_key("teacher", self.args.teacher_size, seed) not in self.cells:
                 self.ensure_teacher(seed)
@@ -541,11 +544,15 @@ class Benchmark:
                 self.run_methods(seed, size, [method for method in TUNING_ORDER
                                               if method != "teacher" and method in self.args.methods])
             if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
-                self.run_default_rows(seed)
+                busy += self.run_default_rows(seed)
             for size in self.args.sizes:
                 for method, weights in self.args.other_weights:
-                    self.run_missing_cell(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})),
-                                          " (other weights)")
+                    cell = (method, size, seed, dict(weights, **self.args.method_settings.get(method, {})),
+                            " (other weights)")
+                    if not self.run_missing_cell(*cell, wait=False):
+                        busy.append(cell)
+        for cell in busy:
+            self.run_missing_cell(*cell)
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
@@ -604,12 +611,17 @@ class Benchmark:
 
     def run_default_rows(self, seed):
         """DEFAULT_ROWS at the plugin's defaults (their default weights) and AUTO_ROWS with ``auto``
-        weights, one seed."""
+        weights, one seed. Returns the cells another process is training now, as
+        ``run_missing_cell`` arguments (not waited for)."""
+        busy = []
         for size in self.args.sizes:
             for method, setting in self.default_rows(size):
                 if method in self.args.methods:
-                    note = f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})"
-                    self.run_missing_cell(method, size, seed, setting, note)
+                    cell = (method, size, seed, setting,
+                            f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})")
+                    if not self.run_missing_cell(*cell, wait=False):
+                        busy.append(cell)
+        return busy
 
     def default_rows(self, size, short_trials=False):
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and

@@ -360,6 +360,60 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
     assert second.chosen_setting("RD", 8) == rd_trials[1]
 
 
+def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
+    """A row beside the search (the defaults, ``auto``) that another process of the same command
+    is training is left to it: this process trains the other rows, goes on to the next seed, and
+    waits for the busy row only at the end (it used to wait for each such row in turn)."""
+    benchmark = load_script("benchmark")
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"]
+    args = benchmark.parse_args(argv)
+    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
+    teacher_file = workdir / "teacher.pth"
+    teacher_file.write_bytes(b"")
+    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
+    for method in ("student", "RRD"):  # seed 2020's searches are done
+        for index, setting in enumerate(second.settings(method, 2020, 8)):
+            second.cells[benchmark.cell_key(method, 8, 2020, setting)] = {
+                "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
+    second.save()
+    rows = [(method, setting) for method, setting in second.default_rows(8) if method in args.methods]
+    assert [method for method, _ in rows] == ["RRD", "RRD"]  # the defaults, and auto
+    busy = benchmark.cell_key("RRD", 8, 2020, rows[0][1])
+    trained, next_seed_done = [], threading.Event()
+
+    def second_run_cell(method, model, parameters, seed, size, setting=None):
+        trained.append(benchmark.cell_key(method, size, seed, setting))
+        if seed == 2021 and method == "RRD":
+            next_seed_done.set()
+        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
+                "checkpoint": str(teacher_file)}
+
+    monkeypatch.setattr(second, "run_cell", second_run_cell)
+    monkeypatch.setattr(second, "time_inference", lambda seed: None)
+    locked, waited = threading.Event(), []
+
+    def first_process():
+        with first.cell_lock(busy, 2020) as held:
+            assert held
+            locked.set()
+            waited.append(next_seed_done.wait(timeout=30))  # still training when seed 2021 is done
+            first.reload()
+            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rows[0][1], "checkpoint": "first.pth"}
+            first.save()
+
+    thread = threading.Thread(target=first_process)
+    thread.start()
+    locked.wait()
+    second.run()
+    thread.join()
+    assert waited == [True]
+    chosen = {method: second.chosen_setting(method, 8) for method in ("student", "RRD")}
+    assert trained == [benchmark.cell_key("RRD", 8, 2020, rows[1][1]), benchmark.cell_key("teacher", 16, 2021),
+                       benchmark.cell_key("student", 8, 2021, chosen["student"]),
+                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"])]
+    assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
+
+
 def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypatch):
     """--run_seeds of a later seed while the first seed's searches have not run: nothing to
     wait for, so the run stops with the reason instead of training a guess."""
