@@ -305,22 +305,31 @@ def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, 
     assert second.cells[key] == {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
 
 
+def two_processes_of_one_command(benchmark, workdir, options, searched):
+    """Two Benchmark objects of the tiny RRD command with ``options`` (two processes of it), the
+    seed-2020 teacher and the searches of the ``searched`` methods saved as done (the last
+    trial of each the best). Returns both and the teacher's (empty) checkpoint file."""
+    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + options)
+    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
+    teacher_file = workdir / "teacher.pth"
+    teacher_file.write_bytes(b"")
+    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
+    for method in searched:
+        for index, setting in enumerate(second.settings(method, 2020, 8)):
+            second.cells[benchmark.cell_key(method, 8, 2020, setting)] = {
+                "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
+    second.save()
+    return first, second, teacher_file
+
+
 def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch):
     """A trial another process is training is left to it: this process trains the method's
     other trials, then the next method that does not take settings from it, and waits for the
     other process's trial only when nothing else is left (RD's search must finish before a
     method tuned on top of it could start; CD's does not depend on it)."""
     benchmark = load_script("benchmark")
-    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--methods=student,RD,CD"]
-    args = benchmark.parse_args(argv)
-    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
-    teacher_file = workdir / "teacher.pth"
-    teacher_file.write_bytes(b"")
-    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
-    for index, setting in enumerate(second.settings("student", 2020, 8)):  # the student's search is done
-        second.cells[benchmark.cell_key("student", 8, 2020, setting)] = {
-            "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
-    second.save()
+    first, second, _ = two_processes_of_one_command(
+        benchmark, workdir, ["--tune", "--methods=student,RD,CD"], searched=("student",))
     rd_trials, cd_trials = (second.settings(method, 2020, 8) for method in ("RD", "CD"))
     busy = benchmark.cell_key("RD", 8, 2020, rd_trials[0])
     trained = []
@@ -365,18 +374,9 @@ def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(wor
     is training is left to it: this process trains the other rows, goes on to the next seed, and
     waits for the busy row only at the end (it used to wait for each such row in turn)."""
     benchmark = load_script("benchmark")
-    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"]
-    args = benchmark.parse_args(argv)
-    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
-    teacher_file = workdir / "teacher.pth"
-    teacher_file.write_bytes(b"")
-    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
-    for method in ("student", "RRD"):  # seed 2020's searches are done
-        for index, setting in enumerate(second.settings(method, 2020, 8)):
-            second.cells[benchmark.cell_key(method, 8, 2020, setting)] = {
-                "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
-    second.save()
-    rows = [(method, setting) for method, setting in second.default_rows(8) if method in args.methods]
+    first, second, teacher_file = two_processes_of_one_command(
+        benchmark, workdir, ["--tune", "--seeds=2"], searched=("student", "RRD"))
+    rows = [(method, setting) for method, setting in second.default_rows(8) if method in second.args.methods]
     assert [method for method, _ in rows] == ["RRD", "RRD"]  # the defaults, and auto
     busy = benchmark.cell_key("RRD", 8, 2020, rows[0][1])
     trained, next_seed_done = [], threading.Event()
