@@ -545,12 +545,9 @@ class Benchmark:
                                               if method != "teacher" and method in self.args.methods])
             if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
                 busy += self.run_default_rows(seed)
-            for size in self.args.sizes:
-                for method, weights in self.args.other_weights:
-                    cell = (method, size, seed, dict(weights, **self.args.method_settings.get(method, {})),
-                            " (other weights)")
-                    if not self.run_missing_cell(*cell, wait=False):
-                        busy.append(cell)
+            busy += self.run_unless_busy(
+                [(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})), " (other weights)")
+                 for size in self.args.sizes for method, weights in self.args.other_weights])
         for cell in busy:
             self.run_missing_cell(*cell)
         for seed in self.args.seed_values:
@@ -613,15 +610,15 @@ class Benchmark:
         """DEFAULT_ROWS at the plugin's defaults (their default weights) and AUTO_ROWS with ``auto``
         weights, one seed. Returns the cells another process is training now, as
         ``run_missing_cell`` arguments (not waited for)."""
-        busy = []
-        for size in self.args.sizes:
-            for method, setting in self.default_rows(size):
-                if method in self.args.methods:
-                    cell = (method, size, seed, setting,
-                            f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})")
-                    if not self.run_missing_cell(*cell, wait=False):
-                        busy.append(cell)
-        return busy
+        return self.run_unless_busy(
+            [(method, size, seed, setting, f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})")
+             for size in self.args.sizes for method, setting in self.default_rows(size)
+             if method in self.args.methods])
+
+    def run_unless_busy(self, cells):
+        """Each of ``cells`` (``run_missing_cell`` arguments) that no other process is training
+        now; returns the others, not waited for."""
+        return [cell for cell in cells if not self.run_missing_cell(*cell, wait=False)]
 
     def default_rows(self, size, short_trials=False):
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and
