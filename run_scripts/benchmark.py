@@ -18,6 +18,7 @@ interrupted in training continues from its last epoch (:func:`interrupted_run`).
 import argparse
 import contextlib
 import csv
+import functools
 import glob
 import hashlib
 import json
@@ -491,9 +492,10 @@ class Benchmark:
         teacher = self.cells.get(cell_key("teacher", self.args.teacher_size, seed), {})
         return checkpoint is not None and checkpoint == teacher.get("retrained", {}).get("checkpoint")
 
-    def ensure_teacher(self, seed):
+    def ensure_teacher(self, seed, wait=True):
         """The teacher cell of ``seed``, trained again if its checkpoint was removed while
-        some distiller of the seed still needs it."""
+        some distiller of the seed still needs it. Returns whether it is there: always, unless
+        ``wait`` is False and another process is training it now."""
         size = self.args.teacher_size
         key = cell_key("teacher", size, seed)
 
@@ -501,8 +503,10 @@ class Benchmark:
             return teacher_checkpoint(self.cells.get(key) or {}) is None
 
         if not missing():
-            return
-        with self.cell_lock(key, seed):
+            return True
+        with self.cell_lock(key, seed, wait=wait) as held:
+            if not held:
+                return False
             self.reload()  # another process may have trained it while this one waited
             if missing():
                 parameters = self.size_parameters(self.args.backbone, size)
@@ -514,6 +518,7 @@ class Benchmark:
                     tqdm.write(f"warning: {key} retrained: {self.args.metric} = "
                                f"{self.cells[key]['retrained']['test'][self.args.metric]:.4f}, not the "
                                "reported teacher's; the seed's later distillers learn from the retrained one")
+        return True
 
     @contextlib.contextmanager
     def cell_lock(self, key, seed, wait=True):
@@ -534,55 +539,71 @@ class Benchmark:
             self.cells = dict(self.cells, **saved)
 
     def run(self):
+        self.run_methods(self.args.run_seed_values, self.args.sizes,
+                         [method for method in TUNING_ORDER if method in self.args.methods])
         # cells beside the search (defaults, auto, other weights) that another process of the
-        # same command is training now: waited for at the end, so this one goes on to the next seed
+        # same command is training now: waited for at the end, after this one's other cells
         busy = []
-        for seed in self.args.run_seed_values:
-            if "teacher" in self.args.methods and cell_key("teacher", self.args.teacher_size, seed) not in self.cells:
-                self.ensure_teacher(seed)
-            for size in self.args.sizes:
-                self.run_methods(seed, size, [method for method in TUNING_ORDER
-                                              if method != "teacher" and method in self.args.methods])
-            if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
-                busy += self.run_default_rows(seed)
-            busy += self.run_unless_busy(
-                [(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})), " (other weights)")
-                 for size in self.args.sizes for method, weights in self.args.other_weights])
+        first_seed = self.args.seed_values[0]
+        if (self.args.tune or self.args.auto_rows) and first_seed in self.args.run_seed_values:
+            busy += self.run_default_rows(first_seed)
+        busy += self.run_unless_busy(
+            [(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})), " (other weights)")
+             for seed in self.args.run_seed_values for size in self.args.sizes
+             for method, weights in self.args.other_weights])
         for cell in busy:
             self.run_missing_cell(*cell)
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
 
-    def run_methods(self, seed, size, methods):
-        """Every cell of ``methods`` (in TUNING_ORDER) at ``seed``: each method's settings
-        (:meth:`settings`), run with :meth:`run_missing_cell`.
+    def run_methods(self, seeds, sizes, methods):
+        """Every cell of ``methods`` (in TUNING_ORDER; ``teacher`` once per seed) at each of
+        ``seeds`` and ``sizes``: each method's settings (:meth:`settings`), run with
+        :meth:`run_missing_cell`.
 
-        A cell that another process is training now is left to it: this process goes on with
-        the other cells, and with the methods whose settings are known (a method waits for the
-        searches it takes settings from, TUNED_FROM); it waits for the other process only when
-        nothing else is left to train. So the same command started in two processes shares the
-        trials between them. Every cell is done when this returns."""
-        pending = list(methods)
+        Earlier seeds come first: after each cell this process trains, it looks again from the
+        first seed. A cell that another process is training now is left to it: this process goes
+        on with the other cells, with the methods whose settings are known (a method waits for
+        the searches it takes settings from, TUNED_FROM), and with the later seeds' cells whose
+        settings are known; it waits for the other process only when nothing else is left to
+        train. So the same command started in two processes shares the trials between them, and
+        one never sits idle while the other trains the first seed's last trial. Every cell is
+        done when this returns."""
+        pending = [(seed, size, method) for seed in seeds for size in sizes for method in methods
+                   if method != "teacher" or size == sizes[0]]
         while pending:
-            busy_cell, unknown_settings = None, None
-            for method in list(pending):
-                try:
-                    settings = self.settings(method, seed, size)
-                except RuntimeError as error:  # a search it takes settings from has not finished
-                    unknown_settings = unknown_settings or error
-                    continue
-                busy = [setting for setting in settings
-                        if not self.run_missing_cell(method, size, seed, setting, wait=False)]
-                if busy:
-                    busy_cell = busy_cell or (method, busy[0])
+            busy_cell, unknown_settings, progress = None, None, False
+            for job in list(pending):
+                seed, size, method = job
+                cells_before = len(self.cells)
+                if method == "teacher":
+                    if self.ensure_teacher(seed, wait=False):
+                        pending.remove(job)
+                        progress = True
+                    else:
+                        busy_cell = busy_cell or functools.partial(self.ensure_teacher, seed)
                 else:
-                    pending.remove(method)
-            if busy_cell is not None:
-                # nothing left this process can train: wait for the other's cell, then look again
-                self.run_missing_cell(busy_cell[0], size, seed, busy_cell[1])
-            elif pending:  # e.g. --run_seeds of a later seed before the first seed's searches
-                raise unknown_settings
+                    try:
+                        settings = self.settings(method, seed, size)
+                    except RuntimeError as error:  # a search it takes settings from has not finished
+                        unknown_settings = unknown_settings or error
+                        continue
+                    busy = [setting for setting in settings
+                            if not self.run_missing_cell(method, size, seed, setting, wait=False)]
+                    if busy:
+                        busy_cell = busy_cell or functools.partial(self.run_missing_cell, method, size, seed, busy[0])
+                    else:
+                        pending.remove(job)
+                        progress = True
+                if len(self.cells) != cells_before:
+                    break  # a cell was trained (here or by the other process): look again from the first seed
+            else:
+                if busy_cell is not None:
+                    # nothing left this process can train: wait for the other's cell, then look again
+                    busy_cell()
+                elif pending and not progress:  # e.g. --run_seeds of a later seed before the first seed's searches
+                    raise unknown_settings
 
     def run_missing_cell(self, method, size, seed, setting, note="", wait=True):
         """Train and test one student cell unless it is done, then save the cells. Returns
@@ -591,8 +612,8 @@ class Benchmark:
         key = cell_key(method, size, seed, setting)
         if key in self.cells:
             return True
-        if method in DISTILLERS:
-            self.ensure_teacher(seed)
+        if method in DISTILLERS and not self.ensure_teacher(seed, wait=wait):
+            return False
         with self.cell_lock(key, seed, wait=wait) as held:
             if not held:
                 return False

@@ -360,7 +360,7 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
     locked.wait()
     assert second.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
     assert trained == []  # a busy cell returns at once, untrained
-    second.run_methods(2020, 8, ["student", "RD", "CD"])
+    second.run_methods([2020], [8], ["student", "RD", "CD"])
     thread.join()
     assert waited == [True]
     assert trained == [benchmark.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
@@ -371,8 +371,8 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
 
 def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
     """A row beside the search (the defaults, ``auto``) that another process of the same command
-    is training is left to it: this process trains the other rows, goes on to the next seed, and
-    waits for the busy row only at the end (it used to wait for each such row in turn)."""
+    is training is left to it: this process trains the other rows and waits for the busy row
+    only at the end, after every seed's cells (it used to wait for each such row in turn)."""
     benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
         benchmark, workdir, ["--tune", "--seeds=2"], searched=("student", "RRD"))
@@ -408,10 +408,61 @@ def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(wor
     thread.join()
     assert waited == [True]
     chosen = {method: second.chosen_setting(method, 8) for method in ("student", "RRD")}
-    assert trained == [benchmark.cell_key("RRD", 8, 2020, rows[1][1]), benchmark.cell_key("teacher", 16, 2021),
+    # every seed's searched cells first, then the rows beside the search
+    assert trained == [benchmark.cell_key("teacher", 16, 2021),
                        benchmark.cell_key("student", 8, 2021, chosen["student"]),
-                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"])]
+                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"]),
+                       benchmark.cell_key("RRD", 8, 2020, rows[1][1])]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
+
+
+def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_cells(workdir, monkeypatch):
+    """The first seed's last search trial is another process's: this process trains the
+    search's other trials, then the next seed's teacher and the cells whose settings are known
+    (the student alone's, searched already), and waits only when nothing else is left; once the
+    search is done, the first seed comes first again (RRD-topK takes RRD's weight)."""
+    benchmark = load_script("benchmark")
+    first, second, teacher_file = two_processes_of_one_command(
+        benchmark, workdir, ["--tune", "--seeds=2", "--methods=teacher,student,RRD,RRD-topK"],
+        searched=("student",))
+    rrd_trials = second.settings("RRD", 2020, 8)
+    busy = benchmark.cell_key("RRD", 8, 2020, rrd_trials[-1])
+    trained, known_cells_done = [], threading.Event()
+
+    def second_run_cell(method, model, parameters, seed, size, setting=None):
+        key = benchmark.cell_key(method, size, seed, setting)
+        trained.append(key)
+        if key == benchmark.cell_key("student", 8, 2021, second.chosen_setting("student", 8)):
+            known_cells_done.set()
+        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
+                "checkpoint": str(teacher_file)}
+
+    monkeypatch.setattr(second, "run_cell", second_run_cell)
+    locked, waited = threading.Event(), []
+
+    def first_process():
+        with first.cell_lock(busy, 2020) as held:
+            assert held
+            locked.set()
+            waited.append(known_cells_done.wait(timeout=30))  # still training the last trial
+            first.reload()
+            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rrd_trials[-1], "valid_score": 0.9,
+                                 "valid_score_bigger": True, "checkpoint": "first.pth"}
+            first.save()
+
+    thread = threading.Thread(target=first_process)
+    thread.start()
+    locked.wait()
+    second.run_methods([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"])
+    thread.join()
+    assert waited == [True]
+    student = second.chosen_setting("student", 8)
+    assert second.chosen_setting("RRD", 8) == rrd_trials[-1]  # the other process's trial won
+    assert trained == [benchmark.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials[:-1]] + [
+        benchmark.cell_key("teacher", 16, 2021), benchmark.cell_key("student", 8, 2021, student)] + [
+        benchmark.cell_key(method, 8, seed, second.settings(method, seed, 8)[0])
+        for seed, method in ((2020, "RRD-topK"), (2021, "RRD"), (2021, "RRD-topK"))]
+    assert second.cells[busy]["checkpoint"] == "first.pth"  # not trained twice
 
 
 def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypatch):
@@ -422,7 +473,7 @@ def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypa
     table = benchmark.Benchmark(args)
     monkeypatch.setattr(table, "run_cell", lambda *args, **kwargs: pytest.fail("trained"))
     with pytest.raises(RuntimeError, match="student's search has finished 0 of its 3 trials"):
-        table.run_methods(2021, 8, ["student", "RRD"])
+        table.run_methods([2021], [8], ["student", "RRD"])
 
 
 def test_a_search_is_chosen_only_once_its_grid_has_finished(workdir):
