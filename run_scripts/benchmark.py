@@ -539,45 +539,75 @@ class Benchmark:
             self.cells = dict(self.cells, **saved)
 
     def run(self):
-        self.run_methods(self.args.run_seed_values, self.args.sizes,
-                         [method for method in TUNING_ORDER if method in self.args.methods])
-        # cells beside the search (defaults, auto, other weights) that another process of the
-        # same command is training now: waited for at the end, after this one's other cells
-        busy = []
-        first_seed = self.args.seed_values[0]
-        if (self.args.tune or self.args.auto_rows) and first_seed in self.args.run_seed_values:
-            busy += self.run_default_rows(first_seed)
-        busy += self.run_unless_busy(
-            [(method, size, seed, dict(weights, **self.args.method_settings.get(method, {})), " (other weights)")
-             for seed in self.args.run_seed_values for size in self.args.sizes
-             for method, weights in self.args.other_weights])
-        for cell in busy:
-            self.run_missing_cell(*cell)
+        methods = [method for method in TUNING_ORDER if method in self.args.methods]
+        jobs = []
+        for seed in self.args.run_seed_values:
+            jobs += self.method_jobs([seed], self.args.sizes, methods)
+            jobs.append((seed, functools.partial(self.beside_search_cells, seed)))
+        self.run_jobs(jobs)
         for seed in self.args.seed_values:
             self.time_inference(seed)
         self.save()
 
     def run_methods(self, seeds, sizes, methods):
-        """Every cell of ``methods`` (in TUNING_ORDER; ``teacher`` once per seed) at each of
-        ``seeds`` and ``sizes``: each method's settings (:meth:`settings`), run with
-        :meth:`run_missing_cell`.
+        """Every cell of ``methods`` at each of ``seeds`` and ``sizes`` (:meth:`method_jobs`, run
+        with :meth:`run_jobs`)."""
+        self.run_jobs(self.method_jobs(seeds, sizes, methods))
 
-        Earlier seeds come first: after each cell this process trains, it looks again from the
-        first seed. A cell that another process is training now is left to it: this process goes
-        on with the other cells, with the methods whose settings are known (a method waits for
-        the searches it takes settings from, TUNED_FROM), and with the later seeds' cells whose
-        settings are known; it waits for the other process only when nothing else is left to
-        train. So the same command started in two processes shares the trials between them, and
-        one never sits idle while the other trains the first seed's last trial. Every cell is
-        done when this returns."""
-        pending = [(seed, size, method) for seed in seeds for size in sizes for method in methods
-                   if method != "teacher" or size == sizes[0]]
+    def method_jobs(self, seeds, sizes, methods):
+        """The jobs (see :meth:`run_jobs`) of ``methods`` (in TUNING_ORDER) at ``seeds`` and
+        ``sizes``: ``teacher`` once per seed, each other method's cells at its settings
+        (:meth:`settings`) per size."""
+        jobs = []
+        for seed in seeds:
+            if "teacher" in methods:
+                jobs.append((seed, None))
+            for size in sizes:
+                jobs += [(seed, functools.partial(self.method_cells, method, seed, size))
+                         for method in methods if method != "teacher"]
+        return jobs
+
+    def method_cells(self, method, seed, size):
+        return [(method, size, seed, setting) for setting in self.settings(method, seed, size)]
+
+    def beside_search_cells(self, seed):
+        """The cells beside the search at ``seed``: at the first seed (with --tune or --auto_rows)
+        DEFAULT_ROWS at the plugin's defaults and AUTO_ROWS with ``auto`` weights, and every
+        seed's --other_weights. With --tune the ``auto`` rows take the student alone's searched
+        learner settings: a RuntimeError until that search has finished."""
+        cells = []
+        if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
+            for size in self.args.sizes:
+                if self.args.tune and "student" in self.args.methods:
+                    self.chosen_setting("student", size)  # raises until its search has finished
+                cells += [(method, size, seed, setting,
+                           f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})")
+                          for method, setting in self.default_rows(size) if method in self.args.methods]
+        return cells + [
+            (method, size, seed, dict(weights, **self.args.method_settings.get(method, {})), " (other weights)")
+            for size in self.args.sizes for method, weights in self.args.other_weights]
+
+    def run_jobs(self, jobs):
+        """Run every cell of ``jobs``, each ``(seed, cells)``: ``cells`` None for the seed's
+        teacher, else a function returning the job's cells (:meth:`run_missing_cell`
+        arguments) that raises RuntimeError while a search its settings come from has not
+        finished. Every cell is done when this returns.
+
+        Earlier jobs come first: after each cell trained (here or by another process), this
+        process looks again from the first job. A cell that another process of the same command
+        is training now is left to it: this process goes on with the other cells, the methods
+        whose settings are known (a method waits for the searches it takes settings from,
+        TUNED_FROM), the rows beside the search, and the later seeds' cells whose settings are
+        known; it waits for the other process only when nothing else is left to train. So two
+        processes of one command share the trials between them, and one never sits idle while
+        the other trains a cell it could do without."""
+        pending = list(jobs)
         while pending:
             busy_cell, unknown_settings, progress = None, None, False
             for job in list(pending):
-                seed, size, method = job
+                seed, cells = job
                 cells_before = len(self.cells)
-                if method == "teacher":
+                if cells is None:
                     if self.ensure_teacher(seed, wait=False):
                         pending.remove(job)
                         progress = True
@@ -585,19 +615,18 @@ class Benchmark:
                         busy_cell = busy_cell or functools.partial(self.ensure_teacher, seed)
                 else:
                     try:
-                        settings = self.settings(method, seed, size)
+                        job_cells = cells()
                     except RuntimeError as error:  # a search it takes settings from has not finished
                         unknown_settings = unknown_settings or error
                         continue
-                    busy = [setting for setting in settings
-                            if not self.run_missing_cell(method, size, seed, setting, wait=False)]
+                    busy = [cell for cell in job_cells if not self.run_missing_cell(*cell, wait=False)]
                     if busy:
-                        busy_cell = busy_cell or functools.partial(self.run_missing_cell, method, size, seed, busy[0])
+                        busy_cell = busy_cell or functools.partial(self.run_missing_cell, *busy[0])
                     else:
                         pending.remove(job)
                         progress = True
                 if len(self.cells) != cells_before:
-                    break  # a cell was trained (here or by the other process): look again from the first seed
+                    break  # a cell was trained (here or by the other process): look again from the first job
             else:
                 if busy_cell is not None:
                     # nothing left this process can train: wait for the other's cell, then look again
@@ -626,20 +655,6 @@ class Benchmark:
             self.save()
         tqdm.write(f"{key}: {self.args.metric} = {self.cells[key]['test'][self.args.metric]:.4f}")
         return True
-
-    def run_default_rows(self, seed):
-        """DEFAULT_ROWS at the plugin's defaults (their default weights) and AUTO_ROWS with ``auto``
-        weights, one seed. Returns the cells another process is training now, as
-        ``run_missing_cell`` arguments (not waited for)."""
-        return self.run_unless_busy(
-            [(method, size, seed, setting, f" (plugin defaults{', automatic weights' if is_automatic(setting) else ''})")
-             for size in self.args.sizes for method, setting in self.default_rows(size)
-             if method in self.args.methods])
-
-    def run_unless_busy(self, cells):
-        """Each of ``cells`` (``run_missing_cell`` arguments) that no other process is training
-        now; returns the others, not waited for."""
-        return [cell for cell in cells if not self.run_missing_cell(*cell, wait=False)]
 
     def default_rows(self, size, short_trials=False):
         """(method, setting) of the rows beside the search: DEFAULT_ROWS at the plugin's (and

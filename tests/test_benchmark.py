@@ -371,8 +371,9 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
 
 def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
     """A row beside the search (the defaults, ``auto``) that another process of the same command
-    is training is left to it: this process trains the other rows and waits for the busy row
-    only at the end, after every seed's cells (it used to wait for each such row in turn)."""
+    is training is left to it: this process trains the other rows, goes on to the next seed, and
+    waits for the busy row only when nothing else is left (it used to wait for each such row in
+    turn)."""
     benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
         benchmark, workdir, ["--tune", "--seeds=2"], searched=("student", "RRD"))
@@ -408,11 +409,9 @@ def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(wor
     thread.join()
     assert waited == [True]
     chosen = {method: second.chosen_setting(method, 8) for method in ("student", "RRD")}
-    # every seed's searched cells first, then the rows beside the search
-    assert trained == [benchmark.cell_key("teacher", 16, 2021),
+    assert trained == [benchmark.cell_key("RRD", 8, 2020, rows[1][1]), benchmark.cell_key("teacher", 16, 2021),
                        benchmark.cell_key("student", 8, 2021, chosen["student"]),
-                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"]),
-                       benchmark.cell_key("RRD", 8, 2020, rows[1][1])]
+                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"])]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
 
 
@@ -463,6 +462,53 @@ def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_ce
         benchmark.cell_key(method, 8, seed, second.settings(method, seed, 8)[0])
         for seed, method in ((2020, "RRD-topK"), (2021, "RRD"), (2021, "RRD-topK"))]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # not trained twice
+
+
+def test_the_auto_rows_wait_for_the_student_alones_search(workdir, monkeypatch):
+    """The ``auto`` rows take the student alone's searched learner settings: while another
+    process trains that search's last trial, this process trains the rest and never runs (or
+    drops) the rows beside the search with settings not yet known."""
+    benchmark = load_script("benchmark")
+    first, second, teacher_file = two_processes_of_one_command(
+        benchmark, workdir, ["--tune", "--methods=teacher,student,RRD"], searched=())
+    student_trials = second.settings("student", 2020, 8)
+    busy = benchmark.cell_key("student", 8, 2020, student_trials[-1])
+    trained, others_done = [], threading.Event()
+
+    def second_run_cell(method, model, parameters, seed, size, setting=None):
+        trained.append(benchmark.cell_key(method, size, seed, setting))
+        if len(trained) == len(student_trials) - 1:
+            others_done.set()
+        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
+                "checkpoint": str(teacher_file)}
+
+    monkeypatch.setattr(second, "run_cell", second_run_cell)
+    monkeypatch.setattr(second, "time_inference", lambda seed: None)
+    locked, waited = threading.Event(), []
+
+    def first_process():
+        with first.cell_lock(busy, 2020) as held:
+            assert held
+            locked.set()
+            waited.append(others_done.wait(timeout=30))
+            first.reload()
+            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": student_trials[-1], "valid_score": 0.9,
+                                 "valid_score_bigger": True, "checkpoint": "first.pth"}
+            first.save()
+
+    thread = threading.Thread(target=first_process)
+    thread.start()
+    locked.wait()
+    second.run()
+    thread.join()
+    assert waited == [True]
+    learner = {key: student_trials[-1][key] for key in benchmark.LEARNER_KEYS}  # the other's trial won
+    rows = [setting for method, setting in second.default_rows(8) if method == "RRD"]
+    assert [benchmark.is_automatic(setting) for setting in rows] == [False, True]
+    assert rows[1] == dict(learner, **benchmark.AUTO_ROWS["RRD"])
+    rrd_trials = second.settings("RRD", 2020, 8)
+    assert trained == [benchmark.cell_key("student", 8, 2020, setting) for setting in student_trials[:-1]] + [
+        benchmark.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials + rows]
 
 
 def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypatch):
