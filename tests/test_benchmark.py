@@ -369,6 +369,45 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
     assert second.chosen_setting("RD", 8) == rd_trials[1]
 
 
+def record_training(benchmark, table, teacher_file, monkeypatch, after=lambda key: None):
+    """Replace ``table``'s training with a record of the cells it trains, in order (returned);
+    ``after(key)`` runs after each. Every recorded cell scores 0.5 on validation and test."""
+    trained = []
+
+    def run_cell(method, model, parameters, seed, size, setting=None):
+        key = benchmark.cell_key(method, size, seed, setting)
+        trained.append(key)
+        after(key)
+        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
+                "checkpoint": str(teacher_file)}
+
+    monkeypatch.setattr(table, "run_cell", run_cell)
+    monkeypatch.setattr(table, "time_inference", lambda seed: None)
+    return trained
+
+
+def other_process_trains(table, key, seed, until, result, seconds=30):
+    """Start a thread standing for another process of the command: it holds cell ``key``'s
+    lock (at ``seed``) until the event ``until`` is set (at most ``seconds``), then saves
+    ``result`` as the cell. Returns the thread, once it holds the lock, and a list that receives
+    whether ``until`` was set in time (the other process was still training meanwhile)."""
+    locked, waited = threading.Event(), []
+
+    def train():
+        with table.cell_lock(key, seed) as held:
+            assert held
+            locked.set()
+            waited.append(until.wait(timeout=seconds))
+            table.reload()
+            table.cells[key] = result
+            table.save()
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    locked.wait()
+    return thread, waited
+
+
 def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
     """A row beside the search (the defaults, ``auto``) that another process of the same command
     is training is left to it: this process trains the other rows, goes on to the next seed, and
@@ -380,31 +419,11 @@ def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(wor
     rows = [(method, setting) for method, setting in second.default_rows(8) if method in second.args.methods]
     assert [method for method, _ in rows] == ["RRD", "RRD"]  # the defaults, and auto
     busy = benchmark.cell_key("RRD", 8, 2020, rows[0][1])
-    trained, next_seed_done = [], threading.Event()
-
-    def second_run_cell(method, model, parameters, seed, size, setting=None):
-        trained.append(benchmark.cell_key(method, size, seed, setting))
-        if seed == 2021 and method == "RRD":
-            next_seed_done.set()
-        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
-                "checkpoint": str(teacher_file)}
-
-    monkeypatch.setattr(second, "run_cell", second_run_cell)
-    monkeypatch.setattr(second, "time_inference", lambda seed: None)
-    locked, waited = threading.Event(), []
-
-    def first_process():
-        with first.cell_lock(busy, 2020) as held:
-            assert held
-            locked.set()
-            waited.append(next_seed_done.wait(timeout=30))  # still training when seed 2021 is done
-            first.reload()
-            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rows[0][1], "checkpoint": "first.pth"}
-            first.save()
-
-    thread = threading.Thread(target=first_process)
-    thread.start()
-    locked.wait()
+    next_seed_done = threading.Event()
+    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+                              after=lambda key: key.startswith("RRD|8|2021") and next_seed_done.set())
+    thread, waited = other_process_trains(  # still training when seed 2021 is done
+        first, busy, 2020, next_seed_done, {"test": {"ndcg@10": 0.25}, "setting": rows[0][1], "checkpoint": "first.pth"})
     second.run()
     thread.join()
     assert waited == [True]
@@ -425,37 +444,18 @@ def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_ce
         benchmark, workdir, ["--tune", "--seeds=2", "--methods=teacher,student,RRD,RRD-topK"],
         searched=("student",))
     rrd_trials = second.settings("RRD", 2020, 8)
+    student = second.chosen_setting("student", 8)
     busy = benchmark.cell_key("RRD", 8, 2020, rrd_trials[-1])
-    trained, known_cells_done = [], threading.Event()
-
-    def second_run_cell(method, model, parameters, seed, size, setting=None):
-        key = benchmark.cell_key(method, size, seed, setting)
-        trained.append(key)
-        if key == benchmark.cell_key("student", 8, 2021, second.chosen_setting("student", 8)):
-            known_cells_done.set()
-        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
-                "checkpoint": str(teacher_file)}
-
-    monkeypatch.setattr(second, "run_cell", second_run_cell)
-    locked, waited = threading.Event(), []
-
-    def first_process():
-        with first.cell_lock(busy, 2020) as held:
-            assert held
-            locked.set()
-            waited.append(known_cells_done.wait(timeout=30))  # still training the last trial
-            first.reload()
-            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rrd_trials[-1], "valid_score": 0.9,
-                                 "valid_score_bigger": True, "checkpoint": "first.pth"}
-            first.save()
-
-    thread = threading.Thread(target=first_process)
-    thread.start()
-    locked.wait()
+    known_cells_done = threading.Event()
+    trained = record_training(
+        benchmark, second, teacher_file, monkeypatch,
+        after=lambda key: key == benchmark.cell_key("student", 8, 2021, student) and known_cells_done.set())
+    thread, waited = other_process_trains(  # still training the last trial meanwhile
+        first, busy, 2020, known_cells_done, {"test": {"ndcg@10": 0.25}, "setting": rrd_trials[-1],
+                                              "valid_score": 0.9, "valid_score_bigger": True, "checkpoint": "first.pth"})
     second.run_methods([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"])
     thread.join()
     assert waited == [True]
-    student = second.chosen_setting("student", 8)
     assert second.chosen_setting("RRD", 8) == rrd_trials[-1]  # the other process's trial won
     assert trained == [benchmark.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials[:-1]] + [
         benchmark.cell_key("teacher", 16, 2021), benchmark.cell_key("student", 8, 2021, student)] + [
@@ -466,42 +466,24 @@ def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_ce
 
 def test_the_auto_rows_wait_for_the_student_alones_search(workdir, monkeypatch):
     """The ``auto`` rows take the student alone's searched learner settings: while another
-    process trains that search's last trial, this process trains the rest and never runs (or
-    drops) the rows beside the search with settings not yet known."""
+    process trains that search's last trial (2 s here), this process trains the search's other
+    trials, then waits: it neither trains the rows beside the search before their settings are
+    known nor drops the ``auto`` row."""
     benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
         benchmark, workdir, ["--tune", "--methods=teacher,student,RRD"], searched=())
     student_trials = second.settings("student", 2020, 8)
     busy = benchmark.cell_key("student", 8, 2020, student_trials[-1])
-    trained, others_done = [], threading.Event()
-
-    def second_run_cell(method, model, parameters, seed, size, setting=None):
-        trained.append(benchmark.cell_key(method, size, seed, setting))
-        if len(trained) == len(student_trials) - 1:
-            others_done.set()
-        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
-                "checkpoint": str(teacher_file)}
-
-    monkeypatch.setattr(second, "run_cell", second_run_cell)
-    monkeypatch.setattr(second, "time_inference", lambda seed: None)
-    locked, waited = threading.Event(), []
-
-    def first_process():
-        with first.cell_lock(busy, 2020) as held:
-            assert held
-            locked.set()
-            waited.append(others_done.wait(timeout=30))
-            first.reload()
-            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": student_trials[-1], "valid_score": 0.9,
-                                 "valid_score_bigger": True, "checkpoint": "first.pth"}
-            first.save()
-
-    thread = threading.Thread(target=first_process)
-    thread.start()
-    locked.wait()
+    rrd_trained = threading.Event()  # set while the other process trains: RRD ran before its settings were known
+    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+                              after=lambda key: key.startswith("RRD|") and rrd_trained.set())
+    thread, waited = other_process_trains(
+        first, busy, 2020, rrd_trained, {"test": {"ndcg@10": 0.25}, "setting": student_trials[-1],
+                                         "valid_score": 0.9, "valid_score_bigger": True, "checkpoint": "first.pth"},
+        seconds=2)
     second.run()
     thread.join()
-    assert waited == [True]
+    assert waited == [False]
     learner = {key: student_trials[-1][key] for key in benchmark.LEARNER_KEYS}  # the other's trial won
     rows = [setting for method, setting in second.default_rows(8) if method == "RRD"]
     assert [benchmark.is_automatic(setting) for setting in rows] == [False, True]
