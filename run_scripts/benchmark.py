@@ -549,11 +549,6 @@ class Benchmark:
             self.time_inference(seed)
         self.save()
 
-    def run_methods(self, seeds, sizes, methods):
-        """Every cell of ``methods`` at each of ``seeds`` and ``sizes`` (:meth:`method_jobs`, run
-        with :meth:`run_jobs`)."""
-        self.run_jobs(self.method_jobs(seeds, sizes, methods))
-
     def method_jobs(self, seeds, sizes, methods):
         """The jobs (see :meth:`run_jobs`) of ``methods`` (in TUNING_ORDER) at ``seeds`` and
         ``sizes``: ``teacher`` once per seed, each other method's cells at its settings
@@ -603,16 +598,13 @@ class Benchmark:
         the other trains a cell it could do without."""
         pending = list(jobs)
         while pending:
-            busy_cell, unknown_settings, progress = None, None, False
+            busy_cell, unknown_settings, pending_before = None, None, len(pending)
             for job in list(pending):
                 seed, cells = job
                 cells_before = len(self.cells)
                 if cells is None:
-                    if self.ensure_teacher(seed, wait=False):
-                        pending.remove(job)
-                        progress = True
-                    else:
-                        busy_cell = busy_cell or functools.partial(self.ensure_teacher, seed)
+                    done = self.ensure_teacher(seed, wait=False)
+                    wait_for = functools.partial(self.ensure_teacher, seed)
                 else:
                     try:
                         job_cells = cells()
@@ -620,18 +612,19 @@ class Benchmark:
                         unknown_settings = unknown_settings or error
                         continue
                     busy = [cell for cell in job_cells if not self.run_missing_cell(*cell, wait=False)]
-                    if busy:
-                        busy_cell = busy_cell or functools.partial(self.run_missing_cell, *busy[0])
-                    else:
-                        pending.remove(job)
-                        progress = True
+                    done = not busy
+                    wait_for = busy and functools.partial(self.run_missing_cell, *busy[0])
+                if done:
+                    pending.remove(job)
+                else:
+                    busy_cell = busy_cell or wait_for
                 if len(self.cells) != cells_before:
                     break  # a cell was trained (here or by the other process): look again from the first job
             else:
-                if busy_cell is not None:
+                if busy_cell:
                     # nothing left this process can train: wait for the other's cell, then look again
                     busy_cell()
-                elif pending and not progress:  # e.g. --run_seeds of a later seed before the first seed's searches
+                elif len(pending) == pending_before:  # e.g. --run_seeds of a later seed before the first seed's searches
                     raise unknown_settings
 
     def run_missing_cell(self, method, size, seed, setting, note="", wait=True):

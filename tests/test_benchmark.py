@@ -322,53 +322,6 @@ def two_processes_of_one_command(benchmark, workdir, options, searched):
     return first, second, teacher_file
 
 
-def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch):
-    """A trial another process is training is left to it: this process trains the method's
-    other trials, then the next method that does not take settings from it, and waits for the
-    other process's trial only when nothing else is left (RD's search must finish before a
-    method tuned on top of it could start; CD's does not depend on it)."""
-    benchmark = load_script("benchmark")
-    first, second, _ = two_processes_of_one_command(
-        benchmark, workdir, ["--tune", "--methods=student,RD,CD"], searched=("student",))
-    rd_trials, cd_trials = (second.settings(method, 2020, 8) for method in ("RD", "CD"))
-    busy = benchmark.cell_key("RD", 8, 2020, rd_trials[0])
-    trained = []
-    others_done = threading.Event()
-
-    def second_run_cell(method, model, parameters, seed, size, setting=None):
-        trained.append(benchmark.cell_key(method, size, seed, setting))
-        if len(trained) == 5:
-            others_done.set()
-        return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "checkpoint": "second.pth"}
-
-    monkeypatch.setattr(second, "run_cell", second_run_cell)
-    locked, waited = threading.Event(), []
-
-    def first_process():
-        with first.cell_lock(busy, 2020) as held:
-            assert held
-            locked.set()
-            # still training when the other process has trained everything else (a process
-            # that waited for this cell before going on to CD would never get there)
-            waited.append(others_done.wait(timeout=30))
-            first.cells[busy] = {"test": {"ndcg@10": 0.25}, "setting": rd_trials[0], "valid_score": 0.25,
-                                 "checkpoint": "first.pth"}
-            first.save()
-
-    thread = threading.Thread(target=first_process)
-    thread.start()
-    locked.wait()
-    assert second.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
-    assert trained == []  # a busy cell returns at once, untrained
-    second.run_methods([2020], [8], ["student", "RD", "CD"])
-    thread.join()
-    assert waited == [True]
-    assert trained == [benchmark.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
-        benchmark.cell_key("CD", 8, 2020, setting) for setting in cd_trials]
-    assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
-    assert second.chosen_setting("RD", 8) == rd_trials[1]
-
-
 def record_training(benchmark, table, teacher_file, monkeypatch, after=lambda key: None):
     """Replace ``table``'s training with a record of the cells it trains, in order (returned);
     ``after(key)`` runs after each. Every recorded cell scores 0.5 on validation and test."""
@@ -406,6 +359,34 @@ def other_process_trains(table, key, seed, until, result, seconds=30):
     thread.start()
     locked.wait()
     return thread, waited
+
+
+def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch):
+    """A trial another process is training is left to it: this process trains the method's
+    other trials, then the next method that does not take settings from it, and waits for the
+    other process's trial only when nothing else is left (RD's search must finish before a
+    method tuned on top of it could start; CD's does not depend on it)."""
+    benchmark = load_script("benchmark")
+    first, second, teacher_file = two_processes_of_one_command(
+        benchmark, workdir, ["--tune", "--methods=student,RD,CD"], searched=("student",))
+    rd_trials, cd_trials = (second.settings(method, 2020, 8) for method in ("RD", "CD"))
+    busy = benchmark.cell_key("RD", 8, 2020, rd_trials[0])
+    others_done = threading.Event()
+    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+                              after=lambda key: len(trained) == 5 and others_done.set())
+    # still training when this process has trained everything else (a process that waited for
+    # this cell before going on to CD would never get there)
+    thread, waited = other_process_trains(first, busy, 2020, others_done, {
+        "test": {"ndcg@10": 0.25}, "setting": rd_trials[0], "valid_score": 0.25, "checkpoint": "first.pth"})
+    assert second.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
+    assert trained == []  # a busy cell returns at once, untrained
+    second.run_jobs(second.method_jobs([2020], [8], ["student", "RD", "CD"]))
+    thread.join()
+    assert waited == [True]
+    assert trained == [benchmark.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
+        benchmark.cell_key("CD", 8, 2020, setting) for setting in cd_trials]
+    assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
+    assert second.chosen_setting("RD", 8) == rd_trials[1]
 
 
 def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
@@ -453,7 +434,7 @@ def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_ce
     thread, waited = other_process_trains(  # still training the last trial meanwhile
         first, busy, 2020, known_cells_done, {"test": {"ndcg@10": 0.25}, "setting": rrd_trials[-1],
                                               "valid_score": 0.9, "valid_score_bigger": True, "checkpoint": "first.pth"})
-    second.run_methods([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"])
+    second.run_jobs(second.method_jobs([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"]))
     thread.join()
     assert waited == [True]
     assert second.chosen_setting("RRD", 8) == rrd_trials[-1]  # the other process's trial won
@@ -501,7 +482,7 @@ def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypa
     table = benchmark.Benchmark(args)
     monkeypatch.setattr(table, "run_cell", lambda *args, **kwargs: pytest.fail("trained"))
     with pytest.raises(RuntimeError, match="student's search has finished 0 of its 3 trials"):
-        table.run_methods([2021], [8], ["student", "RRD"])
+        table.run_jobs(table.method_jobs([2021], [8], ["student", "RRD"]))
 
 
 def test_a_search_is_chosen_only_once_its_grid_has_finished(workdir):
