@@ -313,6 +313,9 @@ class Benchmark:
         if os.path.isfile(self.cells_file):
             with open(self.cells_file) as handle:
                 self.cells = json.load(handle)
+        # the cells as last read from or written to the file: a cell of self.cells that is not
+        # the same object was set by this process since (cells are replaced, never edited in place)
+        self.synced = dict(self.cells)
         if check_training:
             self.check_training_record()
 
@@ -356,10 +359,14 @@ class Benchmark:
             yield saved
 
     def save(self):
-        """Write the cells, merged with those other processes of the same benchmark saved
-        meanwhile (e.g. another seed run in parallel with --run_seeds), under a file lock."""
+        """Write the cells this process set since it last read or wrote the file, merged with
+        those other processes of the same benchmark saved meanwhile (e.g. another seed run in
+        parallel with --run_seeds), under a file lock: a cell another process saved since is not
+        replaced by this process's older copy of it."""
         with self.saved_cells() as saved:
-            self.cells = dict(saved, **self.cells)
+            changed = {key: cell for key, cell in self.cells.items() if self.synced.get(key) is not cell}
+            self.cells = dict(saved, **changed)
+            self.synced = dict(self.cells)
             temporary = self.cells_file + ".tmp"
             with open(temporary, "w") as handle:
                 json.dump(self.cells, handle, indent=1, sort_keys=True)
@@ -537,6 +544,7 @@ class Benchmark:
         """Take the cells other processes saved meanwhile (theirs replace this process's)."""
         with self.saved_cells() as saved:
             self.cells = dict(self.cells, **saved)
+            self.synced = dict(saved)
 
     def run(self):
         methods = [method for method in TUNING_ORDER if method in self.args.methods]
@@ -739,7 +747,7 @@ class Benchmark:
                         torch.cuda.synchronize()
                     times[key].append(time.perf_counter() - start)
         for key, values in times.items():
-            self.cells[key]["inference_seconds"] = statistics.median(values)
+            self.cells[key] = dict(self.cells[key], inference_seconds=statistics.median(values))
         self.save()  # before the next seed's reload
 
     # ------------------------------------------------------------------ report

@@ -305,6 +305,29 @@ def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, 
     assert second.cells[key] == {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
 
 
+def test_a_process_saving_its_cell_keeps_the_cells_another_saved_meanwhile(workdir):
+    """Two processes of one command (e.g. one --run_seeds each): the second saves its own new
+    cell while holding the copy of a cell it read before the first replaced it (a retrained
+    teacher, say). The file keeps the first process's cell, not the second's stale copy."""
+    benchmark = load_script("benchmark")
+    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    teacher = benchmark.cell_key("teacher", 16, 2021)
+    setup = benchmark.Benchmark(args)
+    setup.cells[teacher] = {"test": {"ndcg@10": 0.25}, "checkpoint": "removed.pth"}
+    setup.save()
+    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)  # both read the old teacher
+    first.cells[teacher] = {"test": {"ndcg@10": 0.25}, "checkpoint": "retrained.pth"}
+    first.save()
+    student = benchmark.cell_key("student", 8, 2020)
+    second.cells[student] = {"test": {"ndcg@10": 0.5}, "checkpoint": "student.pth"}
+    second.save()
+    with open(second.cells_file) as handle:
+        saved = json.load(handle)
+    assert saved[teacher]["checkpoint"] == "retrained.pth"
+    assert saved[student]["checkpoint"] == "student.pth"
+    assert second.cells == saved  # and the second process now holds the first's cell too
+
+
 def two_processes_of_one_command(benchmark, workdir, options, searched):
     """Two Benchmark objects of the tiny RRD command with ``options`` (two processes of it), the
     seed-2020 teacher and the searches of the ``searched`` methods saved as done (the last
