@@ -137,17 +137,21 @@ def later_distillers(tables):
     lines = ["## The later distillers: HTD and UnKD", "",
              "Tuned like the others (same budget, same seeds); relative differences of the paired "
              "test users' means, Wilcoxon p (as above). Tables without a column did not run that "
-             "method (CPU time).", "",
-             "| data (protocol) | metric | student alone | DE-RRD | HTD | HTD vs student alone | HTD vs DE-RRD | "
-             "UnKD | UnKD vs student alone |", "|---|---|---|---|---|---|---|---|---|"]
+             "method (CPU time). seeds: of the student alone / HTD / UnKD (`-`: not run); a method "
+             "at fewer seeds than the student alone (a search whose later seeds have not run yet) "
+             "is compared over the seeds both have.", "",
+             "| data (protocol) | seeds | metric | student alone | DE-RRD | HTD | HTD vs student alone | "
+             "HTD vs DE-RRD | UnKD | UnKD vs student alone |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, table in tables:
         summary, size = table.summary(), table.args.sizes[0]
         if ("HTD", size) not in summary and ("UnKD", size) not in summary:
             continue
         student = summary.get(("student", size))
+        seeds = "/".join(str(summary[(method, size)]["seeds"]) if (method, size) in summary else "-"
+                         for method in ("student", "HTD", "UnKD"))
         for metric in reported_metrics(student):
             lines.append(
-                f"| {name} | {metric} | {cell_text(student, metric)} | "
+                f"| {name} | {seeds} | {metric} | {cell_text(student, metric)} | "
                 f"{cell_text(summary.get(('DE-RRD', size)), metric)} | {cell_text(summary.get(('HTD', size)), metric)} | "
                 f"{versus_text(table, 'HTD', 'student', metric)} | {versus_text(table, 'HTD', 'DE-RRD', metric)} | "
                 f"{cell_text(summary.get(('UnKD', size)), metric)} | {versus_text(table, 'UnKD', 'student', metric)} |")

@@ -600,8 +600,8 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
                     f"--results={workdir / 'results'}"])
     summary = (workdir / "results" / "summary.md").read_text()
     later = summary.split("## The later distillers: HTD and UnKD")[1].split("\n## ")[0]
-    row = next(line for line in later.splitlines() if line.startswith("| ml-100k (recbole, defaults) | ndcg@10 |"))
-    columns = [value.strip() for value in row.split("|")[1:-1]]
+    row = next(line for line in later.splitlines() if line.startswith("| ml-100k (recbole, defaults) | 1/1/1 | ndcg@10 |"))
+    columns = [value.strip() for value in row.split("|")[2:-1]]  # after the seeds column
     student_users = cells["student"]["test_per_user"]["ndcg@10"]
     for method, value_column, versus_column in (("HTD", 4, 5), ("UnKD", 7, 8)):
         assert columns[value_column] == f"{cells[method]['test']['ndcg@10']:.4f}"
