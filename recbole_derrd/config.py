@@ -6,26 +6,26 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
 - model names resolved plugin-first (``DERRD``, ...), then among RecBole's built-ins;
 - this plugin's YAML defaults (``recbole_derrd/properties``, package data) layered over
   RecBole's, and, for a distiller, the student backbone's own RecBole defaults beneath them
-  (the layering rules: :mod:`recbole_derrd.defaults`);
+  (the layering rules: :mod:`recbole_derrd.settings.defaults`);
 - ``parse_command_line=False`` for configurations built inside a run (the teacher's), so the
   student's ``--key=value`` overrides cannot leak into them (RecBole's Config parses
   ``sys.argv`` every time); the launcher's own flags (``--resume``, ``--nproc``...) are never
   read as configuration keys;
 - multi-process runs over ``gloo`` on the CPU besides RecBole's NCCL on GPUs (``dist_backend``);
 - the training keys, the model's own keys and an on-demand teacher's settings validated once,
-  when the configuration is built (:func:`recbole_derrd.validation.check_config`).
+  when the configuration is built (:func:`recbole_derrd.settings.validation.check_config`).
 """
 
 import ast
 
 from recbole.config import Config as RecBoleConfig
 
-from recbole_derrd.defaults import config_layers, plugin_properties_file  # noqa: F401 (API)
-from recbole_derrd.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
-from recbole_derrd.eval_candidates import check_fixed_eval_candidates
-from recbole_derrd.keys import data_path_root, rebuilt_parameters  # noqa: F401 (API)
+from recbole_derrd.settings.defaults import config_layers, plugin_properties_file  # noqa: F401 (API)
+from recbole_derrd.pipeline.distributed import BACKENDS, DistributedSettingsError, join_cpu_process_group
+from recbole_derrd.data.eval_candidates import check_fixed_eval_candidates
+from recbole_derrd.settings.keys import data_path_root, rebuilt_parameters  # noqa: F401 (API)
 from recbole_derrd.utils import get_model
-from recbole_derrd.validation import check_config
+from recbole_derrd.settings.validation import check_config
 
 #: Flags of ``run_scripts/run.py`` that are arguments of :func:`recbole_derrd.run`, not keys:
 #: ``run`` passes the multi-process ones to every process itself, as RecBole's ``run`` does.
@@ -96,7 +96,7 @@ class Config(RecBoleConfig):
 
     def _plugin_yaml_files(self, model, model_class):
         """The plugin's YAML layers for ``model``, lowest priority first
-        (:func:`recbole_derrd.defaults.config_layers`)."""
+        (:func:`recbole_derrd.settings.defaults.config_layers`)."""
         return config_layers(model, self.external_config_dict, self.yaml_loader)
 
     def _set_default_parameters(self):

@@ -4,7 +4,7 @@ recbole_derrd.quick_start
 The plugin's run and objective functions. Like RecBole's, but models and trainers are looked up
 plugin-first, checkpoints are safe to load, runs resume where they stopped, and a distiller's
 run ends with its test metrics side by side with its teacher's and with those of the same
-student trained alone (:mod:`recbole_derrd.student_baseline`). ``recbole.quick_start`` is never
+student trained alone (:mod:`recbole_derrd.pipeline.student_alone`). ``recbole.quick_start`` is never
 imported (it needs ray and knows RecBole's models only).
 
 Multi-process runs follow RecBole's ``run``: :func:`run` spawns ``nproc`` processes, each runs
@@ -23,13 +23,13 @@ import torch.multiprocessing as mp
 from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
-from recbole_derrd.checkpoint import check_resume_split, read_checkpoint, read_resume_file
+from recbole_derrd.files.checkpoint import check_resume_split, read_checkpoint, read_resume_file
 from recbole_derrd.config import Config, config_from_plain
-from recbole_derrd.data import TrainingSplit
-from recbole_derrd.distributed import check_launch_settings, is_distributed
+from recbole_derrd.data.dataset import TrainingSplit
+from recbole_derrd.pipeline.distributed import check_launch_settings, is_distributed
 from recbole_derrd.errors import UserError
-from recbole_derrd.per_user import PerUserRecorder
-from recbole_derrd.pipeline import (  # noqa: F401 (evaluate_model: API)
+from recbole_derrd.data.per_user import PerUserRecorder
+from recbole_derrd.pipeline.training import (  # noqa: F401 (evaluate_model: API)
     build_model,
     evaluate_model,
     is_distiller,
@@ -38,10 +38,10 @@ from recbole_derrd.pipeline import (  # noqa: F401 (evaluate_model: API)
     prepare_distiller_teacher,
     prepare_run,
 )
-from recbole_derrd.popularity import PopularityGroupRecorder
-from recbole_derrd.student_baseline import compare_student_alone, format_change, relative_change
-from recbole_derrd.teacher import read_teacher_checkpoint
-from recbole_derrd.weight_search import refuse_automatic_weights, resolve_automatic_weights
+from recbole_derrd.data.popularity import PopularityGroupRecorder
+from recbole_derrd.pipeline.student_alone import compare_student_alone, format_change, relative_change
+from recbole_derrd.teacher.loading import read_teacher_checkpoint
+from recbole_derrd.pipeline.weight_search import refuse_automatic_weights, resolve_automatic_weights
 
 
 def init_logger(config):
@@ -75,7 +75,7 @@ def comparison_table(rows, columns):
 
 def student_teacher_comparison(model, student_result, teacher_result, alone=None):
     """Test metrics and inference parameter counts of a distilled student and its teacher and,
-    given ``alone`` (a :class:`~recbole_derrd.student_baseline.StudentAloneComparison`), of the
+    given ``alone`` (a :class:`~recbole_derrd.pipeline.student_alone.StudentAloneComparison`), of the
     same student trained alone, with the best validation score of both students."""
     student_params = parameter_count(model)
     teacher_params = parameter_count(model.teacher.model)
@@ -139,12 +139,12 @@ def run_recbole_derrd(
     Returns:
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
-        evaluation's order: :mod:`recbole_derrd.per_user`), ``test_popularity_result`` (test
+        evaluation's order: :mod:`recbole_derrd.data.per_user`), ``test_popularity_result`` (test
         Recall@k by item-popularity group with ``popularity_groups`` > 0, else None:
-        :mod:`recbole_derrd.popularity`), ``train_loss``, ``checkpoint``,
+        :mod:`recbole_derrd.data.popularity`), ``train_loss``, ``checkpoint``,
         ``resume_file`` (None when the run adopted its weight search's chosen trial) and
         ``weight_search`` (the report of the search of the loss weights set
-        to ``auto``, or None: :mod:`recbole_derrd.weight_search`); for a distiller also
+        to ``auto``, or None: :mod:`recbole_derrd.pipeline.weight_search`); for a distiller also
         ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
         ``teacher_checkpoint`` and, from the same student trained alone
         (``compare_student_alone``; None when off, or skipped in a multi-process run),

@@ -7,8 +7,8 @@ Trainers of the plugin's distillers: RecBole's ``Trainer`` with
   every epoch, through ``_train_epoch``;
 - checkpoints that load with ``torch.load(weights_only=True)`` and resume files
   (:class:`SafeCheckpointMixin`, mixed into every trainer the plugin returns, baselines'
-  included; the files themselves: :mod:`recbole_derrd.checkpoint`);
-- RecBole's multi-process mode on GPUs and CPUs (:mod:`recbole_derrd.distributed`), where every
+  included; the files themselves: :mod:`recbole_derrd.files.checkpoint`);
+- RecBole's multi-process mode on GPUs and CPUs (:mod:`recbole_derrd.pipeline.distributed`), where every
   process checks, each epoch, that it holds the same teacher top-N and samples as the others;
 - the loss parts logged by name (``base``, ``de``, ``rrd``).
 """
@@ -25,7 +25,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_derrd.checkpoint import (
+from recbole_derrd.files.checkpoint import (
     CHECKPOINT_FORMAT,
     RESUME_KIND,
     create_checkpoint,
@@ -39,8 +39,8 @@ from recbole_derrd.checkpoint import (
     to_plain,
     unique_path,
 )
-from recbole_derrd.data import training_split
-from recbole_derrd.distributed import (
+from recbole_derrd.data.dataset import training_split
+from recbole_derrd.pipeline.distributed import (
     DistributedTrainerBase,
     barrier,
     broadcast_object,
@@ -50,7 +50,7 @@ from recbole_derrd.distributed import (
     writes_files,
 )
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.random_state import run_random_state, set_run_random_state
+from recbole_derrd.pipeline.random_state import run_random_state, set_run_random_state
 
 
 class SafeCheckpointMixin:
@@ -66,7 +66,7 @@ class SafeCheckpointMixin:
     go back to the best epoch. Here every epoch starts by writing :attr:`resume_file` (this
     run's own, overwritten each epoch): the checkpoint state plus ``kind: resume``, the best
     validation result, the training losses so far, the best-model file's name and the random
-    generators of every process (:mod:`recbole_derrd.random_state`). A resumed run restores all
+    generators of every process (:mod:`recbole_derrd.pipeline.random_state`). A resumed run restores all
     of it and continues writing the same two files.
     """
 
@@ -79,7 +79,7 @@ class SafeCheckpointMixin:
         #: This run's resume file; None: not written.
         self.resume_file = resume_path(self.saved_model_file)
         self.split_fingerprint = None
-        #: The run's :class:`~recbole_derrd.data.TrainingSplit`, if the run computed it.
+        #: The run's :class:`~recbole_derrd.data.dataset.TrainingSplit`, if the run computed it.
         self.training_split = None
         self.writes_resume_file = False
         self.resumed_split = None
@@ -89,7 +89,7 @@ class SafeCheckpointMixin:
         #: included, evaluation excluded).
         self.epoch_seconds = []
         #: The report of the weight search that chose this run's loss weights
-        #: (:mod:`recbole_derrd.weight_search`), saved with every checkpoint; None: no search.
+        #: (:mod:`recbole_derrd.pipeline.weight_search`), saved with every checkpoint; None: no search.
         self.weight_search = None
         #: True: the best model is kept in memory (:attr:`best_state`) instead of a file (a
         #: weight-search trial, adopted by the run when chosen: :meth:`adopt_trial`).
@@ -243,7 +243,7 @@ class SafeCheckpointMixin:
         """The dictionary of :attr:`resume_file` after ``epoch`` (-1: before the first).
 
         Every process takes part (its random generators are gathered); the result is only
-        meaningful where :func:`~recbole_derrd.distributed.writes_files` holds.
+        meaningful where :func:`~recbole_derrd.pipeline.distributed.writes_files` holds.
         """
         random_states = gather_objects(run_random_state(train_data), self.config)
         state = self.checkpoint_state(epoch)

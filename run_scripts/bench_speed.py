@@ -63,7 +63,7 @@ import time
 import numpy as np
 import torch
 
-from recbole_derrd.utils import device_label
+from recbole_derrd.benchmark.machine import device_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "results")
@@ -95,9 +95,9 @@ def untrained_teacher(config, train_dataset):
     """A 200-d BPR teacher checkpoint with random weights for this split: the timing of
     distillation does not depend on what the teacher learned, and training one at ML-20M scale
     costs more than the whole benchmark."""
-    from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, save_checkpoint
-    from recbole_derrd.data import split_fingerprint
-    from recbole_derrd.teacher import build_teacher_config
+    from recbole_derrd.files.checkpoint import CHECKPOINT_FORMAT, plain_config, save_checkpoint
+    from recbole_derrd.data.dataset import split_fingerprint
+    from recbole_derrd.teacher.loading import build_teacher_config
     from recbole_derrd.utils import get_model
 
     teacher_config = build_teacher_config(config)
@@ -114,7 +114,7 @@ def untrained_teacher(config, train_dataset):
 def epoch_setup(dataset, data_path, device, batch_size):
     """Config, data, an untrained teacher and the four models with their trainers."""
     from recbole_derrd import Config
-    from recbole_derrd.pipeline import build_model, build_trainer, prepare_data
+    from recbole_derrd.pipeline.training import build_model, build_trainer, prepare_data
 
     common = {
         "gpu_id": "" if device == "cpu" else "0",
@@ -218,7 +218,7 @@ def bench_epoch(dataset, data_path, device, batch_size, repeats, window):
 def synthetic_split(scale, seed=0):
     """CSR training split at ``scale`` (RecBole's padding id 0 included), generated once and
     kept under .bench/splits (every part and child process reads the same split)."""
-    from recbole_derrd.synthetic import synthetic_interactions
+    from recbole_derrd.benchmark.synthetic import synthetic_interactions
 
     cache = os.path.join(REPO, ".bench", "splits", f"{scale}-{seed}.npz")
     if os.path.isfile(cache):
@@ -257,7 +257,7 @@ def reset_peak_memory():
 def topn_child(scale, device, topn):
     """Runs in a fresh process: the teacher's top-N at ``scale``; prints JSON. The peak memory
     is measured from just before the top-N (the synthetic split and the teacher are resident)."""
-    from recbole_derrd.ranking import teacher_topn
+    from recbole_derrd.teacher.ranking import teacher_topn
 
     n_users, n_items, indptr, items = synthetic_split(scale)
     generator = torch.Generator().manual_seed(0)
@@ -288,11 +288,11 @@ def bench_topn(scale, device, topn):
 
 
 def bench_sampling(scale, device, topn, repeats=3):
-    from recbole_derrd.ranking import UninterestingSampler, sample_interesting
+    from recbole_derrd.teacher.ranking import UninterestingSampler, sample_interesting
 
     if scale == "ml-100k":
         n_users, n_items, n_interactions = 944, 1683, 80_000
-        from recbole_derrd.synthetic import synthetic_interactions
+        from recbole_derrd.benchmark.synthetic import synthetic_interactions
 
         users, items = synthetic_interactions(943, 1682, n_interactions, seed=0)
         users, items = users + 1, items + 1
@@ -469,9 +469,9 @@ def bench_profile(device, steps=40, epoch=60):
     from itertools import islice
 
     from recbole_derrd import Config
-    from recbole_derrd.checkpoint import read_checkpoint
+    from recbole_derrd.files.checkpoint import read_checkpoint
     from recbole_derrd.model.experts import DistillationExperts
-    from recbole_derrd.pipeline import build_model, build_trainer, prepare_data
+    from recbole_derrd.pipeline.training import build_model, build_trainer, prepare_data
 
     wholerun = os.path.join(RESULTS, "speed", "wholerun", f"{device_label(device)}-ml-100k.json")
     runs = json.load(open(wholerun))["runs"] if os.path.isfile(wholerun) else {}
@@ -611,7 +611,7 @@ def bench_wholerun(dataset, device, threads, paper_epochs, variants_wanted=None,
     about how it was run (kept from an earlier run unless given). The report's ``unfinished``
     (name: text for the table), written by hand for a run stopped from outside (a lent GPU's
     time running out), is dropped once that run finishes."""
-    from recbole_derrd.utils import machine_info
+    from recbole_derrd.benchmark.machine import machine_info
 
     folder = os.path.join(RESULTS, "speed", "wholerun")
     os.makedirs(folder, exist_ok=True)
@@ -920,7 +920,7 @@ def main():
     if args.child_wholerun:
         return wholerun_child(args.child_wholerun)
 
-    from recbole_derrd.utils import machine_info
+    from recbole_derrd.benchmark.machine import machine_info
 
     parts = args.parts.split(",")
     report = {"machine": machine_info(args.device), "date": time.strftime("%Y-%m-%d"),
@@ -936,7 +936,7 @@ def main():
             else:
                 name = f"synthetic-{scale}"
                 if not os.path.isfile(os.path.join(args.data_path, name, f"{name}.inter")):
-                    from recbole_derrd.synthetic import synthetic_interactions, write_atomic_files
+                    from recbole_derrd.benchmark.synthetic import synthetic_interactions, write_atomic_files
 
                     users, items = synthetic_interactions(*SCALES[scale], seed=0)
                     write_atomic_files(args.data_path, name, users, items)

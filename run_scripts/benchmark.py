@@ -85,7 +85,7 @@ WEIGHT_KEYS = {"RD": ["lambda_rd"], "CD": ["lambda_cd"], "DE": ["lambda_de"], "R
                "RRD-topK": ["lambda_rrd"], "DE-RRD": ["lambda_de", "lambda_rrd"],
                "UnKD": ["lambda_unkd"], "HTD": ["lambda_htd"]}
 #: --tune: methods also run once (first seed) at the plugin's defaults, as a user gets them,
-#: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.weight_search).
+#: and with their weights chosen by the plugin's own search (``auto``: recbole_derrd.pipeline.weight_search).
 DEFAULT_ROWS = ["RRD", "DE-RRD"]
 AUTO_ROWS = {"RRD": {"lambda_rrd": "auto"}, "DE-RRD": {"lambda_rrd": "auto", "lambda_de": "auto"}}
 #: The search's former default trial length (30 epochs, patience 5): rows run with it are kept
@@ -137,7 +137,7 @@ def format_value(value, spec, prefix=""):
 
 def timing_context(gpu_id):
     """What the times of a cell were measured on: the device and torch's CPU threads."""
-    from recbole_derrd.utils import machine_info
+    from recbole_derrd.benchmark.machine import machine_info
 
     info = machine_info("cuda" if gpu_id != "" and torch.cuda.is_available() else "cpu")
     return f"{info.get('gpu', info['cpu'])}, {info['threads']} torch thread(s)"
@@ -165,7 +165,7 @@ def plugin_defaults(method, backbone="BPR"):
     (``properties/model/DERRD/NeuMF.yaml``: a NeuMF student's own weights), as a run gets them."""
     import yaml
 
-    from recbole_derrd.defaults import model_layers
+    from recbole_derrd.settings.defaults import model_layers
 
     defaults = dict(STUDENT_DEFAULTS)
     if method in DISTILLERS:
@@ -216,22 +216,22 @@ def interrupted_run(model, dataset, config_files, config):
     A run writes a resume file at the start of every epoch (``<model>-<date>.resume.pth`` in
     its ``checkpoint_dir``, marked finished when the run ends). A file qualifies when it is not
     finished, passes the checks of ``run.py --resume`` for this configuration
-    (:func:`recbole_derrd.checkpoint.read_resume_file`) and its stored configuration agrees with
+    (:func:`recbole_derrd.files.checkpoint.read_resume_file`) and its stored configuration agrees with
     this cell's on every key that decides what a model learns
-    (:func:`recbole_derrd.checkpoint.differing_settings`): another weight, seed or learner
+    (:func:`recbole_derrd.files.checkpoint.differing_settings`): another weight, seed or learner
     setting never qualifies; of several, the newest. The cell then continues from the epoch it
     stopped in instead of starting again (a Gowalla cell trains for more than an hour here).
     Never qualifies: a cell with ``auto`` weights (its search continues from its own journal,
-    :mod:`recbole_derrd.search_journal`), or a file of a run that searched its weights; a file
+    :mod:`recbole_derrd.pipeline.search_journal`), or a file of a run that searched its weights; a file
     without the whole run's training record (written before files held it: the resumed
     cell's epochs and time would be those after the resume only). The benchmark holds the
     cell's lock meanwhile (:meth:`Benchmark.cell_lock`), so a file of a run still training in
     another process is never taken.
     """
-    from recbole_derrd.checkpoint import differing_settings, plain_config, read_resume_file
+    from recbole_derrd.files.checkpoint import differing_settings, plain_config, read_resume_file
     from recbole_derrd.config import Config
     from recbole_derrd.errors import CheckpointError
-    from recbole_derrd.weight_search import automatic_weight_keys
+    from recbole_derrd.pipeline.weight_search import automatic_weight_keys
 
     final = Config(model, dataset, config_files, dict(config))
     if automatic_weight_keys(final):
@@ -300,7 +300,7 @@ class Benchmark:
     def __init__(self, args, check_training=True):
         """``check_training``: refuse cells trained under other options (check_training_record);
         False only to read the finished cells (summarize.py)."""
-        from recbole_derrd.teacher import size_parameters
+        from recbole_derrd.teacher.loading import size_parameters
 
         self.args = args
         self.size_parameters = size_parameters
@@ -698,7 +698,7 @@ class Benchmark:
         """The backbone model of ``cell`` (a distiller's student, or a model trained alone)
         with its checkpoint's weights, in evaluation mode, and its configuration."""
         from recbole_derrd import Config
-        from recbole_derrd.checkpoint import read_checkpoint
+        from recbole_derrd.files.checkpoint import read_checkpoint
         from recbole_derrd.utils import get_model
 
         backbone = self.args.backbone
@@ -717,7 +717,7 @@ class Benchmark:
         from recbole.utils import init_seed
 
         from recbole_derrd import Config
-        from recbole_derrd.data import create_dataset, data_preparation
+        from recbole_derrd.data.dataset import create_dataset, data_preparation
         from recbole_derrd.model.backbones import backbone_of
 
         self.reload()  # cells another process timed meanwhile are not timed (and replaced) again
@@ -1067,7 +1067,7 @@ class Benchmark:
         lines = [f"## Recall@{k} by item-popularity group", "",
                  f"Items in {groups} groups of about equal total training interactions, group 0 the "
                  "least popular (in brackets: its share of the training interactions, its items; "
-                 "`popularity_groups`, recbole_derrd/popularity.py). Recall@k of each group's test "
+                 "`popularity_groups`, recbole_derrd/data/popularity.py). Recall@k of each group's test "
                  "items in the user's top-k, over the test users with a test item in the group; mean "
                  "over the row's seeds.", "",
                  f"| method | size | seeds | {shares} |", "|---|---|---|" + "---|" * groups]

@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from recbole_derrd.cli import USER_ERROR_STATUS
-from recbole_derrd.fixed_split import LightGCNFormatError, convert_lightgcn
+from recbole_derrd.data.fixed_split import LightGCNFormatError, convert_lightgcn
 
 
 def main(argv=None):

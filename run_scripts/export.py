@@ -11,7 +11,7 @@ status 2 (``--debug``: with its traceback).
 import argparse
 
 from recbole_derrd.cli import run_main
-from recbole_derrd.export import export_student
+from recbole_derrd.files.export import export_student
 
 
 def main():

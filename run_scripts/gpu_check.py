@@ -7,7 +7,7 @@ For each distiller (DE-RRD, RRD, DE, RRD with the teacher's top-K, RD, CD, HTD, 
 students, d = 20) on ml-100k (RecBole's protocol, seed 2020): a short run on ``--device`` from the
 same teacher (its s/epoch recorded); its test NDCG@10 against the same student at
 initialisation (the run must have trained it); then the student is exported
-(:func:`recbole_derrd.export.export_student`), read back with plain ``torch.load`` and evaluated
+(:func:`recbole_derrd.files.export.export_student`), read back with plain ``torch.load`` and evaluated
 on the CPU with RecBole's evaluator: its test metrics must match those of the run on the device
 within ``--tolerance`` (the two devices' float rounding can only swap nearly tied items).
 Written to ``results/gpu/check-<device>.{json,md}`` (``cpu``, or ``cuda-`` and the GPU's
@@ -56,7 +56,7 @@ def evaluate_on_cpu(settings, state_dict=None):
     """Test metrics of a BPR student with ``state_dict`` (None: at its initialisation), on the CPU."""
     from recbole.model.general_recommender import BPR
 
-    from recbole_derrd.pipeline import evaluate_model, prepare_data
+    from recbole_derrd.pipeline.training import evaluate_model, prepare_data
 
     config = student_config(settings, "cpu")
     _, train_data, _, test_data = prepare_data(config)
@@ -69,7 +69,7 @@ def evaluate_on_cpu(settings, state_dict=None):
 
 def check_variant(name, model_name, overrides, args, initial):
     from recbole_derrd import run_recbole_derrd
-    from recbole_derrd.export import export_student
+    from recbole_derrd.files.export import export_student
 
     settings = {"seed": 2020, "show_progress": False, "checkpoint_dir": args.work}
     config = dict(settings, **overrides, epochs=args.epochs, stopping_step=args.epochs,
@@ -144,7 +144,7 @@ def main():
     if args.device != "cpu" and not torch.cuda.is_available():
         sys.exit("error: no CUDA device: this check is for a GPU machine (--device=cpu runs it on the CPU)")
 
-    from recbole_derrd.utils import device_label, machine_info
+    from recbole_derrd.benchmark.machine import device_label, machine_info
 
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.output, exist_ok=True)

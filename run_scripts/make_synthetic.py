@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from recbole_derrd.synthetic import PRESETS, synthetic_interactions, write_atomic_files
+from recbole_derrd.benchmark.synthetic import PRESETS, synthetic_interactions, write_atomic_files
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -6,7 +6,7 @@ A distilled student can score better than the student alone on validation and wo
 every method and seed:
 
 - Recall@20 within G item-popularity groups (groups of equal total training interactions,
-  ``recbole_derrd.popularity``; 0 = the least popular items), on validation and on test;
+  ``recbole_derrd.data.popularity``; 0 = the least popular items), on validation and on test;
 - the mean training-set popularity (interactions) of each model's top-20 items, and of the
   split's own positives: whether a model leans to the items one split holds more of.
 
@@ -41,7 +41,7 @@ def evaluate_split(trainer, train_data, eval_data, n_groups):
     """Recall@20 by popularity group, and the training popularity of the top-20 items and of
     the split's positives, from the ranking RecBole's evaluator scores (``trainer``: one
     holding the model)."""
-    from recbole_derrd.popularity import PopularityGroupRecorder
+    from recbole_derrd.data.popularity import PopularityGroupRecorder
 
     recorder = PopularityGroupRecorder(trainer, train_data, n_groups=n_groups)
     with recorder:
@@ -63,8 +63,8 @@ def evaluate_table(args):
     from recbole.utils import init_seed
 
     from recbole_derrd import Config
-    from recbole_derrd.data import create_dataset, data_preparation
-    from recbole_derrd.pipeline import build_trainer
+    from recbole_derrd.data.dataset import create_dataset, data_preparation
+    from recbole_derrd.pipeline.training import build_trainer
 
     table = bench.Benchmark(args)
     results = {}  # (method, seed) -> {split: evaluation}

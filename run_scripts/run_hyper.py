@@ -18,7 +18,7 @@ import os
 
 from recbole.trainer.hyper_tuning import HyperTuning
 
-from recbole_derrd.checkpoint import write_new_text_file
+from recbole_derrd.files.checkpoint import write_new_text_file
 from recbole_derrd.cli import run_main
 from recbole_derrd.quick_start import objective_function
 

@@ -109,8 +109,8 @@ def teacher_checkpoint(shared_saved, tmp_path_factory):
     from recbole.utils import init_seed
 
     from recbole_derrd import Config
-    from recbole_derrd.data import create_dataset, data_preparation
-    from recbole_derrd.pipeline import prepare_teacher
+    from recbole_derrd.data.dataset import create_dataset, data_preparation
+    from recbole_derrd.pipeline.training import prepare_teacher
 
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("teacher_run"))

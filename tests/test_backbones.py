@@ -7,13 +7,13 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_derrd import DERRD, Config, run_recbole_derrd
-from recbole_derrd.data import TrainingSplit, create_dataset, data_preparation
+from recbole_derrd.data.dataset import TrainingSplit, create_dataset, data_preparation
 from recbole_derrd.model.backbones import RepresentationUndefinedError, backbone_of
 from recbole_derrd.model.experts import DistillationExperts
 from recbole_derrd.model.rrd import ranking_loss
-from recbole_derrd.pipeline import prepare_distiller_teacher
+from recbole_derrd.pipeline.training import prepare_distiller_teacher
 from recbole_derrd.quick_start import evaluate_model, load_data_and_model
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.settings.validation import ConfigValueError
 
 from helpers import brute_force_rrd
 

@@ -8,14 +8,14 @@ import urllib.error
 import pytest
 import torch
 
-import recbole_derrd.data
-import recbole_derrd.pipeline
+import recbole_derrd.data.dataset
+import recbole_derrd.pipeline.training
 from recbole_derrd import run_recbole_derrd
-from recbole_derrd.checkpoint import CheckpointError, UntrustedCheckpointError, unique_path
-from recbole_derrd.data import DatasetNotFoundError
-from recbole_derrd.teacher import TeacherError, TeacherMismatchError
+from recbole_derrd.files.checkpoint import CheckpointError, UntrustedCheckpointError, unique_path
+from recbole_derrd.data.dataset import DatasetNotFoundError
+from recbole_derrd.teacher.loading import TeacherError, TeacherMismatchError
 from recbole_derrd.utils import UnknownModelError
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.settings.validation import ConfigValueError
 
 from helpers import directory_snapshot
 
@@ -37,7 +37,7 @@ def no_teacher_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a bad input must be reported before the teacher is trained")
 
-    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)
 
 
 def derrd(fast_config, saved_dir, **overrides):
@@ -225,7 +225,7 @@ def test_a_checkpoint_cannot_opt_in_to_unpickling(fast_config, saved_dir, foreig
 
 
 def test_same_second_runs_create_distinct_files(tmp_path):
-    from recbole_derrd.checkpoint import create_checkpoint, resume_path
+    from recbole_derrd.files.checkpoint import create_checkpoint, resume_path
 
     path = str(tmp_path / "DERRD-Nov-27-2026_10-00-00.pth")
     first = create_checkpoint({"run": 1}, path, resume=True)

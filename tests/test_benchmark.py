@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from recbole_derrd.checkpoint import read_checkpoint, save_checkpoint
+from recbole_derrd.files.checkpoint import read_checkpoint, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,7 +215,7 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
     import recbole_derrd
     from recbole.trainer import Trainer
 
-    from recbole_derrd.keys import rebuilt_parameters
+    from recbole_derrd.settings.keys import rebuilt_parameters
 
     benchmark = load_script("benchmark")
     argv = [flag if flag != "--epochs=1" else "--epochs=4" for flag in tiny_rrd_benchmark(workdir, 1)]

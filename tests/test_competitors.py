@@ -9,7 +9,7 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_derrd import Config, run_recbole_derrd
-from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.data.dataset import create_dataset, data_preparation
 from recbole_derrd.model import CD, RD
 from recbole_derrd.model.cd import cd_loss
 from recbole_derrd.model.rd import rd_discrepancy_weights, rd_loss, rd_position_weights

@@ -13,8 +13,8 @@ from recbole.utils import init_seed
 
 from recbole_derrd import DERRD, Config, get_trainer
 from recbole_derrd.config import plugin_properties_file
-from recbole_derrd.data import create_dataset, data_preparation
-from recbole_derrd.teacher import build_teacher_config
+from recbole_derrd.data.dataset import create_dataset, data_preparation
+from recbole_derrd.teacher.loading import build_teacher_config
 from recbole_derrd.trainer import DERRDTrainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -244,7 +244,7 @@ def test_rrd_term_ranks_the_sampled_items_of_the_batch_users(derrd_model):
     ],
 )
 def test_impossible_routing_settings_fail_when_the_config_is_built(workdir, fast_config, overrides, message):
-    from recbole_derrd.validation import ConfigValueError
+    from recbole_derrd.settings.validation import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=message):
         Config("DERRD", "ml-100k", config_dict=fast_config(**overrides))

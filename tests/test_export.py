@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from recbole_derrd.checkpoint import CheckpointError
-from recbole_derrd.export import export_student
+from recbole_derrd.files.checkpoint import CheckpointError
+from recbole_derrd.files.export import export_student
 from recbole_derrd.quick_start import evaluate_model, load_data_and_model
 
 from helpers import directory_snapshot

@@ -13,8 +13,8 @@ from recbole.sampler import Sampler
 from recbole.utils import init_seed
 
 from recbole_derrd import Config, run_recbole_derrd
-from recbole_derrd.data import create_dataset, data_preparation
-from recbole_derrd.eval_candidates import (
+from recbole_derrd.data.dataset import create_dataset, data_preparation
+from recbole_derrd.data.eval_candidates import (
     EvalCandidatesError,
     FixedCandidateSampler,
     draw_candidates,
@@ -232,7 +232,7 @@ def test_the_key_is_refused_with_repeatable_and_has_no_effect_with_full_ranking(
 
 def test_an_on_demand_teacher_scores_the_same_fixed_candidates(workdir):
     """The teacher trained for a student stops early on the student's fixed candidates."""
-    from recbole_derrd.teacher import build_teacher_config
+    from recbole_derrd.teacher.loading import build_teacher_config
 
     student = Config("DERRD", "ml-100k", [PAPER], dict(FAST))
     assert student["fixed_eval_candidates"] is True

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-import recbole_derrd.pipeline
+import recbole_derrd.pipeline.training
 from recbole_derrd import run_recbole_derrd
-from recbole_derrd.fixed_split import (
+from recbole_derrd.data.fixed_split import (
     HEADER,
     LightGCNFormatError,
     convert_lightgcn,
@@ -151,14 +151,14 @@ def test_recbole_trains_and_evaluates_on_exactly_the_converted_splits(tmp_path, 
     source = write_split(tmp_path / "lightgcn")
     convert_lightgcn(source, "tiny", str(tmp_path / "data"))
     prepared = []
-    recbole_preparation = recbole_derrd.pipeline.data_preparation
+    recbole_preparation = recbole_derrd.pipeline.training.data_preparation
 
     def recording_preparation(config, dataset):
         loaders = recbole_preparation(config, dataset)
         prepared.append((dataset, loaders))
         return loaders
 
-    monkeypatch.setattr(recbole_derrd.pipeline, "data_preparation", recording_preparation)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "data_preparation", recording_preparation)
     result = run_recbole_derrd(
         "BPR", "tiny", [PROTOCOL],
         {"data_path": str(tmp_path / "data"), "epochs": 1, "gpu_id": "", "state": "ERROR",

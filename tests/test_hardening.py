@@ -10,7 +10,7 @@ import pytest
 from recbole.trainer import Trainer
 
 from recbole_derrd import run_recbole_derrd
-from recbole_derrd.checkpoint import UntrustedCheckpointError
+from recbole_derrd.files.checkpoint import UntrustedCheckpointError
 
 
 class ShellCommand:
@@ -141,12 +141,12 @@ def test_run_main_exit_statuses(monkeypatch, capsys):
 
 @pytest.fixture
 def no_teacher_training(monkeypatch):
-    import recbole_derrd.pipeline
+    import recbole_derrd.pipeline.training
 
     def refuse(*args, **kwargs):
         raise AssertionError("the run must stop before a teacher is trained")
 
-    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)
 
 
 @pytest.mark.parametrize("model", ["DERRD", "BPR"])
@@ -155,7 +155,7 @@ def no_teacher_training(monkeypatch):
                                              (1.5, "epochs must be an integer")])
 def test_epochs_below_one_are_refused(workdir, fast_config, no_training, no_teacher_training,
                                       model, epochs, message):
-    from recbole_derrd.validation import ConfigValueError
+    from recbole_derrd.settings.validation import ConfigValueError
 
     with pytest.raises(ConfigValueError, match=message):
         run_recbole_derrd(model, "ml-100k", config_dict=fast_config(
@@ -178,7 +178,7 @@ def test_epochs_below_one_are_refused(workdir, fast_config, no_training, no_teac
 def test_an_on_demand_teacher_is_checked_before_it_is_trained(
     workdir, fast_config, no_teacher_training, overrides, message
 ):
-    from recbole_derrd.validation import ConfigValueError
+    from recbole_derrd.settings.validation import ConfigValueError
 
     (workdir / "list.yaml").write_text("- 1\n- 2\n")
     overrides = {key: value.format(dir=workdir) if isinstance(value, str) else value
@@ -218,7 +218,7 @@ ROWS = "".join(f"{user}\t{item}\t{(user + item) % 5 + 1}\t{880000000 + item}\n"
 def test_dataset_files_recbole_would_misread_are_refused(
     workdir, fast_config, no_training, content, message
 ):
-    from recbole_derrd.atomic_files import DatasetFileError
+    from recbole_derrd.data.atomic_files import DatasetFileError
 
     folder = workdir / "data" / "mine"
     folder.mkdir(parents=True)
@@ -250,8 +250,7 @@ class Crash(Exception):
 def test_an_interrupted_write_leaves_the_previous_file(tmp_path, monkeypatch):
     import torch
 
-    from recbole_derrd import checkpoint
-
+    from recbole_derrd.files import checkpoint as checkpoint
     path = tmp_path / "DERRD-run.pth"
     checkpoint.save_checkpoint({"version": 1}, str(path))
     before = path.read_bytes()
@@ -328,17 +327,17 @@ def test_a_second_run_waits_for_the_teacher_the_first_is_training(
     import shutil
     import threading
 
-    import recbole_derrd.pipeline
+    import recbole_derrd.pipeline.training
     from recbole.utils import init_seed
 
     from recbole_derrd import Config
-    from recbole_derrd.data import create_dataset, data_preparation, split_fingerprint
-    from recbole_derrd.pipeline import prepare_teacher
-    from recbole_derrd.teacher import build_teacher_config
-    from recbole_derrd.teacher_cache import teacher_cache_path
+    from recbole_derrd.data.dataset import create_dataset, data_preparation, split_fingerprint
+    from recbole_derrd.pipeline.training import prepare_teacher
+    from recbole_derrd.teacher.loading import build_teacher_config
+    from recbole_derrd.teacher.cache import teacher_cache_path
 
     trained = []
-    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", lambda *args: trained.append(args))
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", lambda *args: trained.append(args))
     config = Config("DERRD", "ml-100k", config_dict=fast_config(
         checkpoint_dir=str(workdir / "saved"), teacher_checkpoint=None))
     init_seed(config["seed"], config["reproducibility"])
@@ -367,7 +366,7 @@ def test_a_second_run_waits_for_the_teacher_the_first_is_training(
 
 
 def test_files_are_written_with_the_usual_permissions(tmp_path):
-    from recbole_derrd.checkpoint import save_checkpoint
+    from recbole_derrd.files.checkpoint import save_checkpoint
 
     umask = os.umask(0o022)
     try:
@@ -382,9 +381,9 @@ def test_files_read_on_the_plugins_behalf_are_not_unpickled(workdir, fast_config
     by RecBole's NeuMF as pretrained tables where torch.load would unpickle it, runs nothing."""
     import torch
 
-    from recbole_derrd.checkpoint import CheckpointError
-    from recbole_derrd.export import export_student
-    from recbole_derrd.validation import ConfigValueError
+    from recbole_derrd.files.checkpoint import CheckpointError
+    from recbole_derrd.files.export import export_student
+    from recbole_derrd.settings.validation import ConfigValueError
 
     marker = workdir / "pwned"
     planted = workdir / "saved" / "DERRD-planted.resume.pth"
@@ -407,7 +406,7 @@ def test_files_read_on_the_plugins_behalf_are_not_unpickled(workdir, fast_config
 
 def test_a_stored_configuration_never_turns_on_recboles_caches():
     """A checkpoint's configuration names no cache to unpickle or to write."""
-    from recbole_derrd.checkpoint import plain_config
+    from recbole_derrd.files.checkpoint import plain_config
     from recbole_derrd.config import Config, config_from_plain
 
     stored = plain_config(Config("BPR", "ml-100k", config_dict={"gpu_id": ""}))

@@ -10,14 +10,14 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_derrd import HTD, Config, run_recbole_derrd
-from recbole_derrd.data import create_dataset, data_preparation
-from recbole_derrd.export import export_student
+from recbole_derrd.data.dataset import create_dataset, data_preparation
+from recbole_derrd.files.export import export_student
 from recbole_derrd.model.experts import annealed_temperature
 from recbole_derrd.model.htd import (
     TopologyGroups, floored_mapping_weights, ftd_loss, group_assignment, htd_losses,
     mapped_pairs, masked_relation_loss,
 )
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.settings.validation import ConfigValueError
 from run_scripts.bench_speed import dense_within_level
 
 

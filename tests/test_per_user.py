@@ -14,7 +14,7 @@ from recbole.evaluator import Evaluator
 from recbole.evaluator.collector import DataStruct
 
 from recbole_derrd import run_recbole_derrd
-from recbole_derrd.per_user import per_user_metrics
+from recbole_derrd.data.per_user import per_user_metrics
 
 
 def brute_force(hits_row, pos_len, k):

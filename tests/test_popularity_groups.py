@@ -10,9 +10,9 @@ from conftest import FAST
 
 from recbole_derrd import Config, run_recbole_derrd
 from recbole_derrd.errors import UserError
-from recbole_derrd.per_user import PerUserRecorder
-from recbole_derrd.pipeline import prepare_run
-from recbole_derrd.popularity import (
+from recbole_derrd.data.per_user import PerUserRecorder
+from recbole_derrd.pipeline.training import prepare_run
+from recbole_derrd.data.popularity import (
     PopularityGroupRecorder,
     item_popularity_groups,
     per_group_recall,

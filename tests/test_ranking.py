@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from recbole_derrd.ranking import (
+from recbole_derrd.teacher.ranking import (
     UninterestingSampler,
     rank_discount_weights,
     sample_interesting,

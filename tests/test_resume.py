@@ -12,7 +12,7 @@ import torch
 from recbole.trainer import Trainer
 
 from recbole_derrd import run_recbole_derrd
-from recbole_derrd.checkpoint import CheckpointError
+from recbole_derrd.files.checkpoint import CheckpointError
 
 from helpers import directory_snapshot
 
@@ -269,7 +269,7 @@ def test_a_resume_that_does_not_fit_is_refused_before_a_teacher_is_trained(
 ):
     """With an on-demand teacher (no teacher_checkpoint), a resume of another seed, split or
     data is refused before that teacher is trained or cached."""
-    import recbole_derrd.pipeline
+    import recbole_derrd.pipeline.training
 
     config, saved = interrupted
     _, resume_file = files_of(saved)
@@ -283,7 +283,7 @@ def test_a_resume_that_does_not_fit_is_refused_before_a_teacher_is_trained(
     def refuse(*args, **kwargs):
         raise AssertionError("a bad resume must be reported before the teacher is trained")
 
-    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)
     with pytest.raises(CheckpointError, match=message):
         run_recbole_derrd("DERRD", "ml-100k", resume=resume_file,
                           config_dict=dict(config, teacher_checkpoint=None, **change))

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-import recbole_derrd.pipeline
+import recbole_derrd.pipeline.training
 from recbole_derrd import run_recbole_derrd
 from recbole_derrd.quick_start import evaluate_model, load_data_and_model
 
@@ -52,7 +52,7 @@ def test_second_run_reuses_the_cached_teacher(workdir, fast_config, monkeypatch)
     def must_not_train(*args, **kwargs):
         raise AssertionError("the cached teacher should have been reused")
 
-    monkeypatch.setattr(recbole_derrd.pipeline, "train_teacher", must_not_train)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", must_not_train)
     second = run_recbole_derrd("DERRD", "ml-100k", config_dict=dict(config))
     assert second["teacher_checkpoint"] == first["teacher_checkpoint"]
     assert os.path.getmtime(first["teacher_checkpoint"]) == mtime

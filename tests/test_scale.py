@@ -12,15 +12,15 @@ import recbole_derrd.model.distiller
 from recbole.utils import init_seed
 
 from recbole_derrd import DERRD, Config
-from recbole_derrd.data import create_dataset, data_preparation
-from recbole_derrd.ranking import (
+from recbole_derrd.data.dataset import create_dataset, data_preparation
+from recbole_derrd.teacher.ranking import (
     UninterestingSampler,
     cached_teacher_topn,
     rank_log_weights,
     sample_interesting,
     teacher_topn,
 )
-from recbole_derrd.synthetic import synthetic_interactions, write_atomic_files
+from recbole_derrd.benchmark.synthetic import synthetic_interactions, write_atomic_files
 
 
 class LargestTensor(TorchDispatchMode):

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import recbole_derrd.quick_start
-import recbole_derrd.student_baseline
+import recbole_derrd.pipeline.student_alone
 from recbole_derrd import Config, run_recbole_derrd
-from recbole_derrd.checkpoint import read_checkpoint
-from recbole_derrd.student_baseline import loss_note, student_alone_config, student_alone_path
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.files.checkpoint import read_checkpoint
+from recbole_derrd.pipeline.student_alone import loss_note, student_alone_config, student_alone_path
+from recbole_derrd.settings.validation import ConfigValueError
 
 #: Fast settings of RD (as in test_config_properties.py).
 FAST_RD = {"rd_topk": 5, "rd_rank_samples": 10}
@@ -68,7 +68,7 @@ def test_a_second_distillation_reuses_the_cached_student_alone(workdir, compared
     first = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared(epochs=1))
     path = first["student_alone_checkpoint"]
     before = os.stat(path)
-    monkeypatch.setattr(recbole_derrd.student_baseline, "train_student_alone", must_not_train)
+    monkeypatch.setattr(recbole_derrd.pipeline.student_alone, "train_student_alone", must_not_train)
     # other distillation settings, and another distiller: the same student alone
     second = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared(epochs=1, lambda_rrd=0.5))
     third = run_recbole_derrd("RD", "ml-100k", config_dict=compared(epochs=1, **FAST_RD))
@@ -151,7 +151,7 @@ def test_a_distillation_that_hurts_is_reported(workdir, fast_config):
 
 def test_turned_off_nothing_more_is_trained(workdir, compared, monkeypatch):
     monkeypatch.setattr(recbole_derrd.quick_start, "compare_student_alone", must_not_train)
-    monkeypatch.setattr(recbole_derrd.student_baseline, "train_student_alone", must_not_train)
+    monkeypatch.setattr(recbole_derrd.pipeline.student_alone, "train_student_alone", must_not_train)
     result = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared(
         epochs=1, compare_student_alone=False))
     assert result["test_result"]
@@ -162,8 +162,8 @@ def test_turned_off_nothing_more_is_trained(workdir, compared, monkeypatch):
 
 
 def test_a_multi_process_run_skips_the_comparison(workdir, compared, monkeypatch):
-    monkeypatch.setattr(recbole_derrd.student_baseline, "is_distributed", lambda config: True)
-    monkeypatch.setattr(recbole_derrd.student_baseline, "train_student_alone", must_not_train)
+    monkeypatch.setattr(recbole_derrd.pipeline.student_alone, "is_distributed", lambda config: True)
+    monkeypatch.setattr(recbole_derrd.pipeline.student_alone, "train_student_alone", must_not_train)
     result = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared(epochs=1, state="INFO"))
     assert result["student_alone_checkpoint"] is None and result["distilled_worse_than_alone"] is None
     assert "compare_student_alone: skipped in a multi-process run" in log_text("DERRD")

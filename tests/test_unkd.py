@@ -11,11 +11,11 @@ import torch
 from recbole.utils import init_seed
 
 from recbole_derrd import Config, UnKD, run_recbole_derrd
-from recbole_derrd.data import create_dataset, data_preparation
+from recbole_derrd.data.dataset import create_dataset, data_preparation
 from recbole_derrd.errors import UserError
 from recbole_derrd.model.unkd import GroupNegativeSampler, teacher_group_topn, unkd_loss
-from recbole_derrd.popularity import item_popularity_groups, popularity_groups
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.data.popularity import item_popularity_groups, popularity_groups
+from recbole_derrd.settings.validation import ConfigValueError
 
 
 def test_unkd_loss_against_brute_force():

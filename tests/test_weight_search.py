@@ -11,16 +11,16 @@ import torch
 
 import recbole_derrd
 import recbole_derrd.model.distiller
-import recbole_derrd.pipeline
+import recbole_derrd.pipeline.training
 import recbole_derrd.trainer
-import recbole_derrd.weight_search
+import recbole_derrd.pipeline.weight_search
 from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
-from recbole_derrd.checkpoint import plain_config, save_checkpoint
+from recbole_derrd.files.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.registry import PLUGIN_MODELS
-from recbole_derrd.validation import LOSS_WEIGHT_KEYS, ConfigValueError
-from recbole_derrd.weight_search import (
+from recbole_derrd.settings.registry import PLUGIN_MODELS
+from recbole_derrd.settings.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.pipeline.weight_search import (
     WeightSearchError,
     best_value,
     resolve_automatic_weights,
@@ -99,7 +99,7 @@ def search_without_training(monkeypatch, config, scored_trial):
     class FakeData:
         dataset = None
 
-    module = recbole_derrd.weight_search
+    module = recbole_derrd.pipeline.weight_search
     monkeypatch.setattr(module, "run_trial", scored_trial)
     monkeypatch.setattr(module, "prepare_data", lambda config: (None, FakeData(), None, None))
     monkeypatch.setattr(module, "TrainingSplit", lambda dataset: None)
@@ -168,7 +168,7 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
 def test_a_trial_is_as_long_as_the_run_unless_shortened(workdir, fast_config, overrides, length):
     config = Config("DERRD", "ml-100k", config_dict=fast_config(
         lambda_rrd="auto", epochs=7, stopping_step=10, **overrides))
-    assert recbole_derrd.weight_search.trial_length(config) == length
+    assert recbole_derrd.pipeline.weight_search.trial_length(config) == length
 
 
 def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_config, monkeypatch):
@@ -214,8 +214,8 @@ def auto_run(tmp_path_factory):
     argv, sys.argv = sys.argv, ["pytest"]
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(recbole_derrd.pipeline, "train_teacher",
-                          counting("teacher trainings", recbole_derrd.pipeline.train_teacher))
+            patch.setattr(recbole_derrd.pipeline.training, "train_teacher",
+                          counting("teacher trainings", recbole_derrd.pipeline.training.train_teacher))
             patch.setattr(recbole_derrd.model.distiller, "teacher_topn",
                           counting("top-N computed", recbole_derrd.model.distiller.teacher_topn))
             patch.setattr(recbole_derrd.model.distiller, "cached_teacher_topn",
@@ -306,7 +306,7 @@ def test_the_chosen_numbers_reproduce_the_run_without_searching(auto_run, monkey
     def must_not_search(*args, **kwargs):
         raise AssertionError("no weight is auto: nothing to search")
 
-    monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
+    monkeypatch.setattr(recbole_derrd.pipeline.weight_search, "search_loss_weights", must_not_search)
     monkeypatch.chdir(os.path.dirname(config_dict["checkpoint_dir"]))
     again = run_recbole_derrd("DERRD", "ml-100k", config_dict=explicit)
     assert again["weight_search"] is None
@@ -341,7 +341,7 @@ def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_c
     def must_not_search(*args, **kwargs):
         raise AssertionError("a resumed run does not search again")
 
-    monkeypatch.setattr(recbole_derrd.weight_search, "search_loss_weights", must_not_search)
+    monkeypatch.setattr(recbole_derrd.pipeline.weight_search, "search_loss_weights", must_not_search)
     resumed, adopted, journal = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
     assert journal is None
     assert adopted is None  # the resumed run trains on from its file
@@ -396,7 +396,7 @@ def test_an_interrupted_search_continues_from_its_journal(
 
     config_dict = dict(JOURNAL_SETTINGS, checkpoint_dir=str(workdir / "saved"),
                        teacher_checkpoint=teacher_checkpoint)
-    module = recbole_derrd.weight_search
+    module = recbole_derrd.pipeline.weight_search
     real_trial, real_epoch = module.run_trial, Trainer._train_epoch
     trials, epochs = [], []
 
@@ -466,7 +466,7 @@ def test_shortened_trials_keep_their_results_not_their_models(workdir, teacher_c
     config = Config("DERRD", "ml-100k", config_dict=dict(
         JOURNAL_SETTINGS, weight_search_epochs=1, checkpoint_dir=str(checkpoint_dir),
         teacher_checkpoint=teacher_checkpoint))
-    settings, report, chosen_run, journal = recbole_derrd.weight_search.search_loss_weights(
+    settings, report, chosen_run, journal = recbole_derrd.pipeline.weight_search.search_loss_weights(
         config, journal=True)
     assert chosen_run is None and report["trial_count"] == 2
     assert journal_files(checkpoint_dir) == [os.path.basename(journal.path)]
@@ -480,7 +480,7 @@ def test_shortened_trials_keep_their_results_not_their_models(workdir, teacher_c
 def test_a_journal_belongs_to_one_search(workdir, fast_config):
     """Another seed, candidate list or trial length is another search (another file name); a
     file by the journal's name that is not its journal is refused and left untouched."""
-    from recbole_derrd.search_journal import SearchJournal, journal_path, journal_identity
+    from recbole_derrd.pipeline.search_journal import SearchJournal, journal_path, journal_identity
 
     def path(split="split-a", **overrides):
         config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto", **overrides))
@@ -512,7 +512,7 @@ def test_a_journal_belongs_to_one_search(workdir, fast_config):
 
 
 def test_a_run_that_saves_nothing_keeps_no_journal(workdir, teacher_checkpoint, monkeypatch):
-    from recbole_derrd.search_journal import SearchJournal
+    from recbole_derrd.pipeline.search_journal import SearchJournal
 
     def must_not_open(*args, **kwargs):
         raise AssertionError("a run that saves nothing opened a journal")

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from recbole_derrd.model.distiller import Distiller
-from recbole_derrd.validation import check_data_requirements
-from recbole_derrd.ranking import sample_interesting, teacher_pair_scores
+from recbole_derrd.settings.validation import check_data_requirements
+from recbole_derrd.teacher.ranking import sample_interesting, teacher_pair_scores
 
 
 def cd_loss(student_scores, soft_labels):

@@ -15,7 +15,7 @@ Reference:
   for jointly encoding backbones (NeuMF, ``de_layer: joint | hidden``), one bank on the batch's
   unique (user, item) pairs.
 - :math:`\mathcal{L}_{RRD}` (:mod:`recbole_derrd.model.rrd`): on the batch's unique users, with
-  interesting/uninteresting items resampled every epoch (:mod:`recbole_derrd.ranking`).
+  interesting/uninteresting items resampled every epoch (:mod:`recbole_derrd.teacher.ranking`).
 """
 
 import torch
@@ -25,8 +25,8 @@ from recbole_derrd.model.backbones import backbone_class
 from recbole_derrd.model.distiller import Distiller
 from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, pop_routing_stats
 from recbole_derrd.model.rrd import RRD_MODES, ranking_loss
-from recbole_derrd.ranking import UninterestingSampler, sample_interesting, sort_by_teacher
-from recbole_derrd.validation import check_data_requirements
+from recbole_derrd.teacher.ranking import UninterestingSampler, sample_interesting, sort_by_teacher
+from recbole_derrd.settings.validation import check_data_requirements
 
 
 #: Smallest selection temperature accepted (``de_tau_start``, ``de_tau_end``).

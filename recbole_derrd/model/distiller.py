@@ -8,7 +8,7 @@ loss plus distillation terms from a frozen teacher.
   ``self.student``; ``predict`` / ``full_sort_predict`` are the student's, untouched by any
   teacher tensor or sample, and the exported model is this backbone alone.
 - The teacher is handed in, loaded and checked against the student's data by the run
-  (:mod:`recbole_derrd.pipeline`, which also trains an on-demand teacher); a model built
+  (:mod:`recbole_derrd.pipeline.training`, which also trains an on-demand teacher); a model built
   without one loads the teacher ``teacher_checkpoint`` names, and never trains one.
 - Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
   the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
@@ -20,15 +20,15 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_derrd.data import training_split
-from recbole_derrd.distributed import writes_files
+from recbole_derrd.data.dataset import training_split
+from recbole_derrd.pipeline.distributed import writes_files
 from recbole_derrd.model.backbones import backbone_of
-from recbole_derrd.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
-from recbole_derrd.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
-from recbole_derrd.teacher import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.teacher.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
+from recbole_derrd.settings.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
+from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError, load_teacher
 from recbole_derrd.errors import UserError
 from recbole_derrd.trainer import DistillationTrainer
-from recbole_derrd.validation import AUTO, ConfigChecker, check_weight_search_keys
+from recbole_derrd.settings.validation import AUTO, ConfigChecker, check_weight_search_keys
 
 
 class Distiller(GeneralRecommender):
@@ -47,7 +47,7 @@ class Distiller(GeneralRecommender):
     #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
     trainer_class = DistillationTrainer
     #: Keys of the distillation terms' weights, in the order the weight search chooses them
-    #: (:mod:`recbole_derrd.weight_search`) when they are set to ``auto``.
+    #: (:mod:`recbole_derrd.pipeline.weight_search`) when they are set to ``auto``.
     loss_weight_keys = ()
     #: Weight key -> the boolean key that switches its term on: a term whose weight the search
     #: sets to 0 is switched off, not computed with weight 0.
@@ -110,7 +110,7 @@ class Distiller(GeneralRecommender):
     @classmethod
     def data_requirements(cls, config, dataset, split=None):
         """Checks of the configuration against the data (raise ConfigValueError); ``split``:
-        the :class:`~recbole_derrd.data.TrainingSplit` of ``dataset``, if the run holds it."""
+        the :class:`~recbole_derrd.data.dataset.TrainingSplit` of ``dataset``, if the run holds it."""
 
     # ----- the model -----
 
@@ -120,7 +120,7 @@ class Distiller(GeneralRecommender):
             config (Config): the run's configuration.
             dataset (Dataset): the training split.
             teacher (FrozenTeacher): the teacher, loaded by the run
-                (:func:`recbole_derrd.pipeline.prepare_distiller_teacher`); None: the teacher of
+                (:func:`recbole_derrd.pipeline.training.prepare_distiller_teacher`); None: the teacher of
                 ``teacher_checkpoint`` is loaded here.
             split (TrainingSplit): the training split's fingerprint and interactions, if the
                 run computed them.
@@ -244,7 +244,7 @@ class Distiller(GeneralRecommender):
 
     def student_parameter_count(self):
         """Parameters of the deployed student (the backbone alone); a run counts them with
-        :func:`recbole_derrd.pipeline.parameter_count`."""
+        :func:`recbole_derrd.pipeline.training.parameter_count`."""
         return sum(parameter.numel() for parameter in self.student.parameters())
 
     def predict(self, interaction):

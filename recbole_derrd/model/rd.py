@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_derrd.model.distiller import Distiller
-from recbole_derrd.validation import check_data_requirements
+from recbole_derrd.settings.validation import check_data_requirements
 
 
 def rd_position_weights(topk, temperature, device=None):

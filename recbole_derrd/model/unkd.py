@@ -10,7 +10,7 @@ rank popular items higher still. UnKD distils the teacher's ranking only *within
 items of similar popularity, so popularity cannot pass through the soft labels:
 
 - items are split into G groups of equal total training popularity
-  (:func:`recbole_derrd.popularity.popularity_groups`, the grouping of the ``popularity_groups``
+  (:func:`recbole_derrd.data.popularity.popularity_groups`, the grouping of the ``popularity_groups``
   report; ``unkd_num_groups``);
 - for every user and group, the teacher's ranking of the group's items (the user's training
   items excluded) is computed once; every epoch, ``P`` = ``unkd_num_pairs`` pairs per user and
@@ -30,11 +30,11 @@ users, as RD and CD do).
 import torch
 import torch.nn.functional as F
 
-from recbole_derrd.data import training_split
+from recbole_derrd.data.dataset import training_split
 from recbole_derrd.model.distiller import Distiller
-from recbole_derrd.popularity import item_popularity_groups
-from recbole_derrd.ranking import cached_teacher_topn, topn_cache_path
-from recbole_derrd.validation import ConfigValueError
+from recbole_derrd.data.popularity import item_popularity_groups
+from recbole_derrd.teacher.ranking import cached_teacher_topn, topn_cache_path
+from recbole_derrd.settings.validation import ConfigValueError
 
 
 def unkd_loss(positive_scores, negative_scores):
@@ -88,7 +88,7 @@ def teacher_group_topn(score_users, n_users, train_indptr, train_items, item_gro
 class GroupNegativeSampler:
     r"""For every (user, group) row, items drawn uniformly from the group's items outside the
     user's training items and the row's top-N (exact, vectorised, no ``users x items``
-    structure; :class:`recbole_derrd.ranking.UninterestingSampler`'s method, per group).
+    structure; :class:`recbole_derrd.teacher.ranking.UninterestingSampler`'s method, per group).
 
     Within a group, items have local indices ``0 .. S_g - 1`` (by id). For a row whose excluded
     local indices, sorted, are :math:`e_0 < e_1 < \dots`, :math:`e_j - j` free items lie below

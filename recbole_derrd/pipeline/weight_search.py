@@ -1,6 +1,6 @@
 r"""
-recbole_derrd.weight_search
-###########################
+recbole_derrd.pipeline.weight_search
+####################################
 Automatic choice of a distiller's loss weights: a weight set to ``auto`` (``lambda_rrd: auto``,
 likewise ``lambda_de``, ``lambda_rd``, ``lambda_cd``, ``lambda_unkd``, ``lambda_htd``) is chosen on the
 validation split by trial runs before the run trains, and the run then trains with the
@@ -35,7 +35,7 @@ chosen number.
   (to the student alone in the last comparison).
 - **Journal**: a run that saves checkpoints records each finished trial on disk, and each
   trial writes a best-model and a resume file as a run does
-  (:mod:`recbole_derrd.search_journal`); the same search started again after an interruption
+  (:mod:`recbole_derrd.pipeline.search_journal`); the same search started again after an interruption
   takes the finished trials from there, continues the interrupted one from its last epoch and
   trains the others.
 - **Record**: the chosen numbers replace ``auto`` in the configuration (so the checkpoint's
@@ -56,16 +56,16 @@ import yaml
 
 from recbole.utils import set_color
 
-from recbole_derrd.checkpoint import RESUME_KIND, read_checkpoint, read_resume_file, resume_path, to_plain
-from recbole_derrd.data import TrainingSplit
-from recbole_derrd.defaults import config_layers
-from recbole_derrd.distributed import is_distributed
+from recbole_derrd.files.checkpoint import RESUME_KIND, read_checkpoint, read_resume_file, resume_path, to_plain
+from recbole_derrd.data.dataset import TrainingSplit
+from recbole_derrd.settings.defaults import config_layers
+from recbole_derrd.pipeline.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError, UserError
-from recbole_derrd.pipeline import build_model, build_trainer, prepare_data, prepare_distiller_teacher
-from recbole_derrd.random_state import run_random_state, set_run_random_state
-from recbole_derrd.search_journal import SearchJournal, stored_trained_run
-from recbole_derrd.teacher import read_teacher_checkpoint
-from recbole_derrd.validation import AUTO
+from recbole_derrd.pipeline.training import build_model, build_trainer, prepare_data, prepare_distiller_teacher
+from recbole_derrd.pipeline.random_state import run_random_state, set_run_random_state
+from recbole_derrd.pipeline.search_journal import SearchJournal, stored_trained_run
+from recbole_derrd.teacher.loading import read_teacher_checkpoint
+from recbole_derrd.settings.validation import AUTO
 
 
 #: The ``key`` of the trial with every searched weight at 0, after the weights' own rounds.
@@ -217,7 +217,7 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
         config (Config): the run's configuration, with at least one weight ``auto``.
         teacher_checkpoint (dict): the teacher file, if already read.
         journal (bool): keep a journal of the finished trials in ``checkpoint_dir``
-            (:mod:`recbole_derrd.search_journal`), and take the trials an interrupted search
+            (:mod:`recbole_derrd.pipeline.search_journal`), and take the trials an interrupted search
             of the same settings finished from it instead of training them again.
 
     Returns:
@@ -233,7 +233,7 @@ def search_loss_weights(config, teacher_checkpoint=None, journal=False):
         ``trial_stopping_step``, ``chosen_trial_adopted``; the chosen trial's training
         (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`) for the run to adopt,
         or None when trials are shorter than the run; and the
-        :class:`~recbole_derrd.search_journal.SearchJournal` (None without ``journal``), for
+        :class:`~recbole_derrd.pipeline.search_journal.SearchJournal` (None without ``journal``), for
         the run to remove once it has saved its model.
     """
     logger = getLogger()
@@ -482,7 +482,7 @@ def resolve_automatic_weights(config, resume=None, saved=True):
 
     Args:
         saved (bool): the run saves checkpoints; then the search keeps a journal of its
-            finished trials (:mod:`recbole_derrd.search_journal`), and an interrupted search
+            finished trials (:mod:`recbole_derrd.pipeline.search_journal`), and an interrupted search
             started again takes them from it.
 
     Returns:
@@ -490,7 +490,7 @@ def resolve_automatic_weights(config, resume=None, saved=True):
         when no weight is ``auto``; the chosen trial's training, for the run to adopt
         (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.adopt_trial`) instead of training it
         again, or None (no search, a resumed run, or trials shorter than the run); the search's
-        :class:`~recbole_derrd.search_journal.SearchJournal`, for the run to remove once it
+        :class:`~recbole_derrd.pipeline.search_journal.SearchJournal`, for the run to remove once it
         has saved its model, or None.
 
     Raises:

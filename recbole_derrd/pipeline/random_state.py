@@ -1,6 +1,6 @@
 """
-recbole_derrd.random_state
-##########################
+recbole_derrd.pipeline.random_state
+###################################
 The random generators a RecBole run draws from, captured as plain data and restored.
 
 A run draws from four places: Python's ``random``, NumPy's global generator (RecBole's negative

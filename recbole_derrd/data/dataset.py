@@ -1,6 +1,6 @@
 """
-recbole_derrd.data
-##################
+recbole_derrd.data.dataset
+##########################
 Data preparation around RecBole's own ``create_dataset`` / ``data_preparation``:
 
 - a missing dataset is downloaded the way RecBole would (RecBole 1.2.1's own download calls
@@ -33,9 +33,9 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 
-from recbole_derrd.atomic_files import check_atomic_files
+from recbole_derrd.data.atomic_files import check_atomic_files
 from recbole_derrd.errors import UntrustedCheckpointError, UserError
-from recbole_derrd.eval_candidates import install_fixed_eval_candidates
+from recbole_derrd.data.eval_candidates import install_fixed_eval_candidates
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):
@@ -187,7 +187,7 @@ def data_preparation(config, dataset):
     """RecBole's ``data_preparation`` without silently reused dataloader caches, and without
     unpickling a dataloader cache unless the user trusts it; with ``fixed_eval_candidates``,
     sampled evaluation uses candidates drawn once per split
-    (:mod:`recbole_derrd.eval_candidates`)."""
+    (:mod:`recbole_derrd.data.eval_candidates`)."""
     refuse_untrusted_cache(config, "dataloaders")
     with _recbole_caches_only_if_asked(config):
         loaders = recbole_data_preparation(config, dataset)

@@ -1,11 +1,11 @@
 """
-recbole_derrd.teacher_cache
+recbole_derrd.teacher.cache
 ###########################
 Where a model trained on demand by a distillation run is cached, and how two runs share it: the
 on-demand teacher, and the student trained alone that the distilled student is compared with
-(:mod:`recbole_derrd.student_baseline`). Both are trained by the run, in a configuration of
-their own (:func:`recbole_derrd.pipeline.find_or_train`), never by a model: a model is handed
-its teacher, or loads the one ``teacher_checkpoint`` names (:mod:`recbole_derrd.teacher`).
+(:mod:`recbole_derrd.pipeline.student_alone`). Both are trained by the run, in a configuration of
+their own (:func:`recbole_derrd.pipeline.training.find_or_train`), never by a model: a model is handed
+its teacher, or loads the one ``teacher_checkpoint`` names (:mod:`recbole_derrd.teacher.loading`).
 
 - A model trained on demand is saved as ``<checkpoint_dir>/<role>-<Model>-<dataset>-
   <fingerprint>.pth`` (role ``teacher`` or ``student-alone``). The fingerprint hashes the
@@ -26,8 +26,8 @@ from logging import getLogger
 
 from recbole.utils import set_color
 
-from recbole_derrd.checkpoint import plain_config
-from recbole_derrd.keys import learned_from
+from recbole_derrd.files.checkpoint import plain_config
+from recbole_derrd.settings.keys import learned_from
 
 
 def cache_fingerprint(model_config, data_fingerprint):

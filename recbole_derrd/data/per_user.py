@@ -1,6 +1,6 @@
 """
-recbole_derrd.per_user
-######################
+recbole_derrd.data.per_user
+###########################
 Per-user values of RecBole's top-k metrics, from the very ranking the evaluator scores, for
 paired significance tests between two models on one split (``run_scripts/benchmark.py``).
 

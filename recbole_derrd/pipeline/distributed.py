@@ -1,6 +1,6 @@
 """
-recbole_derrd.distributed
-#########################
+recbole_derrd.pipeline.distributed
+##################################
 RecBole's multi-process mode (``torch.distributed``), on GPUs and on the CPU.
 
 RecBole runs one process per GPU: ``run`` spawns ``nproc`` processes, each builds its

@@ -1,6 +1,6 @@
 """
-recbole_derrd.registry
-######################
+recbole_derrd.settings.registry
+###############################
 Model names: this plugin's models (:data:`PLUGIN_MODELS`) and RecBole's built-ins
 (:func:`recbole_model`).
 

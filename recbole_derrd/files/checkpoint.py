@@ -1,6 +1,6 @@
 """
-recbole_derrd.checkpoint
-########################
+recbole_derrd.files.checkpoint
+##############################
 Checkpoints that load with ``torch.load(weights_only=True)``.
 
 RecBole pickles its ``Config`` object (which holds the model class) into every checkpoint, so
@@ -26,9 +26,9 @@ import tempfile
 import numpy as np
 import torch
 
-from recbole_derrd.data import split_fingerprint
+from recbole_derrd.data.dataset import split_fingerprint
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
-from recbole_derrd.keys import SPLIT_KEYS, learned_from
+from recbole_derrd.settings.keys import SPLIT_KEYS, learned_from
 
 #: Written into every checkpoint of this plugin, so that a reader knows the layout.
 CHECKPOINT_FORMAT = "recbole-derrd/1"

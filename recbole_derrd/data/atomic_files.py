@@ -1,6 +1,6 @@
 """
-recbole_derrd.atomic_files
-##########################
+recbole_derrd.data.atomic_files
+###############################
 Checks of RecBole's atomic files (``<dataset>.inter``, ``.user``, ``.item``) before RecBole
 reads them.
 

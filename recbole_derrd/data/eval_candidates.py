@@ -1,6 +1,6 @@
 """
-recbole_derrd.eval_candidates
-#############################
+recbole_derrd.data.eval_candidates
+##################################
 Fixed negative candidates for sampled evaluation (``eval_args: {mode: uniN | popN}``), turned on
 by ``fixed_eval_candidates: True``.
 

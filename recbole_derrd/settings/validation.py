@@ -1,6 +1,6 @@
 """
-recbole_derrd.validation
-########################
+recbole_derrd.settings.validation
+#################################
 Up-front checks of the plugin's configuration keys, and of what the data must allow, so that
 an impossible setting stops a run with a clear message before any data is loaded or any model
 trained. All problems found are reported together.
@@ -14,10 +14,10 @@ import torch
 
 from recbole.utils import EvaluatorType
 
-from recbole_derrd.data import training_split
+from recbole_derrd.data.dataset import training_split
 from recbole_derrd.errors import UserError
-from recbole_derrd.popularity import MAX_POPULARITY_GROUPS
-from recbole_derrd.teacher import build_teacher_config
+from recbole_derrd.data.popularity import MAX_POPULARITY_GROUPS
+from recbole_derrd.teacher.loading import build_teacher_config
 
 
 class ConfigValueError(UserError, ValueError):
@@ -48,7 +48,7 @@ LAYER_SIZES_KEYS = ("mlp_hidden_size", "hidden_size_list", "user_hidden_size_lis
 #: Dropout probabilities of RecBole general models: in [0, 1).
 PROBABILITY_KEYS = ("dropout_prob", "node_dropout", "message_dropout")
 
-#: The value of a loss weight chosen by the weight search (:mod:`recbole_derrd.weight_search`).
+#: The value of a loss weight chosen by the weight search (:mod:`recbole_derrd.pipeline.weight_search`).
 AUTO = "auto"
 
 #: The loss weights of every distiller of this plugin (each model's own: its
@@ -234,7 +234,7 @@ def check_training_keys(checker):
 
 
 def check_popularity_groups(checker):
-    """``popularity_groups``: 0 (off) to :data:`~recbole_derrd.popularity.MAX_POPULARITY_GROUPS`,
+    """``popularity_groups``: 0 (off) to :data:`~recbole_derrd.data.popularity.MAX_POPULARITY_GROUPS`,
     and, when on, a ranking evaluation (it reports Recall@k of the ranking)."""
     groups = checker.integer("popularity_groups", minimum=0, maximum=MAX_POPULARITY_GROUPS)
     if groups and checker.config["eval_type"] != EvaluatorType.RANKING:

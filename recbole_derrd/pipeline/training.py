@@ -1,16 +1,16 @@
 """
-recbole_derrd.pipeline
-######################
+recbole_derrd.pipeline.training
+###############################
 One run, written once: configuration -> seed -> data -> teacher -> seed -> model -> trainer.
 Used by the run and objective functions (:mod:`recbole_derrd.quick_start`), by
 :func:`~recbole_derrd.quick_start.load_data_and_model`, by the training of a model a
 distillation run trains on demand (:func:`train_and_cache`, itself such a run: the on-demand
-teacher, the student alone of :mod:`recbole_derrd.student_baseline`) and by
+teacher, the student alone of :mod:`recbole_derrd.pipeline.student_alone`) and by
 ``run_scripts/bench_speed.py``.
 
 A distiller's teacher is loaded (or trained, then loaded) once, here, before its student is
 built, and handed to it: a model never trains a teacher. The training split's fingerprint and
-interactions are computed once per run (:class:`~recbole_derrd.data.TrainingSplit`) and handed
+interactions are computed once per run (:class:`~recbole_derrd.data.dataset.TrainingSplit`) and handed
 on to the teacher's checks, the model and the trainer.
 """
 
@@ -20,12 +20,12 @@ from logging import getLogger
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_derrd.checkpoint import read_checkpoint, save_checkpoint, to_plain, unique_path
-from recbole_derrd.data import TrainingSplit, create_dataset, data_preparation, split_fingerprint
-from recbole_derrd.distributed import barrier, writes_files
-from recbole_derrd.random_state import preserved_random_state
-from recbole_derrd.teacher import TeacherError, TeacherMismatchError, build_teacher_config, load_teacher
-from recbole_derrd.teacher_cache import remove_stale_training_files, role_name, teacher_cache_path, training_lock
+from recbole_derrd.files.checkpoint import read_checkpoint, save_checkpoint, to_plain, unique_path
+from recbole_derrd.data.dataset import TrainingSplit, create_dataset, data_preparation, split_fingerprint
+from recbole_derrd.pipeline.distributed import barrier, writes_files
+from recbole_derrd.pipeline.random_state import preserved_random_state
+from recbole_derrd.teacher.loading import TeacherError, TeacherMismatchError, build_teacher_config, load_teacher
+from recbole_derrd.teacher.cache import remove_stale_training_files, role_name, teacher_cache_path, training_lock
 from recbole_derrd.utils import get_trainer, safe_trainer_class
 
 
@@ -58,11 +58,11 @@ def prepare_distiller_teacher(config, split, checkpoint=None):
     teacher found in the cache or trained (:func:`prepare_teacher`), then loaded.
 
     Args:
-        checkpoint (dict): the teacher file, if already read (:func:`recbole_derrd.teacher.
+        checkpoint (dict): the teacher file, if already read (:func:`recbole_derrd.teacher.loading.
             read_teacher_checkpoint`, before any data was loaded).
 
     Returns:
-        recbole_derrd.teacher.FrozenTeacher
+        recbole_derrd.teacher.loading.FrozenTeacher
     """
     config.model_class.data_requirements(config, split.dataset, split)
     if not config["teacher_checkpoint"]:

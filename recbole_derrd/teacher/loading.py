@@ -1,13 +1,13 @@
 """
-recbole_derrd.teacher
-#####################
+recbole_derrd.teacher.loading
+#############################
 The teacher: read from a checkpoint (``teacher_checkpoint``), checked against the student's
 data, and frozen; and the configuration of a teacher trained on demand (the training itself:
 :mod:`recbole_derrd.teacher_training`, used by a run, never by a model).
 
 - A teacher must have been trained on the student's data: same dataset, filters, ``eval_args``
   and ``seed`` (the keys :data:`MATCH_KEYS`), same user/item id counts and, for checkpoints of
-  this plugin, the same training split (:func:`recbole_derrd.data.split_fingerprint`). A
+  this plugin, the same training split (:func:`recbole_derrd.data.dataset.split_fingerprint`). A
   mismatch stops the run before training, naming what differs.
 - An on-demand teacher's configuration (``teacher_model``, ``teacher_embedding_size``,
   ``teacher_config``) is built without the student's command line, and checked as strictly as
@@ -21,11 +21,11 @@ import yaml
 
 from recbole.utils import ModelType
 
-from recbole_derrd.checkpoint import read_checkpoint, to_plain
-from recbole_derrd.data import split_fingerprint
+from recbole_derrd.files.checkpoint import read_checkpoint, to_plain
+from recbole_derrd.data.dataset import split_fingerprint
 from recbole_derrd.errors import UserError
-from recbole_derrd.keys import RUNTIME_KEYS, SPLIT_KEYS, data_path_root, rebuilt_parameters
-from recbole_derrd.registry import PLUGIN_MODELS, recbole_model
+from recbole_derrd.settings.keys import RUNTIME_KEYS, SPLIT_KEYS, data_path_root, rebuilt_parameters
+from recbole_derrd.settings.registry import PLUGIN_MODELS, recbole_model
 
 #: Keys that decide which data (and split) a model is trained on: teacher and student must agree.
 MATCH_KEYS = SPLIT_KEYS

@@ -1,6 +1,6 @@
 """
-recbole_derrd.export
-####################
+recbole_derrd.files.export
+##########################
 A distilled student leaves the plugin as an ordinary RecBole model.
 
 A distiller's checkpoint holds its student backbone (``student.*`` entries), the distillation
@@ -14,14 +14,14 @@ own ``torch.load(path)`` reads it, so the student is served without this plugin 
 import os
 from logging import getLogger
 
-from recbole_derrd.checkpoint import (
+from recbole_derrd.files.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
     read_checkpoint,
     save_checkpoint,
     unique_path,
 )
-from recbole_derrd.defaults import plugin_only_keys
+from recbole_derrd.settings.defaults import plugin_only_keys
 from recbole_derrd.utils import UnknownModelError, get_model
 
 #: Prefix of the student's entries in a distiller's state dict (the attribute ``student``).

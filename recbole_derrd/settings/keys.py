@@ -1,6 +1,6 @@
 """
-recbole_derrd.keys
-##################
+recbole_derrd.settings.keys
+###########################
 Configuration keys by role. Two configurations describe the same training when they agree on
 every key outside :data:`DERIVED_KEYS` and :data:`RUNTIME_KEYS` (:func:`learned_from`): this
 decides whether a cached teacher fits and whether a resumed run continues the same training.

@@ -1,6 +1,6 @@
 """
-recbole_derrd.fixed_split
-#########################
+recbole_derrd.data.fixed_split
+##############################
 Fixed train / validation / test splits in the LightGCN text format, converted into RecBole
 atomic files for RecBole's ``benchmark_filename`` mechanism.
 
@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from recbole_derrd.checkpoint import atomic_write
+from recbole_derrd.files.checkpoint import atomic_write
 from recbole_derrd.errors import UserError
 
 #: The splits in the order RecBole's ``benchmark_filename`` lists them.

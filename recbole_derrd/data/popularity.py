@@ -1,6 +1,6 @@
 r"""
-recbole_derrd.popularity
-########################
+recbole_derrd.data.popularity
+#############################
 Item-popularity groups, and Recall@k within each group of the very ranking the evaluator
 scores (``popularity_groups``, every model).
 
@@ -39,7 +39,7 @@ import torch
 
 from recbole.utils import set_color
 
-from recbole_derrd.distributed import gather_objects
+from recbole_derrd.pipeline.distributed import gather_objects
 
 #: Most popularity groups ``popularity_groups`` may ask for.
 MAX_POPULARITY_GROUPS = 100

@@ -1,6 +1,6 @@
 r"""
-recbole_derrd.ranking
-#####################
+recbole_derrd.teacher.ranking
+#############################
 The teacher's ranking and RRD's per-epoch sampling (Section 3.2 of Kang et al., CIKM 2020).
 
 - :func:`teacher_topn`: for every user, the teacher's top-N items excluding the user's training
@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from recbole.utils import set_color
 
-from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from recbole_derrd.files.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 
 
 @torch.no_grad()
@@ -147,7 +147,7 @@ class UninterestingSampler:
     Memory: one int64 per excluded (user, item) pair.
 
     Args:
-        train_indptr, train_items: training split, CSR (:func:`recbole_derrd.data.train_interactions`).
+        train_indptr, train_items: training split, CSR (:func:`recbole_derrd.data.dataset.train_interactions`).
         topn_items (torch.LongTensor): ``[n_users, N]`` teacher top-N (disjoint from training).
         n_items (int): item id count, padding id 0 included.
     """

@@ -1,6 +1,6 @@
 """
-recbole_derrd.synthetic
-#######################
+recbole_derrd.benchmark.synthetic
+#################################
 Synthetic implicit-feedback data with power-law user activity and item popularity, written as
 RecBole atomic files (``<data_path>/<name>/<name>.inter``), for scale work where public datasets
 cannot be downloaded.
@@ -17,7 +17,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from recbole_derrd.checkpoint import atomic_write
+from recbole_derrd.files.checkpoint import atomic_write
 
 #: Sizes of public datasets this module can imitate.
 PRESETS = {

@@ -1,8 +1,8 @@
 """
-recbole_derrd.defaults
-######################
+recbole_derrd.settings.defaults
+###############################
 The plugin's YAML defaults: where they live and how they layer, read by the configurator
-(:class:`recbole_derrd.config.Config`) and by the export (:mod:`recbole_derrd.export`, which
+(:class:`recbole_derrd.config.Config`) and by the export (:mod:`recbole_derrd.files.export`, which
 strips the plugin's keys from an exported student).
 
 Layers, lowest priority first, over RecBole's own defaults:
@@ -23,13 +23,13 @@ import yaml
 
 import recbole
 
-from recbole_derrd.registry import PLUGIN_MODELS
+from recbole_derrd.settings.registry import PLUGIN_MODELS
 
 
 #: Where the plugin's defaults live: package data (``recbole_derrd/properties``), so a source
 #: checkout and an install read the same files. Experiment configurations (``--config_files``)
 #: are not defaults and stay in the repository's top-level ``properties/experiments``.
-PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
+PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
 
 
 def plugin_properties_file(*parts):
@@ -112,7 +112,7 @@ def distillation_keys(student):
     """Keys that only distillers read: those of any distiller's YAML layers (the teacher, the
     distillation losses, ``student_model``...) that are neither RecBole's keys of every model
     nor keys of RecBole's own defaults for the backbone ``student``. A distiller's
-    configuration without them is its student's (:mod:`recbole_derrd.student_baseline`).
+    configuration without them is its student's (:mod:`recbole_derrd.pipeline.student_alone`).
 
     Every distiller's keys, not only one's: the same settings given to DERRD and to RD (an
     ``rrd_topn`` RD never reads) leave the same student."""

@@ -1,7 +1,7 @@
 r"""
-recbole_derrd.search_journal
-############################
-The journal of a weight search (:mod:`recbole_derrd.weight_search`), so that a search stopped
+recbole_derrd.pipeline.search_journal
+#####################################
+The journal of a weight search (:mod:`recbole_derrd.pipeline.weight_search`), so that a search stopped
 part-way (a session that ends, a killed process) continues where it stopped instead of
 training every trial again: on a large dataset one trial is a whole run (an hour or more on
 a CPU), and a search is four to eight of them.
@@ -11,16 +11,16 @@ A run that saves checkpoints writes, in its ``checkpoint_dir``,
 score and result, epochs, seconds, its training record). Each trial trains as a run does,
 with a best-model file and a resume file of its own beside the journal,
 ``<journal stem>.trial-<hash of its weights>.pth`` and ``.resume.pth``
-(:mod:`recbole_derrd.checkpoint`). The same search started again (the same command) finds the
+(:mod:`recbole_derrd.files.checkpoint`). The same search started again (the same command) finds the
 journal by its name, takes the finished trials from it, and continues the trial that was
 running from the epoch it stopped in (its resume file). A finished trial drops its resume
 file and, if it is as long as the run (the run adopts it if it is chosen), keeps its best-model
 file. All these files load with ``torch.load(weights_only=True)``. The search holds a lock on
-``<journal>.lock`` (:func:`~recbole_derrd.teacher_cache.training_lock`): two runs of the same
+``<journal>.lock`` (:func:`~recbole_derrd.teacher.cache.training_lock`): two runs of the same
 search one after the other, never both at once on the same files.
 
 ``<digest>`` is a hash of what the trials depend on: every configuration key that
-decides what a model learns (:func:`~recbole_derrd.keys.learned_from`: model, data, split,
+decides what a model learns (:func:`~recbole_derrd.settings.keys.learned_from`: model, data, split,
 seed, the weights given and those set to ``auto``, the candidates, the trial length...), the
 training split's fingerprint and the teacher file (path, size, modification time). A search
 with any other setting has another name and never reads this one; the digest's inputs are
@@ -38,10 +38,10 @@ from collections import OrderedDict
 
 import torch
 
-from recbole_derrd.checkpoint import CHECKPOINT_FORMAT, plain_config, read_checkpoint, save_checkpoint, to_plain
+from recbole_derrd.files.checkpoint import CHECKPOINT_FORMAT, plain_config, read_checkpoint, save_checkpoint, to_plain
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.keys import learned_from
-from recbole_derrd.teacher_cache import training_lock
+from recbole_derrd.settings.keys import learned_from
+from recbole_derrd.teacher.cache import training_lock
 
 #: ``kind`` of a journal file.
 JOURNAL_KIND = "weight-search-journal"

@@ -1,6 +1,6 @@
 """
-recbole_derrd.student_baseline
-##############################
+recbole_derrd.pipeline.student_alone
+####################################
 The student alone: what a distillation is measured against. With ``compare_student_alone:
 True`` (the default), a distiller's run (:func:`recbole_derrd.quick_start.run_recbole_derrd`)
 also trains, or reads from its cache, the same student trained without a teacher, evaluates it
@@ -9,7 +9,7 @@ teacher, with a warning when the distilled student is the worse of the two on va
 
 - The student alone is RecBole's model ``student_model`` (``BPR``, ``LightGCN`` or ``NeuMF``)
   with the distiller's configuration less the keys only distillers read
-  (:func:`recbole_derrd.defaults.distillation_keys`: ``student_model``, the teacher's, the
+  (:func:`recbole_derrd.settings.defaults.distillation_keys`: ``student_model``, the teacher's, the
   distillation losses'): the same dataset, split, seed, learner, training, evaluation and
   early-stopping keys, and the student's own size keys. It is what ``run_recbole_derrd(
   student_model, ...)`` trains with those keys: the model one would deploy without distilling.
@@ -20,8 +20,8 @@ teacher, with a warning when the distilled student is the worse of the two on va
   (the sum convention amounts to ``weight_decay / train_batch_size`` on the mean), so the
   comparison then reads "distilled student vs the plain RecBole model with the same keys", and
   the run's log says so under its table.
-- It is cached like the on-demand teacher (:mod:`recbole_derrd.teacher_cache`, with
-  :func:`recbole_derrd.pipeline.find_or_train`): ``<checkpoint_dir>/student-alone-<Model>-
+- It is cached like the on-demand teacher (:mod:`recbole_derrd.teacher.cache`, with
+  :func:`recbole_derrd.pipeline.training.find_or_train`): ``<checkpoint_dir>/student-alone-<Model>-
   <dataset>-<fingerprint>.pth``, the fingerprint of its own configuration and the training
   split. Distillation-only keys (``lambda_*``, the teacher's) are not part of it, so every
   distillation of one student on one split reuses one file; it is trained once, under the
@@ -35,15 +35,15 @@ from logging import getLogger
 
 from recbole.utils import calculate_valid_score, set_color
 
-from recbole_derrd.checkpoint import plain_config, read_checkpoint
-from recbole_derrd.defaults import distillation_keys, plugin_properties_file, yaml_keys
-from recbole_derrd.distributed import is_distributed
+from recbole_derrd.files.checkpoint import plain_config, read_checkpoint
+from recbole_derrd.settings.defaults import distillation_keys, plugin_properties_file, yaml_keys
+from recbole_derrd.pipeline.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.keys import rebuilt_parameters
-from recbole_derrd.pipeline import evaluate_model, find_or_train, parameter_count, train_and_cache
-from recbole_derrd.random_state import preserved_random_state
-from recbole_derrd.registry import recbole_model
-from recbole_derrd.teacher_cache import cache_path
+from recbole_derrd.settings.keys import rebuilt_parameters
+from recbole_derrd.pipeline.training import evaluate_model, find_or_train, parameter_count, train_and_cache
+from recbole_derrd.pipeline.random_state import preserved_random_state
+from recbole_derrd.settings.registry import recbole_model
+from recbole_derrd.teacher.cache import cache_path
 
 #: The role of the student alone in the cache (its file name's prefix).
 ROLE = "student-alone"
