@@ -346,8 +346,10 @@ def main(argv=None):
     published = [f"- **{dataset}**: {text}" for dataset, text in PUBLISHED.items()
                  if any(table.args.dataset == dataset for _, table in tables)]
     groups = by_backbone(tables)
+    lines += ["<!-- headline:start -->", ""]  # the README's headline (run_scripts/make_docs.py)
     for backbone, members in groups:
         lines += headline(members, backbone)
+    lines += ["<!-- headline:end -->", ""]
     lines += (["Published references:", ""] + published + [""] if published else [])
     lines += later_distillers(tables) + promise_table(tables)
     for backbone, members in groups:
