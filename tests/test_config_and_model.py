@@ -169,11 +169,11 @@ PLUGIN_KEY_FILES = sorted(
 
 
 def readme_documented_keys():
-    """The keys named (in backticks) in the first column of the README's tables."""
+    """The keys named (in backticks) in the first column of docs/configuration.md's tables."""
     import re
 
     keys = set()
-    for line in open(os.path.join(REPO, "README.md"), encoding="utf-8"):
+    for line in open(os.path.join(REPO, "docs", "configuration.md"), encoding="utf-8"):
         if line.startswith("| `"):
             keys.update(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", line.split("|")[1]))
     return keys
