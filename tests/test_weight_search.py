@@ -18,8 +18,8 @@ from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, 
 from recbole_derrd.files.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.settings.registry import PLUGIN_MODELS
-from recbole_derrd.settings.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.settings.registry import loss_weight_keys, plugin_model_names
+from recbole_derrd.settings.validation import ConfigValueError
 from recbole_derrd.pipeline.weight_search import (
     WeightSearchError,
     best_value,
@@ -189,7 +189,7 @@ def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_
 
 
 def test_every_distillers_weights_are_searchable():
-    assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
+    assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(loss_weight_keys())
 
 
 # ----- a real search -----
@@ -553,7 +553,7 @@ def test_bad_search_settings_are_refused_when_the_configuration_is_built(workdir
     ("RD", "lambda_rd", [0, 0.01, 0.1, 1]), ("CD", "lambda_cd", [0, 0.01, 0.1, 1]),
     ("UnKD", "lambda_unkd", [0, 0.01, 0.1, 1]), ("HTD", "lambda_htd", [0, 1, 10, 100])])
 def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key, candidates):
-    assert model in PLUGIN_MODELS and key in LOSS_WEIGHT_KEYS
+    assert model in plugin_model_names() and key in loss_weight_keys()
     assert key in getattr(recbole_derrd, model).loss_weight_keys
     config = Config(model, "ml-100k", config_dict=fast_config(**{key: "auto"}))
     assert config[key] == "auto"

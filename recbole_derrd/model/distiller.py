@@ -13,6 +13,13 @@ loss plus distillation terms from a frozen teacher.
 - Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
   the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
   samples are reproducible (and identical on every process of a distributed run).
+- Everything the rest of the package knows about a distiller is declared here, on its class:
+  its loss weights (:attr:`loss_weight_keys`, :attr:`term_switches`), the keys that shape its
+  parameters (:attr:`shape_keys`), the checks of its keys (:meth:`check_keys`) and of the data
+  (:meth:`data_requirements`), its YAML defaults (:attr:`defaults_file`), its trainer. A
+  subclass is made a model of the plugin by
+  :func:`~recbole_derrd.settings.registry.register_distiller`; its student backbone is asked
+  through its adapter (:mod:`recbole_derrd.model.backbones`), never by name.
 """
 
 import torch
@@ -24,7 +31,7 @@ from recbole_derrd.data.dataset import training_split
 from recbole_derrd.pipeline.distributed import writes_files
 from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.teacher.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
-from recbole_derrd.settings.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
+from recbole_derrd.settings.registry import UnknownModelError, backbone_names, is_distiller_name, recbole_model
 from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError, load_teacher
 from recbole_derrd.errors import UserError
 from recbole_derrd.trainer import DistillationTrainer
@@ -34,14 +41,19 @@ from recbole_derrd.settings.validation import AUTO, ConfigChecker, check_weight_
 class Distiller(GeneralRecommender):
     r"""Base class: a student backbone, a frozen teacher, and the loss reduction convention.
 
-    Subclasses add their distillation losses in ``calculate_loss`` and may override
-    :meth:`start_epoch`, :meth:`check_keys` and :meth:`data_requirements`.
+    Subclasses add their distillation losses in ``calculate_loss``, declare their keys in the
+    class attributes below and may override :meth:`start_epoch`, :meth:`check_keys`,
+    :meth:`schedule_settings` and :meth:`data_requirements`.
     """
 
     is_distiller = True
     input_type = InputType.PAIRWISE
-    #: Student backbones this distiller supports.
-    student_models = ("BPR", "LightGCN", "NeuMF")
+    #: Student backbones this distiller supports; None: every backbone with an adapter.
+    student_models = None
+    #: The YAML defaults of this distiller's own keys; None:
+    #: ``recbole_derrd/properties/model/<Name>.yaml`` (:mod:`recbole_derrd.settings.defaults`).
+    #: Tuned defaults for one student backbone sit in ``<its stem>/<Backbone>.yaml``.
+    defaults_file = None
     #: Names of the parts ``calculate_loss`` returns, for the training log.
     loss_names = ("base",)
     #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
@@ -52,14 +64,22 @@ class Distiller(GeneralRecommender):
     #: Weight key -> the boolean key that switches its term on: a term whose weight the search
     #: sets to 0 is switched off, not computed with weight 0.
     term_switches = {}
+    #: Keys that decide the shapes of this distiller's own parameters (besides its student's):
+    #: a resume with other values cannot fit, and is refused before any work.
+    shape_keys = ()
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
+
+    @classmethod
+    def students(cls):
+        """The student backbones this distiller supports."""
+        return tuple(cls.student_models if cls.student_models is not None else backbone_names())
 
     @classmethod
     def resolve_input_type(cls, final_config_dict):
         """The student backbone's input type (pairwise for BPR, pointwise for NeuMF)."""
         student = final_config_dict.get("student_model")
-        if student not in cls.student_models:
+        if student not in cls.students():
             return cls.input_type  # check_config reports the bad name
         return recbole_model(student).input_type
 
@@ -72,15 +92,15 @@ class Distiller(GeneralRecommender):
 
     @classmethod
     def check_keys(cls, checker):
-        student = checker.choice("student_model", cls.student_models)
+        # the student's size keys are RecBole's, checked with every model's
+        # (recbole_derrd.settings.validation.check_training_keys)
+        checker.choice("student_model", cls.students())
         teacher = checker.config["teacher_model"]
         try:
-            if teacher in PLUGIN_MODELS or recbole_model(teacher).type not in TEACHER_TYPES:
+            if is_distiller_name(teacher) or recbole_model(teacher).type not in TEACHER_TYPES:
                 checker.fail(f"teacher_model must be a RecBole general recommender, got {teacher}")
         except UnknownModelError as error:
             checker.fail(f"teacher_model: {error}")
-        if student in ("BPR", "LightGCN"):
-            checker.integer("embedding_size", minimum=1)
         checker.integer("teacher_embedding_size", minimum=1)
         checker.existing_file("teacher_checkpoint")
         checker.boolean("trust_checkpoint")

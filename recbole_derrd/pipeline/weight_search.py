@@ -52,13 +52,11 @@ import time
 from contextlib import contextmanager
 from logging import getLogger
 
-import yaml
-
 from recbole.utils import set_color
 
 from recbole_derrd.files.checkpoint import RESUME_KIND, read_checkpoint, read_resume_file, resume_path, to_plain
 from recbole_derrd.data.dataset import TrainingSplit
-from recbole_derrd.settings.defaults import config_layers
+from recbole_derrd.settings.defaults import plugin_default
 from recbole_derrd.pipeline.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError, UserError
 from recbole_derrd.pipeline.training import build_model, build_trainer, prepare_data, prepare_distiller_teacher
@@ -94,21 +92,9 @@ def refuse_automatic_weights(config, where):
         )
 
 
-def plugin_default(config, key):
-    """The plugin's default of ``key`` for ``config``'s model and student backbone (its YAML
-    layers), whatever the user set."""
-    value = None
-    for path in config_layers(config["model"], config.external_config_dict, config.yaml_loader):
-        with open(path, encoding="utf-8") as handle:
-            layer = yaml.load(handle, Loader=config.yaml_loader) or {}
-        if key in layer:
-            value = layer[key]
-    return value
-
-
 def candidate_values(config, key):
     """The candidates of ``key``, ascending, without repeats: ``weight_search_values[key]``, or
-    the plugin's default list when the user's dict leaves ``key`` out."""
+    the distiller's default list when the user's dict leaves ``key`` out."""
     values = config["weight_search_values"].get(key)
     if values is None:
         values = plugin_default(config, "weight_search_values")[key]

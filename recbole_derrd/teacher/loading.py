@@ -25,7 +25,7 @@ from recbole_derrd.files.checkpoint import read_checkpoint, to_plain
 from recbole_derrd.data.dataset import split_fingerprint
 from recbole_derrd.errors import UserError
 from recbole_derrd.settings.keys import RUNTIME_KEYS, SPLIT_KEYS, data_path_root, rebuilt_parameters
-from recbole_derrd.settings.registry import PLUGIN_MODELS, recbole_model
+from recbole_derrd.settings.registry import is_distiller_name, recbole_model, registered_backbone
 
 #: Keys that decide which data (and split) a model is trained on: teacher and student must agree.
 MATCH_KEYS = SPLIT_KEYS
@@ -35,15 +35,11 @@ TEACHER_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)
 
 
 def size_parameters(model_name, size):
-    """The hyperparameters that give ``model_name`` the size ``size`` (``embedding_size``;
-    NeuMF: both embedding tables and a [size, size / 2] MLP tower)."""
-    if model_name == "NeuMF":
-        return {
-            "mf_embedding_size": size,
-            "mlp_embedding_size": size,
-            "mlp_hidden_size": [size, max(1, size // 2)],
-        }
-    return {"embedding_size": size}
+    """The hyperparameters that give ``model_name`` the size ``size``: its backbone adapter's
+    (:meth:`~recbole_derrd.model.backbones.Backbone.size_parameters`), ``embedding_size`` for a
+    model without one."""
+    adapter = registered_backbone(model_name)
+    return adapter.size_parameters(size) if adapter is not None else {"embedding_size": size}
 
 
 class TeacherError(UserError, ValueError):
@@ -85,7 +81,7 @@ def read_teacher_checkpoint(config):
     checkpoint = read_checkpoint(path, trust=bool(config["trust_checkpoint"]))
     teacher_plain = checkpoint.get("config") or {}
     name = teacher_plain.get("model") or checkpoint.get("model")
-    if name in PLUGIN_MODELS:
+    if is_distiller_name(name):
         raise TeacherError(
             f"'{path}' holds a {name} student; export its backbone first to use it as a teacher."
         )
