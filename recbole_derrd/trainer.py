@@ -406,7 +406,7 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
 
     def checkpoint_state(self, epoch):
         state = super().checkpoint_state(epoch)
-        state["teacher_checkpoint"] = self.config["teacher_checkpoint"]
+        state["teacher_checkpoint"] = self.model.teacher.path  # given, or the on-demand teacher's cache
         return state
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):

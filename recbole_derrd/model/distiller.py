@@ -7,12 +7,9 @@ loss plus distillation terms from a frozen teacher.
 - The student is the backbone itself (``student_model``, e.g. RecBole's ``BPR``), held as
   ``self.student``; ``predict`` / ``full_sort_predict`` are the student's, untouched by any
   teacher tensor or sample, and the exported model is this backbone alone.
-- The teacher is handed in, loaded and checked against the student's data by the run
-  (:mod:`recbole_derrd.pipeline.training`, which also trains an on-demand teacher); a model built
-  without one loads the teacher ``teacher_checkpoint`` names, and never trains one.
-- Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
-  the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
-  samples are reproducible (and identical on every process of a distributed run).
+- The teacher is handed in: a :class:`~recbole_derrd.teacher.loading.FrozenTeacher` the run
+  loaded once, checked against the student's data (:mod:`recbole_derrd.pipeline.training`,
+  which also trains an on-demand teacher). A model never loads or trains a teacher.
 - Everything the rest of the package knows about a distiller is declared here, on its class:
   its loss weights (:attr:`loss_weight_keys`, :attr:`term_switches`), the keys that shape its
   parameters (:attr:`shape_keys`), the checks of its keys (:meth:`check_keys`) and of the data
@@ -20,6 +17,9 @@ loss plus distillation terms from a frozen teacher.
   subclass is made a model of the plugin by
   :func:`~recbole_derrd.settings.registry.register_distiller`; its student backbone is asked
   through its adapter (:mod:`recbole_derrd.model.backbones`), never by name.
+- Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
+  the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
+  samples are reproducible (and identical on every process of a distributed run).
 """
 
 import torch
@@ -32,7 +32,7 @@ from recbole_derrd.pipeline.distributed import writes_files
 from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.teacher.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
 from recbole_derrd.settings.registry import UnknownModelError, backbone_names, is_distiller_name, recbole_model
-from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError
 from recbole_derrd.errors import UserError
 from recbole_derrd.trainer import DistillationTrainer
 from recbole_derrd.settings.validation import AUTO, ConfigChecker, check_weight_search_keys
@@ -140,14 +140,14 @@ class Distiller(GeneralRecommender):
             config (Config): the run's configuration.
             dataset (Dataset): the training split.
             teacher (FrozenTeacher): the teacher, loaded by the run
-                (:func:`recbole_derrd.pipeline.training.prepare_distiller_teacher`); None: the teacher of
-                ``teacher_checkpoint`` is loaded here.
+                (:func:`recbole_derrd.pipeline.training.prepare_distiller_teacher`, or
+                :func:`~recbole_derrd.pipeline.training.build_model` from
+                ``teacher_checkpoint``).
             split (TrainingSplit): the training split's fingerprint and interactions, if the
                 run computed them.
 
         Raises:
-            TeacherError: no teacher handed in and no ``teacher_checkpoint`` set (a model never
-                trains a teacher).
+            TeacherError: no teacher handed in (a model never loads or trains one).
         """
         super().__init__(config, dataset)
         automatic = [key for key in self.loss_weight_keys if config[key] == AUTO]
@@ -157,11 +157,12 @@ class Distiller(GeneralRecommender):
                 "run chooses before it builds the model (recbole_derrd.run_recbole_derrd, "
                 "run_scripts/run.py); a model built directly needs a number."
             )
-        if teacher is None and not config["teacher_checkpoint"]:
+        if teacher is None:
             raise TeacherError(
-                f"{type(self).__name__} needs a teacher: pass one (teacher=...), set "
-                "teacher_checkpoint, or use recbole_derrd.run_recbole_derrd, which trains an "
-                "on-demand teacher."
+                f"{type(self).__name__} needs a teacher: pass one (teacher=recbole_derrd.teacher."
+                "loading.load_teacher(config, dataset)), build the model with recbole_derrd."
+                "pipeline.training.build_model (which loads teacher_checkpoint), or use "
+                "recbole_derrd.run_recbole_derrd, which trains an on-demand teacher."
             )
         self.training_split = training_split(dataset, split)
         self.data_requirements(config, dataset, self.training_split)
@@ -169,10 +170,9 @@ class Distiller(GeneralRecommender):
         # on the training device at once: DE and RRD read the student while the model is built
         self.student = recbole_model(config["student_model"])(config, dataset).to(self.device)
         self.student_backbone = backbone_of(self.student)
-        if teacher is None:
-            teacher = load_teacher(config, dataset, data_fingerprint=self.training_split.fingerprint)
-        else:
-            teacher.replay_construction(dataset)
+        # the random draws of building the teacher's model, here, as distillers drew them when
+        # they loaded their teacher themselves (FrozenTeacher.replay_construction)
+        teacher.replay_construction(dataset)
         self.teacher = teacher
         self.teacher_backbone = backbone_of(self.teacher.model)
         self.loss_reduction = config["loss_reduction"]

@@ -199,23 +199,24 @@ def loss_note(config, alone_config):
     return note
 
 
-def compare_student_alone(config, model, split, train_data, valid_data, test_data,
-                          distilled_valid_result=None):
+def compare_student_alone(inputs, model, distilled_valid_result=None):
     """The student alone of the distiller ``model``'s run, trained (or read from the cache)
     and evaluated on the run's validation and test splits with the run's evaluator settings.
 
     The global random state is left as it was.
 
     Args:
-        config (Config): the distiller's configuration.
+        inputs (RunInputs): the run's configuration, data, split and teacher
+            (:func:`~recbole_derrd.pipeline.training.prepare_inputs`).
         model (Distiller): the distilled model, as tested.
-        split (TrainingSplit): the run's training split.
         distilled_valid_result (dict): the distilled student's best validation result (its
             training's); None: the distilled student is evaluated on the validation split now.
 
     Returns:
         StudentAloneComparison, or None in a multi-process run (skipped).
     """
+    config, split = inputs.config, inputs.split
+    train_data, valid_data, test_data = inputs.train_data, inputs.valid_data, inputs.test_data
     logger = getLogger()
     if is_distributed(config):
         logger.info(
