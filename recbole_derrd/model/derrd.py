@@ -44,6 +44,7 @@ class DERRD(Distiller):
     loss_weight_keys = ("lambda_rrd", "lambda_de")
     term_switches = {"lambda_rrd": "use_rrd", "lambda_de": "use_de"}
     shape_keys = ("use_de", "de_num_experts", "de_selection", "de_layer")
+    logged_diagnostics = {"tau": ("tau", ".3g"), "active_experts": ("experts/entity", ".2f")}
 
     @classmethod
     def check_keys(cls, checker):

@@ -67,6 +67,8 @@ class Distiller(GeneralRecommender):
     #: Keys that decide the shapes of this distiller's own parameters (besides its student's):
     #: a resume with other values cannot fit, and is refused before any work.
     shape_keys = ()
+    #: Figures of :meth:`epoch_diagnostics` the training log shows: key -> (label, format).
+    logged_diagnostics = {}
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
 

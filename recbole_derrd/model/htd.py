@@ -303,6 +303,7 @@ class HTD(Distiller):
     loss_names = ("base", "htd")
     loss_weight_keys = ("lambda_htd",)
     shape_keys = ("htd_num_groups", "htd_flat")
+    logged_diagnostics = {"tau": ("tau", ".3g"), "groups_used": ("groups/batch", ".2f")}
     sides = ("user", "item")
 
     @classmethod
