@@ -7,10 +7,22 @@ run ends with its test metrics side by side with its teacher's and with those of
 student trained alone (:mod:`recbole_derrd.pipeline.student_alone`). ``recbole.quick_start`` is never
 imported (it needs ray and knows RecBole's models only).
 
+One run, in order (:func:`run_recbole_derrd`): the configuration (every key checked when it is
+built), the checks before any work (:func:`checks_before_work`: a resume file, the teacher
+file, ``auto`` weights that cannot be searched), the data and the teacher, prepared once
+(:func:`~recbole_derrd.pipeline.training.prepare_inputs`, with the checks of the data before
+a teacher is trained: :meth:`RunChecks.check_split`), the weight search when a weight is
+``auto`` (:mod:`recbole_derrd.pipeline.loss_weights`), the training
+(:func:`~recbole_derrd.pipeline.training.train`, the function every trial of the search also
+calls), the test, and for a distiller the teacher's test and the student alone, then the final
+table (:func:`~recbole_derrd.pipeline.report.log_final_table`). The run returns a
+:class:`~recbole_derrd.pipeline.report.RunResult`.
+
 Multi-process runs follow RecBole's ``run``: :func:`run` spawns ``nproc`` processes, each runs
 :func:`run_recbole_derrd` with its ``local_rank``, and the first one's result is returned.
 """
 
+import dataclasses
 import logging
 import os
 import sys
@@ -29,6 +41,8 @@ from recbole_derrd.data.dataset import TrainingSplit
 from recbole_derrd.pipeline.distributed import check_launch_settings, is_distributed
 from recbole_derrd.errors import UserError
 from recbole_derrd.data.per_user import PerUserRecorder
+from recbole_derrd.pipeline.loss_weights import WeightChoice, check_automatic_weights, choose_automatic_weights
+from recbole_derrd.pipeline.report import DistillationResult, RunResult, log_final_table
 from recbole_derrd.pipeline.training import (  # noqa: F401 (evaluate_model: API)
     build_model,
     evaluate_model,
@@ -36,12 +50,13 @@ from recbole_derrd.pipeline.training import (  # noqa: F401 (evaluate_model: API
     parameter_count,
     prepare_data,
     prepare_distiller_teacher,
-    prepare_run,
+    prepare_inputs,
+    train,
 )
 from recbole_derrd.data.popularity import PopularityGroupRecorder
-from recbole_derrd.pipeline.student_alone import compare_student_alone, format_change, relative_change
+from recbole_derrd.pipeline.student_alone import compare_student_alone
 from recbole_derrd.teacher.loading import read_teacher_checkpoint
-from recbole_derrd.pipeline.weight_search import refuse_automatic_weights, resolve_automatic_weights
+from recbole_derrd.pipeline.weight_search import refuse_automatic_weights
 
 
 def init_logger(config):
@@ -64,54 +79,41 @@ def init_logger(config):
         root.addHandler(handler)
 
 
-def comparison_table(rows, columns):
-    """A plain-text table: ``rows`` is a list of (label, values...)."""
-    table = [columns] + [[str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+@dataclasses.dataclass
+class RunChecks:
+    """What the checks before any work found (:func:`checks_before_work`)."""
+
+    #: The resume file to continue from (checked), or None.
+    resume: str = None
+    #: Its contents.
+    resumed: dict = None
+    #: The file of ``teacher_checkpoint``, read and checked, or None.
+    teacher_file: dict = None
+    #: The ``auto`` weights a resumed run takes from the run it continues.
+    weights: WeightChoice = dataclasses.field(default_factory=WeightChoice)
+
+    def check_split(self, split):
+        """The checks of the data, once it is loaded and before a teacher is trained for it."""
+        if self.resumed is not None:
+            check_resume_split(self.resume, self.resumed, split.dataset, split.fingerprint)
 
 
-def student_teacher_comparison(model, student_result, teacher_result, alone=None):
-    """Test metrics and inference parameter counts of a distilled student and its teacher and,
-    given ``alone`` (a :class:`~recbole_derrd.pipeline.student_alone.StudentAloneComparison`), of the
-    same student trained alone, with the best validation score of both students."""
-    student_params = parameter_count(model)
-    teacher_params = parameter_count(model.teacher.model)
-    columns = ["", f"teacher ({model.teacher.name})",
-               f"distilled student ({type(model).__name__}: {type(model.student).__name__})"]
-    if alone is not None:
-        columns.append(f"student alone ({alone.model_name})")
-    columns.append("distilled/teacher")
-    if alone is not None:
-        columns.append("distilled vs alone")
+def checks_before_work(config, resume=None):
+    """Every check a run makes before it loads any data: its ``auto`` weights (a resumed run
+    takes those of the run it continues; a multi-process run cannot search), the resume file,
+    and the teacher file. The keys themselves were checked when ``config`` was built.
 
-    def row(label, teacher, student, student_alone, cell):
-        """A table row; ``teacher`` None: not measured."""
-        cells = [label, "-" if teacher is None else cell(teacher), cell(student)]
-        if alone is not None:
-            cells.append(cell(student_alone))
-        cells.append(f"{student / teacher:.3f}" if teacher else "-")
-        if alone is not None:
-            cells.append(format_change(relative_change(student, student_alone)))
-        return cells
-
-    def count(value):
-        return f"{value:,}"
-
-    def metric(value):
-        return f"{value:.4f}"
-
-    rows = [row("parameters", teacher_params, student_params,
-                None if alone is None else alone.parameters, count)]
-    for name, value in student_result.items():
-        alone_value = None if alone is None else alone.test_result[name]
-        rows.append(row(name, teacher_result[name], value, alone_value, metric))
-    if alone is not None:
-        rows.append(row(f"valid {alone.valid_metric} (best)", None, alone.distilled_valid_score,
-                        alone.alone_valid_score, metric))
-    return comparison_table(rows, columns)
+    Returns:
+        RunChecks
+    """
+    weights = check_automatic_weights(config, resume)
+    resumed = None
+    if resume is not None:
+        resume, resumed = read_resume_file(resume, config)
+    teacher_file = None
+    if is_distiller(config) and config["teacher_checkpoint"]:
+        teacher_file = read_teacher_checkpoint(config)  # read once
+    return RunChecks(resume, resumed, teacher_file, weights)
 
 
 def run_recbole_derrd(
@@ -137,20 +139,7 @@ def run_recbole_derrd(
             it stopped in.
 
     Returns:
-        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
-        ``test_result``, ``test_per_user`` (each top-k metric per test user, in the
-        evaluation's order: :mod:`recbole_derrd.data.per_user`), ``test_popularity_result`` (test
-        Recall@k by item-popularity group with ``popularity_groups`` > 0, else None:
-        :mod:`recbole_derrd.data.popularity`), ``train_loss``, ``checkpoint``,
-        ``resume_file`` (None when the run adopted its weight search's chosen trial) and
-        ``weight_search`` (the report of the search of the loss weights set
-        to ``auto``, or None: :mod:`recbole_derrd.pipeline.weight_search`); for a distiller also
-        ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
-        ``teacher_checkpoint`` and, from the same student trained alone
-        (``compare_student_alone``; None when off, or skipped in a multi-process run),
-        ``student_alone_valid_result``, ``student_alone_test_result``,
-        ``student_alone_checkpoint`` and ``distilled_worse_than_alone`` (the distilled
-        student's best validation score is the worse).
+        RunResult: the run's figures (also readable as ``result["test_result"]``...).
     """
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -158,108 +147,17 @@ def run_recbole_derrd(
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    checks = checks_before_work(config, resume)
+    inputs = prepare_inputs(config, teacher_file=checks.teacher_file, before_teacher=checks.check_split,
+                            log=True)
     # loss weights set to 'auto' are chosen on the validation split before the run trains
-    weight_search, chosen_trial, search_journal = resolve_automatic_weights(config, resume=resume, saved=saved)
-    resumed = None
-    if resume is not None:
-        # fail on a bad resume file before loading any data
-        resume, resumed = read_resume_file(resume, config)
-    distiller = is_distiller(config)
-    teacher_checkpoint = None
-    if distiller and config["teacher_checkpoint"]:
-        # read once, and fail on a bad teacher before loading any data
-        teacher_checkpoint = read_teacher_checkpoint(config)
-
-    def check_resumed_split(split):  # before an on-demand teacher is trained for it
-        if resumed is not None:
-            check_resume_split(resume, resumed, split.dataset, split.fingerprint)
-
-    _, train_data, valid_data, test_data, model, trainer = prepare_run(
-        config, teacher_checkpoint=teacher_checkpoint, before_teacher=check_resumed_split, log_model=True
-    )
-    if resume is not None:
-        trainer.resume_checkpoint(resume)
-    # a trial as long as the run is this run's training: adopted, not trained again (a run
-    # that saves nothing tests its last epoch, as RecBole does, so it trains)
-    adopt = chosen_trial is not None and saved
-    if weight_search is not None and resume is None:
-        weight_search["chosen_trial_adopted"] = adopt
-    trainer.weight_search = weight_search  # saved with the checkpoints
-    if adopt:
-        logger.info(set_color("weight search", "yellow") + ": the chosen trial was as long as the "
-                    "run, with its patience: it is this run's training (adopted, not trained again)")
-        best_valid_score, best_valid_result = trainer.adopt_trial(chosen_trial, train_data)
-        del chosen_trial  # its copy of the model and optimizer states
-    else:
-        best_valid_score, best_valid_result = trainer.fit(
-            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-        )
-    popularity = PopularityGroupRecorder(trainer, train_data)  # a no-op unless popularity_groups > 0
-    with PerUserRecorder(trainer) as per_user_test, popularity:
-        test_result = trainer.evaluate(
-            test_data, load_best_model=saved, show_progress=config["show_progress"]
-        )
-    logger.info(
-        "The running environment of this training is as follows:\n"
-        + get_environment(config).draw()
-    )
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    result = {
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "test_per_user": per_user_test.values,
-        "test_popularity_result": popularity.report(),  # None unless popularity_groups > 0
-        "train_loss": dict(trainer.train_loss_dict),
-        "train_epoch_seconds": list(trainer.epoch_seconds),
-        "train_epoch_diagnostics": list(getattr(trainer, "epoch_diagnostics", [])),
-        "parameters": parameter_count(model),
-    }
-    if distiller:
-        teacher_result = evaluate_model(config, model.teacher.model, train_data, test_data)
-        alone = None
-        if config["compare_student_alone"]:
-            # after the distilled student's test, in a preserved random state: the distilled
-            # run's results are the same with the comparison on or off
-            alone = compare_student_alone(config, model, trainer.training_split, train_data,
-                                          valid_data, test_data, best_valid_result)
-        title = "student vs teacher" + (" and student alone" if alone is not None else "")
-        table = student_teacher_comparison(model, test_result, teacher_result, alone)
-        if alone is not None and alone.loss_note:
-            table += f"\n({alone.loss_note})"
-        logger.info(set_color(title, "yellow") + " (test set, same split):\n" + table)
-        if alone is not None and alone.distilled_is_worse:
-            logger.warning(alone.warning_message())
-        result.update(
-            teacher_test_result=teacher_result,
-            student_parameters=parameter_count(model),
-            teacher_parameters=parameter_count(model.teacher.model),
-            teacher_checkpoint=config["teacher_checkpoint"],
-            # the weights this run trained with (``auto`` ones as chosen), for its records
-            loss_weights={key: config[key] for key in type(model).loss_weight_keys},
-        )
-        result.update(
-            student_alone_valid_result=None,
-            student_alone_test_result=None,
-            student_alone_checkpoint=None,
-            distilled_worse_than_alone=None,
-        )
-        if alone is not None:
-            result.update(
-                student_alone_valid_result=alone.valid_result,
-                student_alone_test_result=alone.test_result,
-                student_alone_checkpoint=alone.checkpoint,
-                distilled_worse_than_alone=alone.distilled_is_worse,
-            )
-    result["checkpoint"] = trainer.saved_model_file if saved else None
-    result["resume_file"] = trainer.resume_file if saved else None
-    result["weight_search"] = weight_search
-    if search_journal is not None:
+    weights = choose_automatic_weights(inputs, saved=saved, choice=checks.weights)
+    training = train_run(inputs, weights, checks.resume, saved)
+    result = test_run(inputs, training, weights, saved)
+    if weights.journal is not None:
         # the run is tested and compared: its search is done (until now an interruption
         # found the trials in the journal)
-        search_journal.remove()
+        weights.journal.remove()
     if is_distributed(config):
         # every process done before any tears its connections down: a gloo peer that exits
         # while another still talks to it can abort ("terminate called without an active exception")
@@ -268,6 +166,76 @@ def run_recbole_derrd(
     if config["local_rank"] == 0 and queue is not None:
         queue.put(result)
     return result
+
+
+def train_run(inputs, weights, resume, saved):
+    """The run's training (:func:`~recbole_derrd.pipeline.training.train`): from its start, from
+    ``resume``, or its weight search's chosen trial adopted."""
+    config = inputs.config
+    # a trial as long as the run is this run's training: adopted, not trained again (a run
+    # that saves nothing tests its last epoch, as RecBole does, so it trains)
+    adopt = weights.chosen_run if saved else None
+    if weights.report is not None and resume is None:
+        weights.report["chosen_trial_adopted"] = adopt is not None
+    if adopt is not None:
+        getLogger().info(set_color("weight search", "yellow") + ": the chosen trial was as long as "
+                         "the run, with its patience: it is this run's training (adopted, not trained again)")
+    weights.chosen_run = None  # its copy of the model and optimizer states, once taken
+    return train(inputs, saved=saved, resume=resume, adopt=adopt, show_progress=config["show_progress"],
+                 log_model=True, weight_search=weights.report)
+
+
+def test_run(inputs, training, weights, saved):
+    """The test of the trained model and, for a distiller, of its teacher and the student
+    alone, with the final table; the run's :class:`RunResult`."""
+    config, trainer, logger = inputs.config, training.trainer, getLogger()
+    popularity = PopularityGroupRecorder(trainer, inputs.train_data)  # a no-op unless popularity_groups > 0
+    with PerUserRecorder(trainer) as per_user_test, popularity:
+        test_result = trainer.evaluate(
+            inputs.test_data, load_best_model=saved, show_progress=config["show_progress"]
+        )
+    logger.info(
+        "The running environment of this training is as follows:\n"
+        + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {training.best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return RunResult(
+        best_valid_score=training.best_valid_score,
+        valid_score_bigger=config["valid_metric_bigger"],
+        best_valid_result=training.best_valid_result,
+        test_result=test_result,
+        test_per_user=per_user_test.values,
+        test_popularity_result=popularity.report(),  # None unless popularity_groups > 0
+        train_loss=dict(trainer.train_loss_dict),
+        train_epoch_seconds=list(trainer.epoch_seconds),
+        train_epoch_diagnostics=list(getattr(trainer, "epoch_diagnostics", [])),
+        parameters=parameter_count(training.model),
+        distillation=compare_distilled(inputs, training, test_result) if is_distiller(config) else None,
+        checkpoint=trainer.saved_model_file if saved else None,
+        resume_file=trainer.resume_file if saved else None,
+        weight_search=weights.report,
+    )
+
+
+def compare_distilled(inputs, training, test_result):
+    """The distilled student next to its teacher and, with ``compare_student_alone``, the same
+    student trained alone (after the distilled student's test, in a preserved random state: the
+    distilled run's results are the same with the comparison on or off); the final table."""
+    config, model = inputs.config, training.model
+    teacher_result = evaluate_model(config, inputs.teacher.model, inputs.train_data, inputs.test_data)
+    alone = None
+    if config["compare_student_alone"]:
+        alone = compare_student_alone(inputs, model, training.best_valid_result)
+    log_final_table(model, test_result, teacher_result, alone)
+    return DistillationResult(
+        teacher_test_result=teacher_result,
+        student_parameters=parameter_count(model),
+        teacher_parameters=parameter_count(inputs.teacher.model),
+        teacher_checkpoint=inputs.teacher.path,
+        loss_weights={key: config[key] for key in type(model).loss_weight_keys},
+        alone=alone,
+    )
 
 
 def run_recbole_derrds(rank, *args):
@@ -311,7 +279,7 @@ def run(
         group_offset (int): global rank of this machine's first process.
 
     Returns:
-        dict: the result of the (first) process, as :func:`run_recbole_derrd`'s.
+        RunResult: the result of the (first) process, as :func:`run_recbole_derrd`'s.
     """
     if nproc == 1 and world_size <= 0:
         return run_recbole_derrd(
@@ -367,14 +335,14 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logging.getLogger().setLevel(logging.ERROR)
-    _, train_data, valid_data, test_data, _, trainer = prepare_run(config)
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
-    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    inputs = prepare_inputs(config)
+    training = train(inputs, saved=saved, verbose=False)
+    test_result = training.trainer.evaluate(inputs.test_data, load_best_model=saved)
     return {
         "model": config["model"],
-        "best_valid_score": best_valid_score,
+        "best_valid_score": training.best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
+        "best_valid_result": training.best_valid_result,
         "test_result": test_result,
     }
 
@@ -392,7 +360,9 @@ def load_data_and_model(model_file, trust_checkpoint=False):
     init_logger(config)
     dataset, train_data, valid_data, test_data = prepare_data(config)
     split = TrainingSplit(train_data.dataset)
-    teacher = prepare_distiller_teacher(config, split) if is_distiller(config) else None
+    teacher = None
+    if is_distiller(config):  # the teacher the model was trained with (its file, or cache)
+        teacher = prepare_distiller_teacher(config, split, path=checkpoint.get("teacher_checkpoint"))
     model = build_model(config, train_data.dataset, teacher=teacher, split=split)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))

@@ -406,7 +406,7 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
 
     def checkpoint_state(self, epoch):
         state = super().checkpoint_state(epoch)
-        state["teacher_checkpoint"] = self.config["teacher_checkpoint"]
+        state["teacher_checkpoint"] = self.model.teacher.path  # given, or the on-demand teacher's cache
         return state
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
@@ -419,11 +419,9 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
             for name, loss in zip(names, losses)
         )
         diagnostics = self.epoch_diagnostics[-1] if self.epoch_diagnostics else {}
-        if "tau" in diagnostics:
-            parts += ", " + set_color("tau", "blue") + f": {diagnostics['tau']:.3g}"
-        for key, label in (("active_experts", "experts/entity"), ("groups_used", "groups/batch")):
+        for key, (label, spec) in getattr(self.model, "logged_diagnostics", {}).items():
             if key in diagnostics:
-                parts += ", " + set_color(label, "blue") + f": {diagnostics[key]:.2f}"
+                parts += ", " + set_color(label, "blue") + f": {diagnostics[key]:{spec}}"
         return (
             set_color(f"epoch {epoch_idx} training", "green")
             + " ["

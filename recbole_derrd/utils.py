@@ -2,8 +2,8 @@
 recbole_derrd.utils
 ###################
 Plugin-first model and trainer lookup (the RecBole-GNN pattern): a name is first looked up
-among this plugin's models (whose classes declare their trainers), then among RecBole's
-built-ins.
+among the distillers registered (:mod:`recbole_derrd.settings.registry`; their classes declare
+their trainers), then among RecBole's built-ins.
 """
 
 import importlib
@@ -12,9 +12,9 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_derrd.pipeline.distributed import DistributedTrainerBase
 from recbole_derrd.settings.registry import (  # noqa: F401 (UnknownModelError, plugin_model_names: API)
-    PLUGIN_MODELS,
     UnknownModelError,
     check_model_name,
+    distiller_class,
     plugin_model_names,
     recbole_model,
 )
@@ -22,18 +22,17 @@ from recbole_derrd.trainer import SafeCheckpointMixin
 
 
 def get_model(model_name):
-    r"""Return the model class for ``model_name``: this plugin's models first, then RecBole's.
-    The one place that imports the plugin's model classes (lazily: the configurator uses this
-    lookup, and the models use the configurator's modules).
+    r"""Return the model class for ``model_name``: the distillers registered first, then
+    RecBole's models. The plugin's own distillers are imported here (lazily: the configurator
+    uses this lookup, and the models use the configurator's modules), and so register.
 
     Raises:
         UnknownModelError: the name is not a model of either.
     """
     check_model_name(model_name)
-    if model_name in PLUGIN_MODELS:
-        plugin_models = importlib.import_module("recbole_derrd.model")
-        return getattr(plugin_models, model_name)
-    return recbole_model(model_name)
+    importlib.import_module("recbole_derrd.model")
+    distiller = distiller_class(model_name)
+    return distiller if distiller is not None else recbole_model(model_name)
 
 
 _SAFE_TRAINERS = {}
@@ -61,7 +60,7 @@ def get_trainer(model_type, model_name):
     which torch >= 2.6 refuses).
     """
     trainer_class = None
-    if model_name in PLUGIN_MODELS:
+    if distiller_class(model_name) is not None:
         trainer_class = get_model(model_name).trainer_class
     if trainer_class is None:
         trainer_class = recbole_get_trainer(model_type, model_name)

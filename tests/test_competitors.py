@@ -13,6 +13,7 @@ from recbole_derrd.data.dataset import create_dataset, data_preparation
 from recbole_derrd.model import CD, RD
 from recbole_derrd.model.cd import cd_loss
 from recbole_derrd.model.rd import rd_discrepancy_weights, rd_loss, rd_position_weights
+from recbole_derrd.teacher.loading import load_teacher
 
 
 def test_rd_position_weights():
@@ -60,7 +61,7 @@ def build(workdir, fast_config, teacher_checkpoint):
                         config_dict=fast_config(teacher_checkpoint=teacher_checkpoint, **overrides))
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
-        return model_class(config, train_data.dataset), train_data
+        return model_class(config, train_data.dataset, teacher=load_teacher(config, train_data.dataset)), train_data
 
     return make
 

@@ -14,7 +14,7 @@ from recbole.utils import init_seed
 from recbole_derrd import DERRD, Config, get_trainer
 from recbole_derrd.config import plugin_properties_file
 from recbole_derrd.data.dataset import create_dataset, data_preparation
-from recbole_derrd.teacher.loading import build_teacher_config
+from recbole_derrd.teacher.loading import build_teacher_config, load_teacher
 from recbole_derrd.trainer import DERRDTrainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,7 +70,7 @@ def derrd_model(workdir, fast_config, teacher_checkpoint):
         )
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
-        return config, DERRD(config, train_data.dataset), train_data
+        return config, DERRD(config, train_data.dataset, teacher=load_teacher(config, train_data.dataset)), train_data
 
     return build
 

@@ -16,7 +16,7 @@ from recbole_derrd import DERRD, Config, DERRDTrainer, run, run_recbole_derrd
 from recbole_derrd.data.dataset import create_dataset, data_preparation
 from recbole_derrd.pipeline.distributed import DistributedSettingsError, check_launch_settings, writes_files
 from recbole_derrd.trainer import DistributionMismatchError, tensors_digest
-from recbole_derrd.teacher.loading import teacher_config_dict
+from recbole_derrd.teacher.loading import load_teacher, teacher_config_dict
 
 from helpers import free_port
 
@@ -144,7 +144,8 @@ def test_processes_holding_other_samples_stop_the_run(workdir, fast_config, teac
                     config_dict=fast_config(teacher_checkpoint=teacher_checkpoint))
     init_seed(config["seed"], config["reproducibility"])
     train_data = data_preparation(config, create_dataset(config))[0]
-    trainer = DERRDTrainer(config, DERRD(config, train_data.dataset))
+    trainer = DERRDTrainer(config, DERRD(config, train_data.dataset,
+                                         teacher=load_teacher(config, train_data.dataset)))
     trainer.model.start_epoch(0)
     own = tensors_digest(trainer.model.shared_state())
     # what gather_objects returns in a 2-process run: one digest per process

@@ -72,7 +72,7 @@ def test_the_key_table_reads_overrides_blocks_and_continued_comments(tmp_path):
     # a per-backbone default, with the file it comes from
     assert "| `lambda_de` | float | `0.01`; `student_model: NeuMF`: `0.0001` (`model/DERRD/NeuMF.yaml`) |" in table
     # a block value, and a comment continued on the lines below its key
-    assert "`lambda_de: [0, 0.001, 0.01, 0.1]; lambda_rrd: [0, 0.001, 0.01, 0.1];" in table
+    assert "| `lambda_de: [0, 0.001, 0.01, 0.1]; lambda_rrd: [0, 0.001, 0.01, 0.1]` |" in table
     assert "Must be below `1/de_num_experts`. `0` = the exact dense computation. |" in table
     # a key only a per-backbone file sets
     assert "| `mlp_hidden_size` | list | -; `student_model: NeuMF`: `[20, 10]` (`distiller/NeuMF.yaml`) |" in table

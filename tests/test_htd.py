@@ -18,6 +18,7 @@ from recbole_derrd.model.htd import (
     mapped_pairs, masked_relation_loss,
 )
 from recbole_derrd.settings.validation import ConfigValueError
+from recbole_derrd.teacher.loading import load_teacher
 from run_scripts.bench_speed import dense_within_level
 
 
@@ -308,7 +309,7 @@ def build(workdir, fast_config, teacher_checkpoint, ml100k):
         config = Config("HTD", "ml-100k", config_dict=fast_config(teacher_checkpoint=teacher_checkpoint,
                                                                   **overrides))
         init_seed(config["seed"], config["reproducibility"])
-        model = HTD(config, ml100k.dataset)
+        model = HTD(config, ml100k.dataset, teacher=load_teacher(config, ml100k.dataset))
         model.run_config = config  # for the tests' own checks
         return model, ml100k
 

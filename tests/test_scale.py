@@ -13,6 +13,7 @@ from recbole.utils import init_seed
 
 from recbole_derrd import DERRD, Config
 from recbole_derrd.data.dataset import create_dataset, data_preparation
+from recbole_derrd.teacher.loading import load_teacher
 from recbole_derrd.teacher.ranking import (
     UninterestingSampler,
     cached_teacher_topn,
@@ -125,7 +126,7 @@ def test_derrd_reuses_its_topn_cache_until_teacher_or_split_change(workdir, fast
         config = Config("DERRD", "ml-100k", config_dict=fast_config(teacher_checkpoint=str(teacher), use_de=False))
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
-        return DERRD(config, train_data.dataset)
+        return DERRD(config, train_data.dataset, teacher=load_teacher(config, train_data.dataset))
 
     first = build()
     caches = glob.glob(str(tmp_path / "teacher.top50-*.pth"))

@@ -16,6 +16,7 @@ from recbole_derrd.errors import UserError
 from recbole_derrd.model.unkd import GroupNegativeSampler, teacher_group_topn, unkd_loss
 from recbole_derrd.data.popularity import item_popularity_groups, popularity_groups
 from recbole_derrd.settings.validation import ConfigValueError
+from recbole_derrd.teacher.loading import load_teacher
 
 
 def test_unkd_loss_against_brute_force():
@@ -82,7 +83,7 @@ def build(workdir, fast_config, teacher_checkpoint):
                         config_dict=fast_config(teacher_checkpoint=teacher_checkpoint, **overrides))
         init_seed(config["seed"], config["reproducibility"])
         train_data = data_preparation(config, create_dataset(config))[0]
-        return UnKD(config, train_data.dataset), train_data
+        return UnKD(config, train_data.dataset, teacher=load_teacher(config, train_data.dataset)), train_data
 
     return make
 

@@ -13,17 +13,19 @@ import recbole_derrd
 import recbole_derrd.model.distiller
 import recbole_derrd.pipeline.training
 import recbole_derrd.trainer
+import recbole_derrd.pipeline.loss_weights
 import recbole_derrd.pipeline.weight_search
 from recbole_derrd import CD, DERRD, HTD, RD, Config, UnKD, objective_function, run_recbole_derrd
 from recbole_derrd.files.checkpoint import plain_config, save_checkpoint
 from recbole_derrd.config import config_from_plain
 from recbole_derrd.errors import CheckpointError
-from recbole_derrd.settings.registry import PLUGIN_MODELS
-from recbole_derrd.settings.validation import LOSS_WEIGHT_KEYS, ConfigValueError
+from recbole_derrd.pipeline.loss_weights import check_automatic_weights
+from recbole_derrd.pipeline.training import RunInputs, prepare_inputs
+from recbole_derrd.settings.registry import loss_weight_keys, plugin_model_names
+from recbole_derrd.settings.validation import ConfigValueError
 from recbole_derrd.pipeline.weight_search import (
     WeightSearchError,
     best_value,
-    resolve_automatic_weights,
     weight_settings,
 )
 
@@ -95,17 +97,10 @@ def test_a_derrd_run_with_every_weight_zero_is_the_student_alone(workdir, fast_c
 def search_without_training(monkeypatch, config, scored_trial):
     """:func:`search_loss_weights` with ``scored_trial`` in place of each trial's training
     (and no data or teacher prepared)."""
-
-    class FakeData:
-        dataset = None
-
     module = recbole_derrd.pipeline.weight_search
     monkeypatch.setattr(module, "run_trial", scored_trial)
-    monkeypatch.setattr(module, "prepare_data", lambda config: (None, FakeData(), None, None))
-    monkeypatch.setattr(module, "TrainingSplit", lambda dataset: None)
-    monkeypatch.setattr(module, "prepare_distiller_teacher", lambda *args: None)
-    monkeypatch.setattr(module, "run_random_state", lambda data: None)
-    return module.search_loss_weights(config)
+    inputs = RunInputs(config, None, None, None, None, split=None, teacher=None, start_state=None)
+    return module.search_loss_weights(inputs)
 
 
 @pytest.mark.parametrize("alone_score, chosen", [
@@ -123,7 +118,7 @@ def test_one_weight_at_a_time_then_the_student_alone(workdir, fast_config, monke
              (0, 0): alone_score}
     trained = []
 
-    def scored_trial(config, settings, *args, keep, model_file):
+    def scored_trial(inputs, settings, keep, model_file):
         assert model_file is None  # no journal: no trial file
         # by default a trial is as long as the run, with its patience: its model is kept for
         # the run to adopt
@@ -177,7 +172,7 @@ def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_
         weight_search_values={"lambda_rrd": [0, 0.01]}))
     kept = []
 
-    def scored_trial(config, settings, *args, keep, model_file):
+    def scored_trial(inputs, settings, keep, model_file):
         kept.append(keep)
         return {"best_valid_score": settings["lambda_rrd"], "best_valid_result": {}, "epochs": 3,
                 "seconds": 0.1, "record": {}, "model_file": None}
@@ -189,7 +184,7 @@ def test_shortened_trials_are_not_the_run_so_the_run_trains_again(workdir, fast_
 
 
 def test_every_distillers_weights_are_searchable():
-    assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(LOSS_WEIGHT_KEYS)
+    assert {key for model in (DERRD, RD, CD, UnKD, HTD) for key in model.loss_weight_keys} == set(loss_weight_keys())
 
 
 # ----- a real search -----
@@ -273,11 +268,11 @@ def test_the_search_chooses_the_best_validation_score_of_its_trials(auto_run):
 
 def test_the_teacher_and_its_top_n_are_prepared_once(auto_run):
     _, result, counts = auto_run
-    # 3 or 4 trials and the run: one teacher training, one top-N computation, one look-up of the
-    # cache by the search (its teacher object keeps it for every trial) and one by the run,
-    # which adopts its chosen trial (RRD on: the run needs the top-N too)
+    # 3 or 4 trials and the run: one teacher training, one top-N computation and one look-up of
+    # the cache: the search and the run, which adopts its chosen trial (RRD on: the run needs
+    # the top-N too), share one teacher object, which keeps it
     assert result["weight_search"]["chosen"]["lambda_rrd"] != 0
-    assert counts == {"teacher trainings": 1, "top-N computed": 1, "top-N looked up": 2,
+    assert counts == {"teacher trainings": 1, "top-N computed": 1, "top-N looked up": 1,
                       "trials adopted": 1}
 
 
@@ -306,7 +301,7 @@ def test_the_chosen_numbers_reproduce_the_run_without_searching(auto_run, monkey
     def must_not_search(*args, **kwargs):
         raise AssertionError("no weight is auto: nothing to search")
 
-    monkeypatch.setattr(recbole_derrd.pipeline.weight_search, "search_loss_weights", must_not_search)
+    monkeypatch.setattr(recbole_derrd.pipeline.loss_weights, "search_loss_weights", must_not_search)
     monkeypatch.chdir(os.path.dirname(config_dict["checkpoint_dir"]))
     again = run_recbole_derrd("DERRD", "ml-100k", config_dict=explicit)
     assert again["weight_search"] is None
@@ -341,12 +336,12 @@ def test_a_resumed_run_takes_the_weights_of_the_run_it_continues(workdir, fast_c
     def must_not_search(*args, **kwargs):
         raise AssertionError("a resumed run does not search again")
 
-    monkeypatch.setattr(recbole_derrd.pipeline.weight_search, "search_loss_weights", must_not_search)
-    resumed, adopted, journal = resolve_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
-    assert journal is None
-    assert adopted is None  # the resumed run trains on from its file
+    monkeypatch.setattr(recbole_derrd.pipeline.loss_weights, "search_loss_weights", must_not_search)
+    choice = check_automatic_weights(config, resume=str(workdir / "DERRD-x.pth"))
+    assert choice.journal is None
+    assert choice.chosen_run is None  # the resumed run trains on from its file
     assert (config["lambda_rrd"], config["lambda_de"], config["use_de"]) == (0.01, 0, False)
-    assert resumed["chosen"] == report["chosen"] and resumed["resumed_from"] == resume_file
+    assert choice.report["chosen"] == report["chosen"] and choice.report["resumed_from"] == resume_file
 
 
 # ----- an interrupted search continues from its journal -----
@@ -467,7 +462,7 @@ def test_shortened_trials_keep_their_results_not_their_models(workdir, teacher_c
         JOURNAL_SETTINGS, weight_search_epochs=1, checkpoint_dir=str(checkpoint_dir),
         teacher_checkpoint=teacher_checkpoint))
     settings, report, chosen_run, journal = recbole_derrd.pipeline.weight_search.search_loss_weights(
-        config, journal=True)
+        prepare_inputs(config), journal=True)
     assert chosen_run is None and report["trial_count"] == 2
     assert journal_files(checkpoint_dir) == [os.path.basename(journal.path)]
     stored = torch.load(journal.path, weights_only=True)
@@ -553,7 +548,7 @@ def test_bad_search_settings_are_refused_when_the_configuration_is_built(workdir
     ("RD", "lambda_rd", [0, 0.01, 0.1, 1]), ("CD", "lambda_cd", [0, 0.01, 0.1, 1]),
     ("UnKD", "lambda_unkd", [0, 0.01, 0.1, 1]), ("HTD", "lambda_htd", [0, 1, 10, 100])])
 def test_every_distillers_weight_accepts_auto(workdir, fast_config, model, key, candidates):
-    assert model in PLUGIN_MODELS and key in LOSS_WEIGHT_KEYS
+    assert model in plugin_model_names() and key in loss_weight_keys()
     assert key in getattr(recbole_derrd, model).loss_weight_keys
     config = Config(model, "ml-100k", config_dict=fast_config(**{key: "auto"}))
     assert config[key] == "auto"
@@ -566,4 +561,4 @@ def test_auto_is_refused_where_no_search_runs(workdir, fast_config):
     config = Config("DERRD", "ml-100k", config_dict=fast_config(lambda_rrd="auto"))
     config["single_spec"] = False  # one process of a multi-process run
     with pytest.raises(WeightSearchError, match="single process"):
-        resolve_automatic_weights(config)
+        check_automatic_weights(config)

@@ -29,28 +29,13 @@ import torch
 from recbole_derrd.data.dataset import split_fingerprint
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
 from recbole_derrd.settings.keys import SPLIT_KEYS, learned_from
+from recbole_derrd.settings.registry import parameter_keys
 
 #: Written into every checkpoint of this plugin, so that a reader knows the layout.
 CHECKPOINT_FORMAT = "recbole-derrd/1"
 
 #: ``kind`` of a resume file (other checkpoints of the plugin have no ``kind``).
 RESUME_KIND = "resume"
-
-#: Keys that decide the shapes of a model's parameters (a distiller's student and experts, or
-#: a baseline): a resume with other values cannot fit, and is refused before any work.
-PARAMETER_KEYS = [
-    "student_model",
-    "embedding_size",
-    "mf_embedding_size",
-    "mlp_embedding_size",
-    "mlp_hidden_size",
-    "use_de",
-    "de_num_experts",
-    "de_selection",
-    "de_layer",
-    "htd_num_groups",
-    "htd_flat",
-]
 
 #: Keys that decide an on-demand teacher: a resume with other values would train (and
 #: distil from) another teacher, and is refused before that teacher is trained.
@@ -335,7 +320,9 @@ def read_resume_file(path, config):
             + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in differing)
             + "). Resume with the interrupted run's settings."
         )
-    changed = [key for key in PARAMETER_KEYS if to_plain(stored.get(key)) != to_plain(config[key])]
+    # the keys that shape the model's parameters: its backbones' and the distiller's own
+    changed = [key for key in parameter_keys(config.model_class)
+               if to_plain(stored.get(key)) != to_plain(config[key])]
     if not config["teacher_checkpoint"]:  # an on-demand teacher: it must be the same one
         changed += [key for key in ON_DEMAND_TEACHER_KEYS
                     if to_plain(stored.get(key)) != to_plain(config[key])]

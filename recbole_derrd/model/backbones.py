@@ -16,6 +16,11 @@ What distillation needs from a RecBole general recommender, per architecture:
 
 A model without a defined representation can still teach RRD; asking for its representation
 raises :class:`RepresentationUndefinedError`.
+
+One adapter class per architecture holds everything the plugin knows about it (the RecBole
+model it serves, the keys that size it, its representations, its YAML defaults); registered
+(:func:`~recbole_derrd.settings.registry.register_backbone`), its model can be a student. The
+distillers, the teacher and the run ask the adapter, never a model's name.
 """
 
 import contextlib
@@ -25,6 +30,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_derrd.errors import UserError
+from recbole_derrd.settings.registry import backbones, register_backbone, registered_backbone
 
 
 class RepresentationUndefinedError(UserError, ValueError):
@@ -40,10 +46,23 @@ class Backbone:
             ``full_sort_predict`` (bounds memory for MLP-based models).
     """
 
+    #: The RecBole model this adapter serves (None: the generic adapter of any model).
+    model_name = None
+    #: Keys that decide the shapes of the model's parameters.
+    shape_keys = ("embedding_size",)
     #: Pair representation layers this architecture defines.
     pair_layers = ()
     #: What DE distils by default: ``embeddings`` (side tables) or a pair layer.
     default_de_layer = "embeddings"
+    #: YAML defaults of every distiller with this student (None:
+    #: ``properties/distiller/<model_name>.yaml``, where the plugin has one).
+    defaults_file = None
+
+    @staticmethod
+    def size_parameters(size):
+        """The hyperparameters that give the model the size ``size`` (an on-demand teacher's
+        ``teacher_embedding_size``)."""
+        return {"embedding_size": size}
 
     def __init__(self, model, pair_chunk=262144):
         self.model = model
@@ -84,14 +103,17 @@ class Backbone:
         """``{name: (side, table)}``: the representation of every user / item id."""
         raise RepresentationUndefinedError(
             f"No DE representation is defined for {self.name}: it can teach RRD (set "
-            f"use_de=False), but DE needs {', '.join(BACKBONES)} on both sides."
+            f"use_de=False), but DE needs {', '.join(with_side_tables())} on both sides."
         )
 
     def pair_representation(self, users, items, layer):
         """Representation of the pairs ``(users[p], items[p])``, ``[P, d]``."""
+        with_pairs = [adapter for adapter in backbones() if adapter.pair_layers]
+        where = (f"exist for {', '.join(adapter.model_name for adapter in with_pairs)} on both sides "
+                 f"(de_layer: {' or '.join(with_pairs[0].pair_layers)})" if with_pairs else "exist for no backbone")
         raise RepresentationUndefinedError(
-            f"{self.name} has no joint (user, item) representation '{layer}' for DE; "
-            f"pair layers exist for NeuMF on both sides (de_layer: joint or hidden)."
+            f"{self.name} has no joint (user, item) representation '{layer}' for DE; pair layers "
+            f"{where}."
         )
 
     @classmethod
@@ -111,8 +133,11 @@ class Backbone:
         yield
 
 
+@register_backbone
 class MatrixFactorizationBackbone(Backbone):
     """BPR: user and item embedding tables; a score is their inner product."""
+
+    model_name = "BPR"
 
     def side_tables(self):
         return {
@@ -146,6 +171,7 @@ class MatrixFactorizationBackbone(Backbone):
         return self.table_scores(tables["user"][1], tables["item"][1], users, items)
 
 
+@register_backbone
 class LightGCNBackbone(MatrixFactorizationBackbone):
     """LightGCN: the propagated (layer-averaged) user and item embeddings.
 
@@ -153,6 +179,8 @@ class LightGCNBackbone(MatrixFactorizationBackbone):
     :meth:`training_step` it runs once and LightGCN's own loss, DE and RRD all use that result
     (one graph, one backward pass).
     """
+
+    model_name = "LightGCN"
 
     def __init__(self, model, pair_chunk=262144):
         super().__init__(model, pair_chunk)
@@ -177,6 +205,7 @@ class LightGCNBackbone(MatrixFactorizationBackbone):
             self.shared = None
 
 
+@register_backbone
 class NeuMFBackbone(Backbone):
     """NeuMF: four embedding tables, and joint representations of a (user, item) pair.
 
@@ -184,8 +213,16 @@ class NeuMFBackbone(Backbone):
     probabilities squeezed into (0, 1) would barely separate items.
     """
 
+    model_name = "NeuMF"
+    shape_keys = ("mf_embedding_size", "mlp_embedding_size", "mlp_hidden_size")
     pair_layers = ("joint", "hidden")
     default_de_layer = "joint"
+
+    @staticmethod
+    def size_parameters(size):
+        """Both embedding tables of size ``size`` and a [size, size / 2] MLP tower."""
+        return {"mf_embedding_size": size, "mlp_embedding_size": size,
+                "mlp_hidden_size": [size, max(1, size // 2)]}
 
     def side_tables(self):
         model = self.model
@@ -210,19 +247,17 @@ class NeuMFBackbone(Backbone):
         return self.model.forward(users, items)
 
 
-BACKBONES = {
-    "BPR": MatrixFactorizationBackbone,
-    "LightGCN": LightGCNBackbone,
-    "NeuMF": NeuMFBackbone,
-}
+def backbone_class(model_name):
+    """The adapter class for a model name (generic :class:`Backbone` if none is registered, or
+    for a value that is no name at all: the configuration checks report that one)."""
+    return registered_backbone(model_name) or Backbone
 
 
 def backbone_of(model):
     """The :class:`Backbone` adapter for a RecBole model instance."""
-    return BACKBONES.get(type(model).__name__, Backbone)(model)
+    return backbone_class(type(model).__name__)(model)
 
 
-def backbone_class(model_name):
-    """The adapter class for a model name (generic :class:`Backbone` if none is defined, or
-    for a value that is no name at all: the configuration checks report that one)."""
-    return BACKBONES.get(model_name, Backbone) if isinstance(model_name, str) else Backbone
+def with_side_tables():
+    """The RecBole models whose adapter defines side tables (DE's and HTD's representations)."""
+    return [adapter.model_name for adapter in backbones() if adapter.defines_side_tables()]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_derrd.model.distiller import Distiller
+from recbole_derrd.settings.registry import register_distiller
 from recbole_derrd.settings.validation import check_data_requirements
 from recbole_derrd.teacher.ranking import sample_interesting, teacher_pair_scores
 
@@ -29,6 +30,7 @@ def cd_loss(student_scores, soft_labels):
     return F.binary_cross_entropy_with_logits(student_scores, soft_labels, reduction="none").sum(-1)
 
 
+@register_distiller
 class CD(Distiller):
     r"""A student backbone distilled with Collaborative Distillation: the teacher's soft labels
     on rank-sampled unobserved items. Inference is the plain student."""

@@ -21,11 +21,12 @@ Reference:
 import torch
 import torch.nn as nn
 
-from recbole_derrd.model.backbones import backbone_class
+from recbole_derrd.model.backbones import backbone_class, with_side_tables
 from recbole_derrd.model.distiller import Distiller
 from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, pop_routing_stats
 from recbole_derrd.model.rrd import RRD_MODES, ranking_loss
 from recbole_derrd.teacher.ranking import UninterestingSampler, sample_interesting, sort_by_teacher
+from recbole_derrd.settings.registry import register_distiller
 from recbole_derrd.settings.validation import check_data_requirements
 
 
@@ -33,6 +34,7 @@ from recbole_derrd.settings.validation import check_data_requirements
 MIN_SELECTION_TAU = 1e-30
 
 
+@register_distiller
 class DERRD(Distiller):
     r"""A student backbone distilled from a frozen teacher with Distillation Experts (DE) and
     Relaxed Ranking Distillation (RRD). Inference is the plain student."""
@@ -41,6 +43,8 @@ class DERRD(Distiller):
     # ml-100k (README, benchmark); DE's is then chosen with RRD's in place
     loss_weight_keys = ("lambda_rrd", "lambda_de")
     term_switches = {"lambda_rrd": "use_rrd", "lambda_de": "use_de"}
+    shape_keys = ("use_de", "de_num_experts", "de_selection", "de_layer")
+    logged_diagnostics = {"tau": ("tau", ".3g"), "active_experts": ("experts/entity", ".2f")}
 
     @classmethod
     def check_keys(cls, checker):
@@ -85,7 +89,7 @@ class DERRD(Distiller):
         """``de_layer`` must be a representation both sides define (checked on names, before
         any model exists)."""
         config = checker.config
-        if not config["use_de"] or config["student_model"] not in cls.student_models:
+        if not config["use_de"] or config["student_model"] not in cls.students():
             return
         student = backbone_class(config["student_model"])
         teacher = None if config["teacher_checkpoint"] else backbone_class(config["teacher_model"])
@@ -94,8 +98,8 @@ class DERRD(Distiller):
             if teacher is not None and not teacher.defines_side_tables():
                 checker.fail(
                     f"DE needs a teacher representation, and none is defined for "
-                    f"teacher_model {config['teacher_model']} (BPR, LightGCN and NeuMF have "
-                    "one); set use_de: False to distil its ranking with RRD alone"
+                    f"teacher_model {config['teacher_model']} ({', '.join(with_side_tables())} "
+                    "have one); set use_de: False to distil its ranking with RRD alone"
                 )
         elif layer not in student.pair_layers:
             checker.fail(

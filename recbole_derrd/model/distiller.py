@@ -7,9 +7,16 @@ loss plus distillation terms from a frozen teacher.
 - The student is the backbone itself (``student_model``, e.g. RecBole's ``BPR``), held as
   ``self.student``; ``predict`` / ``full_sort_predict`` are the student's, untouched by any
   teacher tensor or sample, and the exported model is this backbone alone.
-- The teacher is handed in, loaded and checked against the student's data by the run
-  (:mod:`recbole_derrd.pipeline.training`, which also trains an on-demand teacher); a model built
-  without one loads the teacher ``teacher_checkpoint`` names, and never trains one.
+- The teacher is handed in: a :class:`~recbole_derrd.teacher.loading.FrozenTeacher` the run
+  loaded once, checked against the student's data (:mod:`recbole_derrd.pipeline.training`,
+  which also trains an on-demand teacher). A model never loads or trains a teacher.
+- Everything the rest of the package knows about a distiller is declared here, on its class:
+  its loss weights (:attr:`loss_weight_keys`, :attr:`term_switches`), the keys that shape its
+  parameters (:attr:`shape_keys`), the checks of its keys (:meth:`check_keys`) and of the data
+  (:meth:`data_requirements`), its YAML defaults (:attr:`defaults_file`), its trainer. A
+  subclass is made a model of the plugin by
+  :func:`~recbole_derrd.settings.registry.register_distiller`; its student backbone is asked
+  through its adapter (:mod:`recbole_derrd.model.backbones`), never by name.
 - Per-epoch work (temperature annealing, resampling) happens in :meth:`start_epoch`, called by
   the trainer, with a random generator seeded from ``seed`` and the epoch, so that every epoch's
   samples are reproducible (and identical on every process of a distributed run).
@@ -24,8 +31,8 @@ from recbole_derrd.data.dataset import training_split
 from recbole_derrd.pipeline.distributed import writes_files
 from recbole_derrd.model.backbones import backbone_of
 from recbole_derrd.teacher.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
-from recbole_derrd.settings.registry import PLUGIN_MODELS, UnknownModelError, recbole_model
-from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError, load_teacher
+from recbole_derrd.settings.registry import UnknownModelError, backbone_names, is_distiller_name, recbole_model
+from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError
 from recbole_derrd.errors import UserError
 from recbole_derrd.trainer import DistillationTrainer
 from recbole_derrd.settings.validation import AUTO, ConfigChecker, check_weight_search_keys
@@ -34,14 +41,19 @@ from recbole_derrd.settings.validation import AUTO, ConfigChecker, check_weight_
 class Distiller(GeneralRecommender):
     r"""Base class: a student backbone, a frozen teacher, and the loss reduction convention.
 
-    Subclasses add their distillation losses in ``calculate_loss`` and may override
-    :meth:`start_epoch`, :meth:`check_keys` and :meth:`data_requirements`.
+    Subclasses add their distillation losses in ``calculate_loss``, declare their keys in the
+    class attributes below and may override :meth:`start_epoch`, :meth:`check_keys`,
+    :meth:`schedule_settings` and :meth:`data_requirements`.
     """
 
     is_distiller = True
     input_type = InputType.PAIRWISE
-    #: Student backbones this distiller supports.
-    student_models = ("BPR", "LightGCN", "NeuMF")
+    #: Student backbones this distiller supports; None: every backbone with an adapter.
+    student_models = None
+    #: The YAML defaults of this distiller's own keys; None:
+    #: ``recbole_derrd/properties/model/<Name>.yaml`` (:mod:`recbole_derrd.settings.defaults`).
+    #: Tuned defaults for one student backbone sit in ``<its stem>/<Backbone>.yaml``.
+    defaults_file = None
     #: Names of the parts ``calculate_loss`` returns, for the training log.
     loss_names = ("base",)
     #: The trainer :func:`recbole_derrd.utils.get_trainer` returns for this model.
@@ -52,14 +64,24 @@ class Distiller(GeneralRecommender):
     #: Weight key -> the boolean key that switches its term on: a term whose weight the search
     #: sets to 0 is switched off, not computed with weight 0.
     term_switches = {}
+    #: Keys that decide the shapes of this distiller's own parameters (besides its student's):
+    #: a resume with other values cannot fit, and is refused before any work.
+    shape_keys = ()
+    #: Figures of :meth:`epoch_diagnostics` the training log shows: key -> (label, format).
+    logged_diagnostics = {}
 
     # ----- configuration (class-level hooks used by recbole_derrd.config.Config) -----
+
+    @classmethod
+    def students(cls):
+        """The student backbones this distiller supports."""
+        return tuple(cls.student_models if cls.student_models is not None else backbone_names())
 
     @classmethod
     def resolve_input_type(cls, final_config_dict):
         """The student backbone's input type (pairwise for BPR, pointwise for NeuMF)."""
         student = final_config_dict.get("student_model")
-        if student not in cls.student_models:
+        if student not in cls.students():
             return cls.input_type  # check_config reports the bad name
         return recbole_model(student).input_type
 
@@ -72,15 +94,15 @@ class Distiller(GeneralRecommender):
 
     @classmethod
     def check_keys(cls, checker):
-        student = checker.choice("student_model", cls.student_models)
+        # the student's size keys are RecBole's, checked with every model's
+        # (recbole_derrd.settings.validation.check_training_keys)
+        checker.choice("student_model", cls.students())
         teacher = checker.config["teacher_model"]
         try:
-            if teacher in PLUGIN_MODELS or recbole_model(teacher).type not in TEACHER_TYPES:
+            if is_distiller_name(teacher) or recbole_model(teacher).type not in TEACHER_TYPES:
                 checker.fail(f"teacher_model must be a RecBole general recommender, got {teacher}")
         except UnknownModelError as error:
             checker.fail(f"teacher_model: {error}")
-        if student in ("BPR", "LightGCN"):
-            checker.integer("embedding_size", minimum=1)
         checker.integer("teacher_embedding_size", minimum=1)
         checker.existing_file("teacher_checkpoint")
         checker.boolean("trust_checkpoint")
@@ -120,14 +142,14 @@ class Distiller(GeneralRecommender):
             config (Config): the run's configuration.
             dataset (Dataset): the training split.
             teacher (FrozenTeacher): the teacher, loaded by the run
-                (:func:`recbole_derrd.pipeline.training.prepare_distiller_teacher`); None: the teacher of
-                ``teacher_checkpoint`` is loaded here.
+                (:func:`recbole_derrd.pipeline.training.prepare_distiller_teacher`, or
+                :func:`~recbole_derrd.pipeline.training.build_model` from
+                ``teacher_checkpoint``).
             split (TrainingSplit): the training split's fingerprint and interactions, if the
                 run computed them.
 
         Raises:
-            TeacherError: no teacher handed in and no ``teacher_checkpoint`` set (a model never
-                trains a teacher).
+            TeacherError: no teacher handed in (a model never loads or trains one).
         """
         super().__init__(config, dataset)
         automatic = [key for key in self.loss_weight_keys if config[key] == AUTO]
@@ -137,11 +159,12 @@ class Distiller(GeneralRecommender):
                 "run chooses before it builds the model (recbole_derrd.run_recbole_derrd, "
                 "run_scripts/run.py); a model built directly needs a number."
             )
-        if teacher is None and not config["teacher_checkpoint"]:
+        if teacher is None:
             raise TeacherError(
-                f"{type(self).__name__} needs a teacher: pass one (teacher=...), set "
-                "teacher_checkpoint, or use recbole_derrd.run_recbole_derrd, which trains an "
-                "on-demand teacher."
+                f"{type(self).__name__} needs a teacher: pass one (teacher=recbole_derrd.teacher."
+                "loading.load_teacher(config, dataset)), build the model with recbole_derrd."
+                "pipeline.training.build_model (which loads teacher_checkpoint), or use "
+                "recbole_derrd.run_recbole_derrd, which trains an on-demand teacher."
             )
         self.training_split = training_split(dataset, split)
         self.data_requirements(config, dataset, self.training_split)
@@ -149,10 +172,9 @@ class Distiller(GeneralRecommender):
         # on the training device at once: DE and RRD read the student while the model is built
         self.student = recbole_model(config["student_model"])(config, dataset).to(self.device)
         self.student_backbone = backbone_of(self.student)
-        if teacher is None:
-            teacher = load_teacher(config, dataset, data_fingerprint=self.training_split.fingerprint)
-        else:
-            teacher.replay_construction(dataset)
+        # the random draws of building the teacher's model, here, as distillers drew them when
+        # they loaded their teacher themselves (FrozenTeacher.replay_construction)
+        teacher.replay_construction(dataset)
         self.teacher = teacher
         self.teacher_backbone = backbone_of(self.teacher.model)
         self.loss_reduction = config["loss_reduction"]

@@ -79,10 +79,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recbole_derrd.model.backbones import backbone_class
+from recbole_derrd.model.backbones import backbone_class, with_side_tables
 from recbole_derrd.model.derrd import MIN_SELECTION_TAU
 from recbole_derrd.model.distiller import Distiller
 from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, pop_routing_stats
+from recbole_derrd.settings.registry import register_distiller
 
 
 def cosine_relations(left, right=None):
@@ -293,6 +294,7 @@ class TopologyGroups(nn.Module):
         return loss, (assignment.detach().sum(0) > 0).sum()
 
 
+@register_distiller
 class HTD(Distiller):
     r"""A student backbone distilled with topology distillation: hierarchical (HTD, the
     default) or full (FTD, ``htd_flat: True``), on the batch's users and items. Inference is
@@ -300,6 +302,8 @@ class HTD(Distiller):
 
     loss_names = ("base", "htd")
     loss_weight_keys = ("lambda_htd",)
+    shape_keys = ("htd_num_groups", "htd_flat")
+    logged_diagnostics = {"tau": ("tau", ".3g"), "groups_used": ("groups/batch", ".2f")}
     sides = ("user", "item")
 
     @classmethod
@@ -326,7 +330,7 @@ class HTD(Distiller):
                 and not backbone_class(teacher).defines_side_tables():
             checker.fail(
                 f"HTD distils the teacher's user and item representations, and none is defined "
-                f"for teacher_model {teacher} (BPR, LightGCN and NeuMF have one)"
+                f"for teacher_model {teacher} ({', '.join(with_side_tables())} have one)"
             )
 
     @classmethod

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_derrd.model.distiller import Distiller
+from recbole_derrd.settings.registry import register_distiller
 from recbole_derrd.settings.validation import check_data_requirements
 
 
@@ -56,6 +57,7 @@ def rd_loss(topk_scores, weights):
     return -(weights * F.logsigmoid(topk_scores)).sum(dim=-1)
 
 
+@register_distiller
 class RD(Distiller):
     r"""A student backbone distilled with Ranking Distillation: the teacher's top-K items as
     weighted extra positives. Inference is the plain student."""

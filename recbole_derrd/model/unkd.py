@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from recbole_derrd.data.dataset import training_split
 from recbole_derrd.model.distiller import Distiller
+from recbole_derrd.settings.registry import register_distiller
 from recbole_derrd.data.popularity import item_popularity_groups
 from recbole_derrd.teacher.ranking import cached_teacher_topn, topn_cache_path
 from recbole_derrd.settings.validation import ConfigValueError
@@ -149,6 +150,7 @@ def training_items_per_group(train_indptr, train_items, item_groups, n_groups):
     return torch.bincount(rows, minlength=n_users * n_groups).view(n_users, n_groups)
 
 
+@register_distiller
 class UnKD(Distiller):
     r"""A student backbone distilled with Unbiased Knowledge Distillation: the teacher's ranking
     within item groups of equal total popularity, as BPR pairs that never cross groups.

@@ -50,11 +50,12 @@ JOURNAL_KIND = "weight-search-journal"
 JOURNAL_LAYOUT = 2
 
 
-def journal_identity(config, split_fingerprint, trial_settings):
+def journal_identity(config, split_fingerprint, trial_settings, teacher_path=None):
     """What a search's trials depend on (plain data): the configuration keys that decide what
     a model learns (with the ``auto`` weights as given), the training split's fingerprint, the
-    teacher file, and the trials' own settings (length, schedules)."""
-    teacher = config["teacher_checkpoint"]
+    teacher file (``teacher_path``: the run's teacher, given or trained on demand; default
+    ``teacher_checkpoint``), and the trials' own settings (length, schedules)."""
+    teacher = teacher_path or config["teacher_checkpoint"]
     teacher_file = None
     if teacher and os.path.isfile(teacher):
         status = os.stat(teacher)
@@ -110,14 +111,14 @@ class SearchJournal:
 
     @classmethod
     @contextlib.contextmanager
-    def opened(cls, config, split_fingerprint, trial_settings):
+    def opened(cls, config, split_fingerprint, trial_settings, teacher_path=None):
         """The journal of this search, with the trials an interrupted run of it finished (or
         none), its lock held for the block (another run of the same search waits).
 
         Raises:
             CheckpointError: a file by the journal's name that is no journal of this search.
         """
-        identity = journal_identity(config, split_fingerprint, trial_settings)
+        identity = journal_identity(config, split_fingerprint, trial_settings, teacher_path)
         journal = cls(journal_path(config, identity), identity)
         with training_lock(journal.path, "weight-search"):
             journal.read()

@@ -7,7 +7,7 @@ also trains, or reads from its cache, the same student trained without a teacher
 on the run's validation and test splits, and reports it next to the distilled student and the
 teacher, with a warning when the distilled student is the worse of the two on validation.
 
-- The student alone is RecBole's model ``student_model`` (``BPR``, ``LightGCN`` or ``NeuMF``)
+- The student alone is RecBole's model ``student_model`` (the distiller's student backbone)
   with the distiller's configuration less the keys only distillers read
   (:func:`recbole_derrd.settings.defaults.distillation_keys`: ``student_model``, the teacher's, the
   distillation losses'): the same dataset, split, seed, learner, training, evaluation and
@@ -36,7 +36,7 @@ from logging import getLogger
 from recbole.utils import calculate_valid_score, set_color
 
 from recbole_derrd.files.checkpoint import plain_config, read_checkpoint
-from recbole_derrd.settings.defaults import distillation_keys, plugin_properties_file, yaml_keys
+from recbole_derrd.settings.defaults import distillation_keys
 from recbole_derrd.pipeline.distributed import is_distributed
 from recbole_derrd.errors import CheckpointError
 from recbole_derrd.settings.keys import rebuilt_parameters
@@ -171,15 +171,15 @@ class StudentAloneComparison:
 
 
 def distillation_weights(config):
-    """The distiller's loss weights (its ``lambda_*`` keys) and their values in ``config``,
+    """The distiller's loss weights (its ``loss_weight_keys``) and their values in ``config``,
     those of terms switched off (e.g. ``lambda_de`` with ``use_de: False``) left out."""
-    keys = yaml_keys(plugin_properties_file("model", f"{config['model']}.yaml"))
+    keys = config.model_class.loss_weight_keys
     switches = getattr(config.model_class, "term_switches", {})
 
     def term_on(key):
         return key not in switches or config[switches[key]] is not False
 
-    return {key: config[key] for key in sorted(keys) if key.startswith("lambda_") and term_on(key)}
+    return {key: config[key] for key in sorted(keys) if term_on(key)}
 
 
 def loss_note(config, alone_config):
@@ -199,23 +199,24 @@ def loss_note(config, alone_config):
     return note
 
 
-def compare_student_alone(config, model, split, train_data, valid_data, test_data,
-                          distilled_valid_result=None):
+def compare_student_alone(inputs, model, distilled_valid_result=None):
     """The student alone of the distiller ``model``'s run, trained (or read from the cache)
     and evaluated on the run's validation and test splits with the run's evaluator settings.
 
     The global random state is left as it was.
 
     Args:
-        config (Config): the distiller's configuration.
+        inputs (RunInputs): the run's configuration, data, split and teacher
+            (:func:`~recbole_derrd.pipeline.training.prepare_inputs`).
         model (Distiller): the distilled model, as tested.
-        split (TrainingSplit): the run's training split.
         distilled_valid_result (dict): the distilled student's best validation result (its
             training's); None: the distilled student is evaluated on the validation split now.
 
     Returns:
         StudentAloneComparison, or None in a multi-process run (skipped).
     """
+    config, split = inputs.config, inputs.split
+    train_data, valid_data, test_data = inputs.train_data, inputs.valid_data, inputs.test_data
     logger = getLogger()
     if is_distributed(config):
         logger.info(

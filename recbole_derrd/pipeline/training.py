@@ -1,29 +1,36 @@
 """
 recbole_derrd.pipeline.training
 ###############################
-One run, written once: configuration -> seed -> data -> teacher -> seed -> model -> trainer.
-Used by the run and objective functions (:mod:`recbole_derrd.quick_start`), by
-:func:`~recbole_derrd.quick_start.load_data_and_model`, by the training of a model a
-distillation run trains on demand (:func:`train_and_cache`, itself such a run: the on-demand
-teacher, the student alone of :mod:`recbole_derrd.pipeline.student_alone`) and by
-``run_scripts/bench_speed.py``.
+One training, written once. A run prepares what it trains with once (:func:`prepare_inputs`:
+the data, the training split, a distiller's teacher and the random state a training starts
+from, held by a :class:`RunInputs`) and trains with :func:`train`, which every training of the
+plugin calls: the run's own (:func:`recbole_derrd.quick_start.run_recbole_derrd`), every trial
+of its weight search (:mod:`recbole_derrd.pipeline.weight_search`), the tuner's objective
+(:func:`recbole_derrd.quick_start.objective_function`) and the models a distillation run
+trains on demand (:func:`train_and_cache`: the on-demand teacher, the student alone of
+:mod:`recbole_derrd.pipeline.student_alone`).
 
-A distiller's teacher is loaded (or trained, then loaded) once, here, before its student is
-built, and handed to it: a model never trains a teacher. The training split's fingerprint and
-interactions are computed once per run (:class:`~recbole_derrd.data.dataset.TrainingSplit`) and handed
-on to the teacher's checks, the model and the trainer.
+A distiller's teacher is loaded (or trained, then loaded) once, here, as one
+:class:`~recbole_derrd.teacher.loading.FrozenTeacher` handed to every model built from the same
+inputs: a model never loads or trains a teacher, and the configuration's ``teacher_checkpoint``
+is never rewritten. The training split's fingerprint and interactions are computed once per run
+(:class:`~recbole_derrd.data.dataset.TrainingSplit`) and handed on to the teacher's checks, the
+model and the trainer.
 """
 
+import contextlib
+import dataclasses
 import os
+import time
 from logging import getLogger
 
 from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 
-from recbole_derrd.files.checkpoint import read_checkpoint, save_checkpoint, to_plain, unique_path
+from recbole_derrd.files.checkpoint import read_checkpoint, resume_path, save_checkpoint, to_plain, unique_path
 from recbole_derrd.data.dataset import TrainingSplit, create_dataset, data_preparation, split_fingerprint
 from recbole_derrd.pipeline.distributed import barrier, writes_files
-from recbole_derrd.pipeline.random_state import preserved_random_state
+from recbole_derrd.pipeline.random_state import preserved_random_state, run_random_state, set_run_random_state
 from recbole_derrd.teacher.loading import TeacherError, TeacherMismatchError, build_teacher_config, load_teacher
 from recbole_derrd.teacher.cache import remove_stale_training_files, role_name, teacher_cache_path, training_lock
 from recbole_derrd.utils import get_trainer, safe_trainer_class
@@ -52,28 +59,77 @@ def prepare_data(config):
     return dataset, train_data, valid_data, test_data
 
 
-def prepare_distiller_teacher(config, split, checkpoint=None):
-    """A distiller's teacher for the training ``split``: the data is checked against the
-    configuration first, then the teacher of ``teacher_checkpoint`` is loaded, or an on-demand
-    teacher found in the cache or trained (:func:`prepare_teacher`), then loaded.
+@dataclasses.dataclass
+class RunInputs:
+    """What every training of one run shares, prepared once (:func:`prepare_inputs`)."""
+
+    config: object
+    dataset: object
+    train_data: object
+    valid_data: object
+    test_data: object
+    #: The training split's fingerprint and interactions.
+    split: TrainingSplit
+    #: A distiller's :class:`~recbole_derrd.teacher.loading.FrozenTeacher` (None for a
+    #: RecBole model).
+    teacher: object
+    #: The random state every training starts from (:func:`run_random_state`).
+    start_state: dict
+    #: Seconds the preparation took (data and teacher).
+    seconds: float = 0.0
+
+
+def prepare_inputs(config, teacher_file=None, before_teacher=None, log=False):
+    """Data, training split and a distiller's teacher for ``config``, once.
 
     Args:
-        checkpoint (dict): the teacher file, if already read (:func:`recbole_derrd.teacher.loading.
-            read_teacher_checkpoint`, before any data was loaded).
+        teacher_file (dict): the file of ``teacher_checkpoint``, if already read
+            (:func:`~recbole_derrd.teacher.loading.read_teacher_checkpoint`, before any data).
+        before_teacher (callable): the checks of the data, called with the training split
+            before a teacher is trained or loaded (e.g. a resume file's split).
+        log (bool): log the dataset, as RecBole's run does.
+    """
+    start = time.perf_counter()
+    dataset, train_data, valid_data, test_data = prepare_data(config)
+    if log:
+        getLogger().info(dataset)
+    split = TrainingSplit(train_data.dataset)
+    if before_teacher is not None:
+        before_teacher(split)
+    teacher = prepare_distiller_teacher(config, split, teacher_file) if is_distiller(config) else None
+    start_state = run_random_state(train_data)
+    return RunInputs(config, dataset, train_data, valid_data, test_data, split, teacher, start_state,
+                     time.perf_counter() - start)
+
+
+def prepare_distiller_teacher(config, split, checkpoint=None, path=None):
+    """A distiller's teacher for the training ``split``: the data is checked against the
+    configuration first, then the teacher of ``path`` (default: ``teacher_checkpoint``) is
+    loaded, or an on-demand teacher found in the cache or trained (:func:`prepare_teacher`),
+    then loaded.
+
+    Args:
+        checkpoint (dict): the teacher file, if already read (:func:`recbole_derrd.teacher.
+            loading.read_teacher_checkpoint`, before any data was loaded).
 
     Returns:
         recbole_derrd.teacher.loading.FrozenTeacher
     """
     config.model_class.data_requirements(config, split.dataset, split)
-    if not config["teacher_checkpoint"]:
-        prepare_teacher(config, split.dataset, split.fingerprint)
+    path = path or config["teacher_checkpoint"]
+    if not path:
+        path = prepare_teacher(config, split.dataset, split.fingerprint)
         checkpoint = None
-    return load_teacher(config, split.dataset, checkpoint=checkpoint, data_fingerprint=split.fingerprint)
+    return load_teacher(config, split.dataset, path=path, checkpoint=checkpoint,
+                        data_fingerprint=split.fingerprint)
 
 
 def build_model(config, train_dataset, teacher=None, split=None):
     """The model of ``config`` on the training data, on its device, seeded as RecBole's runs
-    seed it (``seed + local_rank``); a distiller is handed its ``teacher``."""
+    seed it (``seed + local_rank``); a distiller is handed its ``teacher`` (by default the one
+    ``teacher_checkpoint`` names, loaded before the seed)."""
+    if is_distiller(config) and teacher is None and config["teacher_checkpoint"]:
+        teacher = load_teacher(config, train_dataset, data_fingerprint=getattr(split, "fingerprint", None))
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = config.model_class
     if is_distiller(config):
@@ -95,39 +151,101 @@ def build_trainer(config, model):
     return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
 
-def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=False):
-    r"""Everything a run trains with: data, teacher (a distiller's), model and trainer.
+@contextlib.contextmanager
+def config_values(config, values):
+    """``config`` with ``values`` set for the block, restored afterwards."""
+    saved = {key: config[key] for key in values}
+    for key, value in values.items():
+        config[key] = value
+    try:
+        yield config
+    finally:
+        for key, value in saved.items():
+            config[key] = value
+
+
+def model_and_trainer(inputs, log_model=False):
+    """A fresh model of ``inputs.config`` (its teacher handed in) and its trainer."""
+    config = inputs.config
+    model = build_model(config, inputs.train_data.dataset, teacher=inputs.teacher, split=inputs.split)
+    if log_model:
+        getLogger().info(model)
+    trainer = build_trainer(config, model)
+    trainer.training_split = inputs.split
+    return model, trainer
+
+
+@dataclasses.dataclass
+class Training:
+    """One finished training (:func:`train`)."""
+
+    model: object
+    trainer: object
+    best_valid_score: float
+    best_valid_result: dict
+    #: Training seconds of the epochs before a resume (0 for a training that did not resume).
+    resumed_seconds: float = 0.0
+
+
+def train(inputs, settings=None, saved=True, resume=None, adopt=None, model_file=None,
+          resume_file=True, keep_in_memory=False, verbose=True, show_progress=False, log_model=False,
+          weight_search=None):
+    r"""Train a fresh model of ``inputs.config`` with ``settings`` set in the configuration for
+    the training, from the run's start state: the one training function of the plugin.
 
     Args:
-        config (Config): the run's configuration.
-        teacher_checkpoint (dict): the teacher file, if already read.
-        before_teacher (callable): called with the training split before a teacher is trained
-            or loaded (e.g. to check a resume file against the split).
-        log_model (bool): log the dataset and the model, as RecBole's run does.
+        settings (dict): configuration values of this training (a trial's weights...).
+        saved (bool): save the best model (RecBole's ``saved``).
+        resume (str): a resume file (already checked) to continue from.
+        adopt (dict): a finished training of these exact settings
+            (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.trained_run`) taken instead of
+            training again (:meth:`~recbole_derrd.trainer.SafeCheckpointMixin.adopt_trial`).
+        model_file (str): where the best model is written (default: the trainer's own name).
+        resume_file (bool): write a resume file beside it.
+        keep_in_memory (bool): keep the best epoch's state in memory instead of a file.
+        log_model (bool): log the model, as RecBole's run does.
+        weight_search (dict): the report of the search that chose the weights, saved with the
+            checkpoints.
+
+    Returns:
+        Training
+    """
+    config = inputs.config
+    with config_values(config, settings or {}):
+        set_run_random_state(inputs.start_state, inputs.train_data)
+        model, trainer = model_and_trainer(inputs, log_model)
+        trainer.keeps_best_in_memory = keep_in_memory
+        if model_file is not None:
+            trainer.saved_model_file = model_file
+        trainer.resume_file = resume_path(trainer.saved_model_file) if resume_file else None
+        if resume is not None:
+            trainer.resume_checkpoint(resume)
+        trainer.weight_search = weight_search
+        resumed_seconds = sum(trainer.epoch_seconds)
+        if adopt is not None:
+            score, result = trainer.adopt_trial(adopt, inputs.train_data)
+        else:
+            score, result = trainer.fit(inputs.train_data, inputs.valid_data, verbose=verbose,
+                                        saved=saved, show_progress=show_progress)
+    return Training(model, trainer, score, result, resumed_seconds)
+
+
+def prepare_run(config, before_teacher=None, log_model=False):
+    r"""Everything a run trains with, untrained: data, teacher (a distiller's), model and
+    trainer (for scripts and tests that drive the trainer themselves).
 
     Returns:
         tuple: ``(dataset, train_data, valid_data, test_data, model, trainer)``.
     """
-    logger = getLogger()
-    dataset, train_data, valid_data, test_data = prepare_data(config)
-    if log_model:
-        logger.info(dataset)
-    split = TrainingSplit(train_data.dataset)
-    if before_teacher is not None:
-        before_teacher(split)
-    teacher = prepare_distiller_teacher(config, split, teacher_checkpoint) if is_distiller(config) else None
-    model = build_model(config, train_data.dataset, teacher=teacher, split=split)
-    if log_model:
-        logger.info(model)
-    trainer = build_trainer(config, model)
-    trainer.training_split = split
-    return dataset, train_data, valid_data, test_data, model, trainer
+    inputs = prepare_inputs(config, before_teacher=before_teacher, log=log_model)
+    model, trainer = model_and_trainer(inputs, log_model)
+    return inputs.dataset, inputs.train_data, inputs.valid_data, inputs.test_data, model, trainer
 
 
 def prepare_teacher(config, train_dataset, data_fingerprint=None):
-    """Set ``config['teacher_checkpoint']``: the given checkpoint, a cached teacher for this
-    data and these teacher settings, or a teacher trained now and cached
-    (:func:`find_or_train`).
+    """The path of the teacher of ``config``: ``teacher_checkpoint``, or a cached on-demand
+    teacher for this data and these teacher settings, or one trained now and cached
+    (:func:`find_or_train`). The configuration is left as it is.
 
     Args:
         data_fingerprint (str): ``split_fingerprint(train_dataset)``, if already computed.
@@ -147,13 +265,12 @@ def prepare_teacher(config, train_dataset, data_fingerprint=None):
         raise TeacherError(
             f"The teacher trained by the first process of this machine is missing at {path}."
         )
-    config["teacher_checkpoint"] = path
     return path
 
 
-def find_or_train(config, model_config, path, data_fingerprint, role, train):
+def find_or_train(config, model_config, path, data_fingerprint, role, train_model):
     """Make sure the model of ``model_config`` that the run of ``config`` needs is cached at
-    ``path``: reuse the file, or train it now with ``train(model_config, path,
+    ``path``: reuse the file, or train it now with ``train_model(model_config, path,
     data_fingerprint)`` (e.g. :func:`train_and_cache`) under the cache's lock, so that two runs
     that need it train it once.
 
@@ -183,7 +300,7 @@ def find_or_train(config, model_config, path, data_fingerprint, role, train):
                     f"{path})"
                 )
                 with preserved_random_state():
-                    train(model_config, path, data_fingerprint)
+                    train_model(model_config, path, data_fingerprint)
     barrier(config)
 
 
@@ -211,22 +328,20 @@ def train_and_cache(model_config, path, data_fingerprint, role):
                 "the run."
             )
 
-    _, train_data, valid_data, test_data, _, trainer = prepare_run(model_config, before_teacher=same_split)
-    trainer.saved_model_file = unique_path(path + ".training")
+    inputs = prepare_inputs(model_config, before_teacher=same_split)
     # an interrupted model is trained again, not resumed: the next run removes its .training
     # file (remove_stale_training_files)
-    trainer.resume_file = None
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=True, show_progress=model_config["show_progress"]
-    )
-    test_result = trainer.evaluate(test_data, load_best_model=True)
+    training = train(inputs, model_file=unique_path(path + ".training"), resume_file=False,
+                     show_progress=model_config["show_progress"])
+    trainer = training.trainer
+    test_result = trainer.evaluate(inputs.test_data, load_best_model=True)
     getLogger().info(set_color(f"{what} test result", "yellow") + f": {dict(test_result)}")
     # single-process (only one process of a multi-process run trains the model)
     checkpoint = read_checkpoint(trainer.saved_model_file)
     checkpoint["derrd"] = {
         "role": role,
-        "best_valid_score": to_plain(best_valid_score),
-        "best_valid_result": to_plain(dict(best_valid_result or {})),
+        "best_valid_score": to_plain(training.best_valid_score),
+        "best_valid_result": to_plain(dict(training.best_valid_result or {})),
         "test_result": to_plain(dict(test_result)),
     }
     save_checkpoint(checkpoint, path)

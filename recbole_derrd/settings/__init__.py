@@ -1,7 +1,8 @@
 """Configuration: the plugin's models, defaults and key checking.
 
-What lives here: the names of the plugin's models and their RecBole fallbacks (``registry``),
-where the YAML defaults live and how they layer (``defaults``, read by
+What lives here: the registered distillers and backbone adapters and the lists derived from
+their classes (model names, loss weights, shape keys), RecBole's models as fallback
+(``registry``); where the YAML defaults live and how they layer (``defaults``, read by
 :class:`recbole_derrd.config.Config`), which keys decide a split, a teacher or a model
 (``keys``), and the one check of every key's value before any work (``validation``). The
 defaults themselves are the YAML files of :mod:`recbole_derrd.properties`.

@@ -11,8 +11,12 @@ Layers, lowest priority first, over RecBole's own defaults:
 - a RecBole model: ``model/<Model>.yaml`` where the plugin has one;
 - a distiller: RecBole's defaults of its student backbone (``student_model``), the keys every
   distiller shares (``distiller.yaml``) and their defaults for that backbone
-  (``distiller/<student>.yaml``), the distiller's own defaults (``model/<Model>.yaml``), then
-  its tuned defaults for that backbone (``model/<Model>/<student>.yaml``).
+  (``distiller/<student>.yaml``, or the file its adapter's ``defaults_file`` names), the
+  distiller's own defaults (``model/<Model>.yaml``, or the file its class's ``defaults_file``
+  names), then its tuned defaults for that backbone (``<that file's stem>/<student>.yaml``).
+
+Which distillers and backbones there are, and where their files are, is asked of the registry
+(:mod:`recbole_derrd.settings.registry`): a distiller outside the package brings its own YAML.
 """
 
 import glob
@@ -23,7 +27,7 @@ import yaml
 
 import recbole
 
-from recbole_derrd.settings.registry import PLUGIN_MODELS
+from recbole_derrd.settings.registry import backbones, distiller_class, distillers, registered_backbone
 
 
 #: Where the plugin's defaults live: package data (``recbole_derrd/properties``), so a source
@@ -44,30 +48,47 @@ def recbole_model_yaml(model_name):
     return path if os.path.isfile(path) else None
 
 
+def existing(paths):
+    return [str(path) for path in paths if path and os.path.isfile(path)]
+
+
+def distiller_defaults_file(distiller):
+    """The YAML defaults of the distiller named ``distiller``: the file its class names
+    (``defaults_file``), by default ``properties/model/<Distiller>.yaml``."""
+    declared = getattr(distiller_class(distiller), "defaults_file", None)
+    return str(declared) if declared else str(PROPERTIES_DIR / "model" / f"{distiller}.yaml")
+
+
+def backbone_defaults_file(student):
+    """The YAML defaults of every distiller with the student backbone ``student``: the file its
+    adapter names (``defaults_file``), by default ``properties/distiller/<Backbone>.yaml``."""
+    declared = getattr(registered_backbone(student), "defaults_file", None)
+    return str(declared) if declared else str(PROPERTIES_DIR / "distiller" / f"{student}.yaml")
+
+
+def tuned_defaults_folder(distiller):
+    """The folder of ``distiller``'s tuned defaults per backbone (``<defaults stem>/``)."""
+    return os.path.splitext(distiller_defaults_file(distiller))[0]
+
+
 def model_layers(distiller, student):
     """The YAML layers of ``distiller``'s own keys with the backbone ``student``, lowest priority
     first: its defaults, then its tuned defaults for that backbone where it has them."""
-    layers = [
-        plugin_properties_file("model", f"{distiller}.yaml"),
-        plugin_properties_file("model", distiller, f"{student}.yaml"),
-    ]
-    return [layer for layer in layers if layer]
+    own = distiller_defaults_file(distiller)
+    return existing([own, os.path.join(tuned_defaults_folder(distiller), f"{student}.yaml")])
 
 
 def distiller_layers(distiller, student):
     """The plugin's YAML layers of ``distiller`` with the backbone ``student``, lowest priority
     first (RecBole's defaults of the backbone not included)."""
-    layers = [
-        plugin_properties_file("distiller.yaml"),
-        plugin_properties_file("distiller", f"{student}.yaml"),
-    ]
-    return [layer for layer in layers if layer] + model_layers(distiller, student)
+    layers = existing([plugin_properties_file("distiller.yaml"), backbone_defaults_file(student)])
+    return layers + model_layers(distiller, student)
 
 
 def default_student(distiller, yaml_loader):
     """The ``student_model`` of ``distiller`` when the user sets none."""
     defaults = {}
-    for path in (plugin_properties_file("distiller.yaml"), plugin_properties_file("model", f"{distiller}.yaml")):
+    for path in existing([plugin_properties_file("distiller.yaml"), distiller_defaults_file(distiller)]):
         with open(path, encoding="utf-8") as handle:
             defaults.update(yaml.load(handle, Loader=yaml_loader) or {})
     return defaults.get("student_model")
@@ -77,12 +98,24 @@ def config_layers(model, external_config_dict, yaml_loader):
     """The plugin's YAML layers of ``model``, lowest priority first, for a configuration whose
     user-given keys are ``external_config_dict`` (they choose a distiller's backbone)."""
     layers = [plugin_properties_file("overall.yaml")]
-    if model in PLUGIN_MODELS:
+    if distiller_class(model) is not None:
         student = external_config_dict.get("student_model", default_student(model, yaml_loader))
         layers += [recbole_model_yaml(student)] + distiller_layers(model, student)
     else:
         layers.append(plugin_properties_file("model", f"{model}.yaml"))
     return [layer for layer in layers if layer]
+
+
+def plugin_default(config, key):
+    """The plugin's default of ``key`` for ``config``'s model and student backbone (its YAML
+    layers), whatever the user set; None if no layer sets it."""
+    value = None
+    for path in config_layers(config["model"], config.external_config_dict, config.yaml_loader):
+        with open(path, encoding="utf-8") as handle:
+            layer = yaml.load(handle, Loader=config.yaml_loader) or {}
+        if key in layer:
+            value = layer[key]
+    return value
 
 
 def yaml_keys(path):
@@ -99,13 +132,13 @@ def recbole_overall_yaml():
 
 
 def all_distiller_layers():
-    """The plugin's YAML layers of every distiller, whatever its backbone."""
+    """The plugin's YAML layers of every distiller registered, whatever its backbone."""
     layers = [plugin_properties_file("distiller.yaml")]
-    layers += sorted(glob.glob(str(PROPERTIES_DIR / "distiller" / "*.yaml")))
-    for distiller in PLUGIN_MODELS:
-        layers.append(plugin_properties_file("model", f"{distiller}.yaml"))
-        layers += sorted(glob.glob(str(PROPERTIES_DIR / "model" / distiller / "*.yaml")))
-    return [layer for layer in layers if layer]
+    layers += [backbone_defaults_file(adapter.model_name) for adapter in backbones()]
+    for distiller in distillers():
+        layers.append(distiller_defaults_file(distiller.__name__))
+        layers += sorted(glob.glob(os.path.join(glob.escape(tuned_defaults_folder(distiller.__name__)), "*.yaml")))
+    return existing(layers)
 
 
 def distillation_keys(student):

@@ -17,6 +17,8 @@ from recbole.utils import EvaluatorType
 from recbole_derrd.data.dataset import training_split
 from recbole_derrd.errors import UserError
 from recbole_derrd.data.popularity import MAX_POPULARITY_GROUPS
+from recbole_derrd.settings.defaults import plugin_default
+from recbole_derrd.settings.registry import loss_weight_keys
 from recbole_derrd.teacher.loading import build_teacher_config
 
 
@@ -50,10 +52,6 @@ PROBABILITY_KEYS = ("dropout_prob", "node_dropout", "message_dropout")
 
 #: The value of a loss weight chosen by the weight search (:mod:`recbole_derrd.pipeline.weight_search`).
 AUTO = "auto"
-
-#: The loss weights of every distiller of this plugin (each model's own: its
-#: ``loss_weight_keys``): the keys ``weight_search_values`` may hold candidates for.
-LOSS_WEIGHT_KEYS = ("lambda_de", "lambda_rrd", "lambda_rd", "lambda_cd", "lambda_unkd", "lambda_htd")
 
 
 class ConfigChecker:
@@ -171,11 +169,12 @@ def check_weight_search_keys(checker, automatic_keys):
             f"got {candidates!r}"
         )
         candidates = {}
+    known = loss_weight_keys()  # every distiller's: one file of settings serves them all
     for key, values in candidates.items():
-        if key not in LOSS_WEIGHT_KEYS:
+        if key not in known:
             checker.fail(
                 f"weight_search_values: unknown loss weight {key!r} (the distillers' weights: "
-                f"{', '.join(LOSS_WEIGHT_KEYS)})"
+                f"{', '.join(known)})"
             )
         elif (
             not isinstance(values, (list, tuple))
@@ -189,6 +188,13 @@ def check_weight_search_keys(checker, automatic_keys):
             )
     checker.integer("weight_search_epochs", minimum=1, optional=True)
     checker.integer("weight_search_stopping_step", minimum=1, optional=True)
+    defaults = plugin_default(config, "weight_search_values") if automatic_keys else {}
+    for key in automatic_keys:
+        if key not in candidates and key not in (defaults or {}):
+            checker.fail(
+                f"{key}: '{AUTO}' needs candidates: give weight_search_values a list for {key} "
+                f"(the defaults of {config['model']} have none)"
+            )
     if automatic_keys:
         eval_step = config["eval_step"]
         if isinstance(eval_step, numbers.Integral) and eval_step < 1:

@@ -1,9 +1,15 @@
 """
 recbole_derrd.teacher.loading
 #############################
-The teacher: read from a checkpoint (``teacher_checkpoint``), checked against the student's
-data, and frozen; and the configuration of a teacher trained on demand (the training itself:
-:mod:`recbole_derrd.teacher_training`, used by a run, never by a model).
+The teacher: read from a checkpoint (the user's ``teacher_checkpoint``, or the file of a
+teacher the run trained on demand), checked against the student's data, and frozen as one
+:class:`FrozenTeacher` object; and the configuration of a teacher trained on demand (the
+training itself: :mod:`recbole_derrd.pipeline.training`, used by a run, never by a model).
+
+A run loads its teacher once (:func:`load_teacher`, the one loading path) and hands the object
+to its model, to every trial of its weight search and to its final comparison; the
+configuration's ``teacher_checkpoint`` stays what the user gave (None for an on-demand
+teacher: :attr:`FrozenTeacher.path` says which file it is).
 
 - A teacher must have been trained on the student's data: same dataset, filters, ``eval_args``
   and ``seed`` (the keys :data:`MATCH_KEYS`), same user/item id counts and, for checkpoints of
@@ -25,7 +31,7 @@ from recbole_derrd.files.checkpoint import read_checkpoint, to_plain
 from recbole_derrd.data.dataset import split_fingerprint
 from recbole_derrd.errors import UserError
 from recbole_derrd.settings.keys import RUNTIME_KEYS, SPLIT_KEYS, data_path_root, rebuilt_parameters
-from recbole_derrd.settings.registry import PLUGIN_MODELS, recbole_model
+from recbole_derrd.settings.registry import is_distiller_name, recbole_model, registered_backbone
 
 #: Keys that decide which data (and split) a model is trained on: teacher and student must agree.
 MATCH_KEYS = SPLIT_KEYS
@@ -35,15 +41,11 @@ TEACHER_TYPES = (ModelType.GENERAL, ModelType.TRADITIONAL)
 
 
 def size_parameters(model_name, size):
-    """The hyperparameters that give ``model_name`` the size ``size`` (``embedding_size``;
-    NeuMF: both embedding tables and a [size, size / 2] MLP tower)."""
-    if model_name == "NeuMF":
-        return {
-            "mf_embedding_size": size,
-            "mlp_embedding_size": size,
-            "mlp_hidden_size": [size, max(1, size // 2)],
-        }
-    return {"embedding_size": size}
+    """The hyperparameters that give ``model_name`` the size ``size``: its backbone adapter's
+    (:meth:`~recbole_derrd.model.backbones.Backbone.size_parameters`), ``embedding_size`` for a
+    model without one."""
+    adapter = registered_backbone(model_name)
+    return adapter.size_parameters(size) if adapter is not None else {"embedding_size": size}
 
 
 class TeacherError(UserError, ValueError):
@@ -70,8 +72,9 @@ def _describe(differing):
     return "; ".join(f"{key}: student {s!r}, teacher {t!r}" for key, (s, t) in differing.items())
 
 
-def read_teacher_checkpoint(config):
-    """Read and check ``config['teacher_checkpoint']`` before any data is loaded.
+def read_teacher_checkpoint(config, path=None):
+    """Read and check the teacher file ``path`` (default: ``config['teacher_checkpoint']``)
+    before any data is loaded.
 
     Returns:
         dict: the checkpoint (config as a plain dict).
@@ -81,11 +84,11 @@ def read_teacher_checkpoint(config):
         TeacherError: not a general recommender, or a distiller of this plugin.
         TeacherMismatchError: trained on other data or another split.
     """
-    path = config["teacher_checkpoint"]
+    path = path or config["teacher_checkpoint"]
     checkpoint = read_checkpoint(path, trust=bool(config["trust_checkpoint"]))
     teacher_plain = checkpoint.get("config") or {}
     name = teacher_plain.get("model") or checkpoint.get("model")
-    if name in PLUGIN_MODELS:
+    if is_distiller_name(name):
         raise TeacherError(
             f"'{path}' holds a {name} student; export its backbone first to use it as a teacher."
         )
@@ -159,6 +162,7 @@ def file_digest(path, block_size=1 << 22):
 
 class FrozenTeacher:
     """A loaded teacher: the RecBole model (eval mode, no gradients) and where it came from.
+    Made once per run (:func:`load_teacher`) and shared by every model the run builds.
 
     Not an ``nn.Module`` attribute of the student on purpose: its weights never enter the
     student's ``state_dict`` or optimizer.
@@ -178,10 +182,10 @@ class FrozenTeacher:
     def replay_construction(self, dataset):
         """Build (and drop) a fresh model of the teacher's class, for its random draws alone.
 
-        A distiller handed its teacher calls this where a distiller that loads its teacher
-        builds it (after the student, before the distillation modules), so both draw the same
-        random numbers: the experts' initialisation and every later draw of the run, and so its
-        results, do not depend on which of the two loaded the teacher.
+        A distiller calls this after building its student, before its distillation modules:
+        where distillers built their teacher themselves before the run loaded it once. The
+        draws are kept so that the experts' initialisation and every later draw, and so every
+        result committed with those versions, stay the same (docs/architecture.md).
         """
         type(self.model)(self.model_config, dataset)
 
@@ -195,9 +199,9 @@ class FrozenTeacher:
         return file_digest(self.path)
 
 
-def load_teacher(config, dataset, checkpoint=None, data_fingerprint=None):
-    """Build the teacher of ``config['teacher_checkpoint']`` on the student's training
-    ``dataset``, check that it fits it (ids, split), and freeze it.
+def load_teacher(config, dataset, path=None, checkpoint=None, data_fingerprint=None):
+    """Build the teacher of the file ``path`` (default: ``config['teacher_checkpoint']``) on the
+    student's training ``dataset``, check that it fits it (ids, split), and freeze it.
 
     Args:
         checkpoint (dict): the teacher file, if already read and checked by
@@ -207,11 +211,11 @@ def load_teacher(config, dataset, checkpoint=None, data_fingerprint=None):
     Returns:
         FrozenTeacher
     """
+    path = path or config["teacher_checkpoint"]
     if checkpoint is None:
-        checkpoint = read_teacher_checkpoint(config)
+        checkpoint = read_teacher_checkpoint(config, path)
     if data_fingerprint is None:
         data_fingerprint = split_fingerprint(dataset)
-    path = config["teacher_checkpoint"]
     teacher_plain = checkpoint["config"]
     teacher_split = checkpoint.get("split_fingerprint")
     if teacher_split is not None and teacher_split != data_fingerprint:
