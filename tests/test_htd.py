@@ -18,7 +18,7 @@ from recbole_derrd.model.htd import (
     mapped_pairs, masked_relation_loss,
 )
 from recbole_derrd.settings.validation import ConfigValueError
-from run_scripts.bench_speed import dense_within_level
+from recbole_derrd.benchmark.speed_kernels import dense_within_level
 
 
 # ----- the losses, against explicit loops -----
