@@ -1,8 +1,8 @@
 """Issue 4: the benchmark runs end to end on a tiny configuration, writes a well-formed table,
 CSV and plot, and resumes without redoing finished cells; the hyperparameter search runs."""
 
+import ast
 import csv
-import importlib
 import json
 import os
 import shutil
@@ -11,15 +11,26 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from recbole_derrd.benchmark import arguments, methods, popularity_shift
+from recbole_derrd.benchmark import summary as summarize
+from recbole_derrd.benchmark.cells import read_cells
+from recbole_derrd.benchmark.table import Table
+from recbole_derrd.benchmark.table import main as benchmark_main
+from recbole_derrd.benchmark.training import interrupted_run
+from recbole_derrd.errors import UserError
 from recbole_derrd.files.checkpoint import read_checkpoint, save_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_script(name):
-    return importlib.import_module(f"run_scripts.{name}")
+def saved_cells(path):
+    """A table's cells as its files hold them, per-user metrics as lists."""
+    cells = read_cells(str(path))[0]
+    return {key: dict(cell, test_per_user={metric: values.tolist() for metric, values in cell["test_per_user"].items()})
+            if "test_per_user" in cell else cell for key, cell in cells.items()}
 
 
 TINY = """
@@ -47,30 +58,27 @@ def test_a_table_refuses_cells_trained_under_other_options(workdir):
     """A table's cells all train under the same --config_files and --epochs: a command with
     other ones is refused before any work, and the table's files are left as they were (else a
     capped table's teacher would be reported as a converged table's)."""
-    from recbole_derrd.errors import UserError
-
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
     folder = workdir / "results" / "ml-100k"
     folder.mkdir(parents=True)
     cells = folder / "BPR-recbole.cells.json"
     cells.write_text('{"teacher|16|2020": {"method": "teacher", "seed": 2020, "size": 16}}')
-    benchmark.Benchmark(benchmark.parse_args(argv))  # a table without a record takes this command's
+    Table(arguments.parse_args(argv))  # a table without a record takes this command's
     record = json.loads((folder / "BPR-recbole.training.json").read_text())
     assert record == {"config_files": [str(workdir / "tiny.yaml")], "epochs": 1}
-    benchmark.Benchmark(benchmark.parse_args(argv))  # the same options: accepted
+    Table(arguments.parse_args(argv))  # the same options: accepted
     saved = cells.read_bytes(), (folder / "BPR-recbole.training.json").read_bytes()
+    (workdir / "extra.yaml").write_text("")
     for other in (["--epochs=2"], ["--config_files="], [f"--config_files={workdir / 'tiny.yaml'} extra.yaml"]):
         with pytest.raises(UserError, match="holds cells trained with .*--epochs=1.*move its files"):
-            benchmark.main(argv + other)
+            benchmark_main(argv + other)
         assert (cells.read_bytes(), (folder / "BPR-recbole.training.json").read_bytes()) == saved
     assert not (workdir / "work").exists()  # nothing trained
 
 
 def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=2)
-    benchmark.main(argv)
+    benchmark_main(argv)
     folder = workdir / "results" / "ml-100k"
     table = (folder / "BPR-recbole.md").read_text()
     results_table, significance = table.split("\n## Significance")
@@ -95,17 +103,17 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
         float(records[2]["ndcg@10_mean"]) / float(teacher["ndcg@10_mean"]))
     # training cost against the student alone of the same seed, from the cells' own times
     timed = {cell["method"]: cell["train_seconds"]
-             for cell in json.loads((folder / "BPR-recbole.cells.json").read_text()).values()}
+             for cell in saved_cells(folder / "BPR-recbole.cells.json").values()}
     assert float(records[2]["train_seconds_ratio_to_student"]) == pytest.approx(timed["RRD"] / timed["student"])
     assert records[1]["train_seconds_ratio_to_student"] == "1.0"
     rrd_row = [cell.strip() for cell in rows[3].split("|")[1:-1]]
     assert rrd_row[header.index("train s vs student")] == f"{timed['RRD'] / timed['student']:.1f}x"
     png = (folder / "BPR-recbole.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    cells = saved_cells(folder / "BPR-recbole.cells.json")
     # a distiller's cell at the defaults is keyed (and labelled) by the weights it ran with
-    default = benchmark.default_weights("RRD")
-    rrd_key = benchmark.cell_key("RRD", 8, 2020, default)
+    default = methods.default_weights("RRD")
+    rrd_key = methods.cell_key("RRD", 8, 2020, default)
     assert set(cells) == {"teacher|16|2020", "student|8|2020", rrd_key} and rrd_key.endswith("|lambda_rrd=0.003")
     assert cells[rrd_key]["weights"] == default == cells[rrd_key]["setting"]
     saved_config = read_checkpoint(cells[rrd_key]["checkpoint"])["config"]
@@ -118,11 +126,10 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", must_not_train)
-    benchmark.main(argv)
-    assert json.loads((folder / "BPR-recbole.cells.json").read_text()) == cells
+    benchmark_main(argv)
+    assert saved_cells(folder / "BPR-recbole.cells.json") == cells
 
     # the summary reads a table run without --tune as the defaults' evidence
-    summarize = load_script("summarize")
     summarize.main(["--tables=ml-100k:BPR:recbole", "--seeds=1", "--sizes=8", "--teacher_size=16",
                     f"--results={workdir / 'results'}"])
     summary = (workdir / "results" / "summary.md").read_text()
@@ -145,10 +152,10 @@ def test_benchmark_end_to_end_and_resume(workdir, monkeypatch):
         return real_run(model, *args, **kwargs)
 
     monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", counted_run)
-    benchmark.main(argv + ["--auto_rows"])
+    benchmark_main(argv + ["--auto_rows"])
     assert trained == ["DERRD"]
-    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
-    auto_key = benchmark.cell_key("RRD", 8, 2020, {"lambda_rrd": "auto"})
+    cells = saved_cells(folder / "BPR-recbole.cells.json")
+    auto_key = methods.cell_key("RRD", 8, 2020, {"lambda_rrd": "auto"})
     automatic = cells[auto_key]
     assert automatic["weight_search"]["chosen"]["lambda_rrd"] in (0, 0.001, 0.01, 0.1)
     assert automatic["weights"] == automatic["weight_search"]["chosen"]
@@ -164,11 +171,10 @@ def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
     """--other_weights runs more weights beside the defaults, reported apart; when a default
     changes, the cells run at the former one move out of the table, which reports the cells
     run at the new default only."""
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
-    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.05"])
+    benchmark_main(argv + ["--other_weights=RRD:lambda_rrd=0.05"])
     folder = workdir / "results" / "ml-100k"
-    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    cells = saved_cells(folder / "BPR-recbole.cells.json")
     old_key, other_key = "RRD|8|2020|lambda_rrd=0.003", "RRD|8|2020|lambda_rrd=0.05"
     assert set(cells) == {"teacher|16|2020", "student|8|2020", old_key, other_key}
     assert read_checkpoint(cells[other_key]["checkpoint"])["config"]["lambda_rrd"] == 0.05
@@ -185,23 +191,23 @@ def test_a_changed_default_never_relabels_an_old_cell(workdir, monkeypatch):
 
     # the default becomes 0.05: the table now reports the 0.05 cell as the defaults, trains
     # nothing, and shows the 0.003 cell apart
-    defaults = benchmark.plugin_defaults
+    defaults = methods.plugin_defaults
 
     def changed(method, backbone="BPR"):
         original = defaults(method, backbone)
-        return dict(original, lambda_rrd=0.05) if method in benchmark.DISTILLERS else original
+        return dict(original, lambda_rrd=0.05) if method in methods.DISTILLERS else original
 
-    monkeypatch.setattr(benchmark, "plugin_defaults", changed)
+    monkeypatch.setattr(methods, "plugin_defaults", changed)
     import recbole_derrd
 
     monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", lambda *args, **kwargs: pytest.fail("trained"))
-    benchmark.main(argv)
+    benchmark_main(argv)
     table, others = (folder / "BPR-recbole.md").read_text().split("## Other weights on this split")
     rrd_row = next(line for line in table.splitlines() if line.startswith("| RRD |"))
     assert rrd_row.endswith("| lambda_rrd=0.05 |") and f"{cells[other_key]['test']['ndcg@10']:.4f}" in rrd_row
     assert f"| RRD | 8 | lambda_rrd=0.003 | 1 | {cells[old_key]['test']['ndcg@10']:.4f} |" in others
-    with pytest.raises(SystemExit):  # a weight the method does not have
-        benchmark.parse_args(argv + ["--other_weights=RRD:lambda_de=0.1"])
+    with pytest.raises(UserError, match="--other_weights: RRD's weights are"):  # a weight the method does not have
+        arguments.parse_args(argv + ["--other_weights=RRD:lambda_de=0.1"])
 
 
 class Stop(Exception):
@@ -217,10 +223,9 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
 
     from recbole_derrd.settings.keys import rebuilt_parameters
 
-    benchmark = load_script("benchmark")
     argv = [flag if flag != "--epochs=1" else "--epochs=4" for flag in tiny_rrd_benchmark(workdir, 1)]
     cells_file = workdir / "results" / "ml-100k" / "BPR-recbole.cells.json"
-    key = benchmark.cell_key("RRD", 8, 2020, benchmark.default_weights("RRD"))
+    key = methods.cell_key("RRD", 8, 2020, methods.default_weights("RRD"))
     train_epoch = Trainer._train_epoch
 
     def stopping(self, train_data, epoch_idx, *args, **kwargs):
@@ -231,8 +236,8 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "_train_epoch", stopping)
         with pytest.raises(Stop):
-            benchmark.main(argv)
-    cells = json.loads(cells_file.read_text())
+            benchmark_main(argv)
+    cells = saved_cells(cells_file)
     assert "student|8|2020" in cells and key not in cells
     [interrupted] = (workdir / "work").rglob("DERRD-*.resume.pth")
     interrupted = str(interrupted)
@@ -241,14 +246,14 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
 
     # only this cell's own settings take the file
     parameters = rebuilt_parameters(state["config"])
-    assert benchmark.interrupted_run("DERRD", "ml-100k", [], parameters) == interrupted
-    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd=0.05)) is None
-    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, seed=2021)) is None
-    assert benchmark.interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd="auto")) is None
+    assert interrupted_run("DERRD", "ml-100k", [], parameters) == interrupted
+    assert interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd=0.05)) is None
+    assert interrupted_run("DERRD", "ml-100k", [], dict(parameters, seed=2021)) is None
+    assert interrupted_run("DERRD", "ml-100k", [], dict(parameters, lambda_rrd="auto")) is None
     # nor a file without the run's training record (the cell would report the later epochs only)
     assert len(state["epoch_seconds"]) == 2
     save_checkpoint({name: value for name, value in state.items() if name != "epoch_seconds"}, interrupted)
-    assert benchmark.interrupted_run("DERRD", "ml-100k", [], parameters) is None
+    assert interrupted_run("DERRD", "ml-100k", [], parameters) is None
     save_checkpoint(state, interrupted)
 
     resumes = []
@@ -259,19 +264,19 @@ def test_an_interrupted_cell_continues_from_its_last_epoch(workdir, monkeypatch)
         return run(*args, **kwargs)
 
     monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", recording)
-    benchmark.main(argv)
-    resumed = json.loads(cells_file.read_text())[key]
+    benchmark_main(argv)
+    resumed = saved_cells(cells_file)[key]
     assert resumes == [interrupted] and resumed["resumed_from"] == interrupted
     assert resumed["epochs"] == 4  # the epochs before the stop are counted too
     assert resumed["train_seconds"] > sum(state["epoch_seconds"])
     assert read_checkpoint(interrupted)["finished"]
 
     # the same cell trained from the start (its finished file is not taken) ends the same
-    cells = json.loads(cells_file.read_text())
+    cells = saved_cells(cells_file)
     del cells[key]
     cells_file.write_text(json.dumps(cells))
-    benchmark.main(argv)
-    fresh = json.loads(cells_file.read_text())[key]
+    benchmark_main(argv)
+    fresh = saved_cells(cells_file)[key]
     assert resumes[-1] is None and fresh["resumed_from"] is None and fresh["epochs"] == 4
     assert fresh["test"] == resumed["test"] and fresh["valid_score"] == resumed["valid_score"]
     assert fresh["test_per_user"] == resumed["test_per_user"]
@@ -283,24 +288,23 @@ def test_a_cell_another_process_trains_is_waited_for_not_trained_again(workdir, 
     live resume file)."""
     import recbole_derrd
 
-    benchmark = load_script("benchmark")
-    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
-    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
-    key = benchmark.cell_key("student", 8, 2020)
+    args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    first, second = Table(args), Table(args)
+    key = methods.cell_key("student", 8, 2020)
     monkeypatch.setattr(recbole_derrd, "run_recbole_derrd", lambda *args, **kwargs: pytest.fail("trained twice"))
     locked = threading.Event()
 
     def first_process():
-        with first.cell_lock(key, 2020):
+        with first.runner.cell_lock(key, 2020):
             locked.set()
             time.sleep(0.5)  # training
             first.cells[key] = {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
-            first.save()
+            first.store.save()
 
     thread = threading.Thread(target=first_process)
     thread.start()
     locked.wait()
-    second.run_missing_cell("student", 8, 2020, {})
+    second.runner.run_missing_cell("student", 8, 2020, {})
     thread.join()
     assert second.cells[key] == {"test": {"ndcg@10": 0.25}, "checkpoint": "student.pth"}
 
@@ -309,18 +313,17 @@ def test_a_process_saving_its_cell_keeps_the_cells_another_saved_meanwhile(workd
     """Two processes of one command (e.g. one --run_seeds each): the second saves its own new
     cell while holding the copy of a cell it read before the first replaced it (a retrained
     teacher, say). The file keeps the first process's cell, not the second's stale copy."""
-    benchmark = load_script("benchmark")
-    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
-    teacher = benchmark.cell_key("teacher", 16, 2021)
-    setup = benchmark.Benchmark(args)
+    args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    teacher = methods.cell_key("teacher", 16, 2021)
+    setup = Table(args)
     setup.cells[teacher] = {"test": {"ndcg@10": 0.25}, "checkpoint": "removed.pth"}
-    setup.save()
-    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)  # both read the old teacher
+    setup.store.save()
+    first, second = Table(args), Table(args)  # both read the old teacher
     first.cells[teacher] = {"test": {"ndcg@10": 0.25}, "checkpoint": "retrained.pth"}
-    first.save()
-    student = benchmark.cell_key("student", 8, 2020)
+    first.store.save()
+    student = methods.cell_key("student", 8, 2020)
     second.cells[student] = {"test": {"ndcg@10": 0.5}, "checkpoint": "student.pth"}
-    second.save()
+    second.store.save()
     with open(second.cells_file) as handle:
         saved = json.load(handle)
     assert saved[teacher]["checkpoint"] == "retrained.pth"
@@ -328,37 +331,37 @@ def test_a_process_saving_its_cell_keeps_the_cells_another_saved_meanwhile(workd
     assert second.cells == saved  # and the second process now holds the first's cell too
 
 
-def two_processes_of_one_command(benchmark, workdir, options, searched):
-    """Two Benchmark objects of the tiny RRD command with ``options`` (two processes of it), the
+def two_processes_of_one_command(workdir, options, searched):
+    """Two Table objects of the tiny RRD command with ``options`` (two processes of it), the
     seed-2020 teacher and the searches of the ``searched`` methods saved as done (the last
     trial of each the best). Returns both and the teacher's (empty) checkpoint file."""
-    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + options)
-    first, second = benchmark.Benchmark(args), benchmark.Benchmark(args)
+    args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + options)
+    first, second = Table(args), Table(args)
     teacher_file = workdir / "teacher.pth"
     teacher_file.write_bytes(b"")
-    second.cells[benchmark.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
+    second.cells[methods.cell_key("teacher", 16, 2020)] = {"checkpoint": str(teacher_file)}
     for method in searched:
-        for index, setting in enumerate(second.settings(method, 2020, 8)):
-            second.cells[benchmark.cell_key(method, 8, 2020, setting)] = {
+        for index, setting in enumerate(second.plan.settings(method, 2020, 8)):
+            second.cells[methods.cell_key(method, 8, 2020, setting)] = {
                 "setting": setting, "valid_score": 0.1 * index, "valid_score_bigger": True}
-    second.save()
+    second.store.save()
     return first, second, teacher_file
 
 
-def record_training(benchmark, table, teacher_file, monkeypatch, after=lambda key: None):
+def record_training(table, teacher_file, monkeypatch, after=lambda key: None):
     """Replace ``table``'s training with a record of the cells it trains, in order (returned);
     ``after(key)`` runs after each. Every recorded cell scores 0.5 on validation and test."""
     trained = []
 
     def run_cell(method, model, parameters, seed, size, setting=None):
-        key = benchmark.cell_key(method, size, seed, setting)
+        key = methods.cell_key(method, size, seed, setting)
         trained.append(key)
         after(key)
         return {"test": {"ndcg@10": 0.5}, "setting": setting, "valid_score": 0.5, "valid_score_bigger": True,
                 "checkpoint": str(teacher_file)}
 
-    monkeypatch.setattr(table, "run_cell", run_cell)
-    monkeypatch.setattr(table, "time_inference", lambda seed: None)
+    monkeypatch.setattr(table.runner, "run_cell", run_cell)
+    monkeypatch.setattr(table.runner, "time_inference", lambda seed: None)
     return trained
 
 
@@ -370,13 +373,13 @@ def other_process_trains(table, key, seed, until, result, seconds=30):
     locked, waited = threading.Event(), []
 
     def train():
-        with table.cell_lock(key, seed) as held:
+        with table.runner.cell_lock(key, seed) as held:
             assert held
             locked.set()
             waited.append(until.wait(timeout=seconds))
-            table.reload()
+            table.store.reload()
             table.cells[key] = result
-            table.save()
+            table.store.save()
 
     thread = threading.Thread(target=train)
     thread.start()
@@ -389,27 +392,26 @@ def test_the_same_command_in_two_processes_shares_a_search(workdir, monkeypatch)
     other trials, then the next method that does not take settings from it, and waits for the
     other process's trial only when nothing else is left (RD's search must finish before a
     method tuned on top of it could start; CD's does not depend on it)."""
-    benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
-        benchmark, workdir, ["--tune", "--methods=student,RD,CD"], searched=("student",))
-    rd_trials, cd_trials = (second.settings(method, 2020, 8) for method in ("RD", "CD"))
-    busy = benchmark.cell_key("RD", 8, 2020, rd_trials[0])
+        workdir, ["--tune", "--methods=student,RD,CD"], searched=("student",))
+    rd_trials, cd_trials = (second.plan.settings(method, 2020, 8) for method in ("RD", "CD"))
+    busy = methods.cell_key("RD", 8, 2020, rd_trials[0])
     others_done = threading.Event()
-    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+    trained = record_training(second, teacher_file, monkeypatch,
                               after=lambda key: len(trained) == 5 and others_done.set())
     # still training when this process has trained everything else (a process that waited for
     # this cell before going on to CD would never get there)
     thread, waited = other_process_trains(first, busy, 2020, others_done, {
         "test": {"ndcg@10": 0.25}, "setting": rd_trials[0], "valid_score": 0.25, "checkpoint": "first.pth"})
-    assert second.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
+    assert second.runner.run_missing_cell("RD", 8, 2020, rd_trials[0], wait=False) is False
     assert trained == []  # a busy cell returns at once, untrained
-    second.run_jobs(second.method_jobs([2020], [8], ["student", "RD", "CD"]))
+    second.runner.run_jobs(second.runner.method_jobs([2020], [8], ["student", "RD", "CD"]))
     thread.join()
     assert waited == [True]
-    assert trained == [benchmark.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
-        benchmark.cell_key("CD", 8, 2020, setting) for setting in cd_trials]
+    assert trained == [methods.cell_key("RD", 8, 2020, setting) for setting in rd_trials[1:]] + [
+        methods.cell_key("CD", 8, 2020, setting) for setting in cd_trials]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
-    assert second.chosen_setting("RD", 8) == rd_trials[1]
+    assert second.plan.chosen_setting("RD", 8) == rd_trials[1]
 
 
 def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(workdir, monkeypatch):
@@ -417,24 +419,23 @@ def test_a_default_row_another_process_trains_does_not_hold_up_the_next_seed(wor
     is training is left to it: this process trains the other rows, goes on to the next seed, and
     waits for the busy row only when nothing else is left (it used to wait for each such row in
     turn)."""
-    benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
-        benchmark, workdir, ["--tune", "--seeds=2"], searched=("student", "RRD"))
-    rows = [(method, setting) for method, setting in second.default_rows(8) if method in second.args.methods]
+        workdir, ["--tune", "--seeds=2"], searched=("student", "RRD"))
+    rows = [(method, setting) for method, setting in second.plan.default_rows(8) if method in second.args.methods]
     assert [method for method, _ in rows] == ["RRD", "RRD"]  # the defaults, and auto
-    busy = benchmark.cell_key("RRD", 8, 2020, rows[0][1])
+    busy = methods.cell_key("RRD", 8, 2020, rows[0][1])
     next_seed_done = threading.Event()
-    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+    trained = record_training(second, teacher_file, monkeypatch,
                               after=lambda key: key.startswith("RRD|8|2021") and next_seed_done.set())
     thread, waited = other_process_trains(  # still training when seed 2021 is done
         first, busy, 2020, next_seed_done, {"test": {"ndcg@10": 0.25}, "setting": rows[0][1], "checkpoint": "first.pth"})
-    second.run()
+    second.runner.run()
     thread.join()
     assert waited == [True]
-    chosen = {method: second.chosen_setting(method, 8) for method in ("student", "RRD")}
-    assert trained == [benchmark.cell_key("RRD", 8, 2020, rows[1][1]), benchmark.cell_key("teacher", 16, 2021),
-                       benchmark.cell_key("student", 8, 2021, chosen["student"]),
-                       benchmark.cell_key("RRD", 8, 2021, chosen["RRD"])]
+    chosen = {method: second.plan.chosen_setting(method, 8) for method in ("student", "RRD")}
+    assert trained == [methods.cell_key("RRD", 8, 2020, rows[1][1]), methods.cell_key("teacher", 16, 2021),
+                       methods.cell_key("student", 8, 2021, chosen["student"]),
+                       methods.cell_key("RRD", 8, 2021, chosen["RRD"])]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # the other process's, not trained twice
 
 
@@ -443,27 +444,26 @@ def test_a_trial_another_process_trains_does_not_hold_up_the_next_seeds_known_ce
     search's other trials, then the next seed's teacher and the cells whose settings are known
     (the student alone's, searched already), and waits only when nothing else is left; once the
     search is done, the first seed comes first again (RRD-topK takes RRD's weight)."""
-    benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
-        benchmark, workdir, ["--tune", "--seeds=2", "--methods=teacher,student,RRD,RRD-topK"],
+        workdir, ["--tune", "--seeds=2", "--methods=teacher,student,RRD,RRD-topK"],
         searched=("student",))
-    rrd_trials = second.settings("RRD", 2020, 8)
-    student = second.chosen_setting("student", 8)
-    busy = benchmark.cell_key("RRD", 8, 2020, rrd_trials[-1])
+    rrd_trials = second.plan.settings("RRD", 2020, 8)
+    student = second.plan.chosen_setting("student", 8)
+    busy = methods.cell_key("RRD", 8, 2020, rrd_trials[-1])
     known_cells_done = threading.Event()
     trained = record_training(
-        benchmark, second, teacher_file, monkeypatch,
-        after=lambda key: key == benchmark.cell_key("student", 8, 2021, student) and known_cells_done.set())
+        second, teacher_file, monkeypatch,
+        after=lambda key: key == methods.cell_key("student", 8, 2021, student) and known_cells_done.set())
     thread, waited = other_process_trains(  # still training the last trial meanwhile
         first, busy, 2020, known_cells_done, {"test": {"ndcg@10": 0.25}, "setting": rrd_trials[-1],
                                               "valid_score": 0.9, "valid_score_bigger": True, "checkpoint": "first.pth"})
-    second.run_jobs(second.method_jobs([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"]))
+    second.runner.run_jobs(second.runner.method_jobs([2020, 2021], [8], ["teacher", "student", "RRD", "RRD-topK"]))
     thread.join()
     assert waited == [True]
-    assert second.chosen_setting("RRD", 8) == rrd_trials[-1]  # the other process's trial won
-    assert trained == [benchmark.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials[:-1]] + [
-        benchmark.cell_key("teacher", 16, 2021), benchmark.cell_key("student", 8, 2021, student)] + [
-        benchmark.cell_key(method, 8, seed, second.settings(method, seed, 8)[0])
+    assert second.plan.chosen_setting("RRD", 8) == rrd_trials[-1]  # the other process's trial won
+    assert trained == [methods.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials[:-1]] + [
+        methods.cell_key("teacher", 16, 2021), methods.cell_key("student", 8, 2021, student)] + [
+        methods.cell_key(method, 8, seed, second.plan.settings(method, seed, 8)[0])
         for seed, method in ((2020, "RRD-topK"), (2021, "RRD"), (2021, "RRD-topK"))]
     assert second.cells[busy]["checkpoint"] == "first.pth"  # not trained twice
 
@@ -473,70 +473,66 @@ def test_the_auto_rows_wait_for_the_student_alones_search(workdir, monkeypatch):
     process trains that search's last trial (2 s here), this process trains the search's other
     trials, then waits: it neither trains the rows beside the search before their settings are
     known nor drops the ``auto`` row."""
-    benchmark = load_script("benchmark")
     first, second, teacher_file = two_processes_of_one_command(
-        benchmark, workdir, ["--tune", "--methods=teacher,student,RRD"], searched=())
-    student_trials = second.settings("student", 2020, 8)
-    busy = benchmark.cell_key("student", 8, 2020, student_trials[-1])
+        workdir, ["--tune", "--methods=teacher,student,RRD"], searched=())
+    student_trials = second.plan.settings("student", 2020, 8)
+    busy = methods.cell_key("student", 8, 2020, student_trials[-1])
     rrd_trained = threading.Event()  # set while the other process trains: RRD ran before its settings were known
-    trained = record_training(benchmark, second, teacher_file, monkeypatch,
+    trained = record_training(second, teacher_file, monkeypatch,
                               after=lambda key: key.startswith("RRD|") and rrd_trained.set())
     thread, waited = other_process_trains(
         first, busy, 2020, rrd_trained, {"test": {"ndcg@10": 0.25}, "setting": student_trials[-1],
                                          "valid_score": 0.9, "valid_score_bigger": True, "checkpoint": "first.pth"},
         seconds=2)
-    second.run()
+    second.runner.run()
     thread.join()
     assert waited == [False]
-    learner = {key: student_trials[-1][key] for key in benchmark.LEARNER_KEYS}  # the other's trial won
-    rows = [setting for method, setting in second.default_rows(8) if method == "RRD"]
-    assert [benchmark.is_automatic(setting) for setting in rows] == [False, True]
-    assert rows[1] == dict(learner, **benchmark.AUTO_ROWS["RRD"])
-    rrd_trials = second.settings("RRD", 2020, 8)
-    assert trained == [benchmark.cell_key("student", 8, 2020, setting) for setting in student_trials[:-1]] + [
-        benchmark.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials + rows]
+    learner = {key: student_trials[-1][key] for key in methods.LEARNER_KEYS}  # the other's trial won
+    rows = [setting for method, setting in second.plan.default_rows(8) if method == "RRD"]
+    assert [methods.is_automatic(setting) for setting in rows] == [False, True]
+    assert rows[1] == dict(learner, **methods.AUTO_ROWS["RRD"])
+    rrd_trials = second.plan.settings("RRD", 2020, 8)
+    assert trained == [methods.cell_key("student", 8, 2020, setting) for setting in student_trials[:-1]] + [
+        methods.cell_key("RRD", 8, 2020, setting) for setting in rrd_trials + rows]
 
 
 def test_a_later_seed_before_the_first_seeds_search_is_refused(workdir, monkeypatch):
     """--run_seeds of a later seed while the first seed's searches have not run: nothing to
     wait for, so the run stops with the reason instead of training a guess."""
-    benchmark = load_script("benchmark")
-    args = benchmark.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"])
-    table = benchmark.Benchmark(args)
-    monkeypatch.setattr(table, "run_cell", lambda *args, **kwargs: pytest.fail("trained"))
+    args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"])
+    table = Table(args)
+    monkeypatch.setattr(table.runner, "run_cell", lambda *args, **kwargs: pytest.fail("trained"))
     with pytest.raises(RuntimeError, match="student's search has finished 0 of its 3 trials"):
-        table.run_jobs(table.method_jobs([2021], [8], ["student", "RRD"]))
+        table.runner.run_jobs(table.runner.method_jobs([2021], [8], ["student", "RRD"]))
 
 
 def test_a_search_is_chosen_only_once_its_grid_has_finished(workdir):
     """The tuned setting is the best validation score of the whole grid, ties to the earlier
     trial; before every trial has finished there is nothing to choose (a partial grid's best
     would be reported, or run at the other seeds, as the tuned setting)."""
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"]
-    table = benchmark.Benchmark(benchmark.parse_args(argv))
-    grid = table.settings("student", 2020, 8)
-    assert len(grid) == len(benchmark.TUNING_GRIDS["student"]) >= 3
+    table = Table(arguments.parse_args(argv))
+    grid = table.plan.settings("student", 2020, 8)
+    assert len(grid) == len(methods.TUNING_GRIDS["student"]) >= 3
     scores = [0.30, 0.35, 0.35] + [0.1] * (len(grid) - 3)
     for index, (setting, score) in enumerate(zip(grid, scores)):
         if index == len(grid) - 1:  # the last trial still running: the best so far is not chosen
             with pytest.raises(RuntimeError, match=f"finished {index} of its {len(grid)} trials"):
-                table.chosen_setting("student", 8)
-        table.cells[benchmark.cell_key("student", 8, 2020, setting)] = {
+                table.plan.chosen_setting("student", 8)
+        table.cells[methods.cell_key("student", 8, 2020, setting)] = {
             "setting": setting, "valid_score": score, "valid_score_bigger": True}
-    assert table.chosen_setting("student", 8) == grid[1]  # the tie goes to the earlier trial
+    assert table.plan.chosen_setting("student", 8) == grid[1]  # the tie goes to the earlier trial
     # the later seeds run that choice
-    assert table.settings("student", 2021, 8) == [grid[1]]
+    assert table.plan.settings("student", 2021, 8) == [grid[1]]
 
 
 def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     """--method_settings sets a distiller's other keys in all its cells (their config and their
     names): a table without them never reports those cells as its defaults."""
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
-    benchmark.main(argv + ["--method_settings=RRD:rrd_topn=30,rrd_num_interesting=4"])
+    benchmark_main(argv + ["--method_settings=RRD:rrd_topn=30,rrd_num_interesting=4"])
     folder = workdir / "results" / "ml-100k"
-    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    cells = saved_cells(folder / "BPR-recbole.cells.json")
     key = "RRD|8|2020|lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30"
     assert set(cells) == {"teacher|16|2020", "student|8|2020", key}
     config = read_checkpoint(cells[key]["checkpoint"])["config"]
@@ -547,36 +543,35 @@ def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     assert rrd_row.endswith("| lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30 |")
     # the same table without them: that cell is not its defaults' (reported apart, nothing trained
     # here: --report_only)
-    benchmark.main(argv + ["--report_only"])
+    benchmark_main(argv + ["--report_only"])
     table, others = (folder / "BPR-recbole.md").read_text().split("## Other weights on this split")
     assert not any(line.startswith("| RRD |") for line in table.splitlines())
     assert "| RRD | 8 | lambda_rrd=0.003,rrd_num_interesting=4,rrd_topn=30 | 1 |" in others
-    assert benchmark.cells_method_settings(cells) == {"RRD": {"rrd_num_interesting": 4, "rrd_topn": 30}}
+    assert methods.cells_method_settings(cells) == {"RRD": {"rrd_num_interesting": 4, "rrd_topn": 30}}
     for bad, message in (("RRD:lambda_rrd=0.1", "is a loss weight"), ("RRD:unkd_topn=4", "not a key of RRD"),
                          ("RRD:learning_rate=0.1", "not a key of RRD"), ("UnKD:unkd_topn=4", "not a distiller among"),
                          ("RRD:use_de=True", "tell the methods apart"), ("RRD:rrd_topn", "not key=value"),
                          ("RRD:rrd_rank_temperature=x", "not a number")):
         with pytest.raises(ValueError, match=message):
-            benchmark.parse_method_settings(bad, ["teacher", "student", "RRD"])
-    assert benchmark.parse_method_settings("RRD:rrd_topn=30;RRD:rrd_num_interesting=4", ["RRD"]) == {
+            arguments.parse_method_settings(bad, ["teacher", "student", "RRD"])
+    assert arguments.parse_method_settings("RRD:rrd_topn=30;RRD:rrd_num_interesting=4", ["RRD"]) == {
         "RRD": {"rrd_topn": 30, "rrd_num_interesting": 4}}
     with pytest.raises(ValueError, match="htd_flat is True or False"):
-        benchmark.parse_method_settings("HTD:htd_flat=1", ["HTD"])
+        arguments.parse_method_settings("HTD:htd_flat=1", ["HTD"])
     # a float key's value is a float however it is written (YAML reads 1e-3 as a string)
-    assert benchmark.parse_method_settings("HTD:htd_weight_floor=1e-3", ["HTD"]) == {"HTD": {"htd_weight_floor": 0.001}}
+    assert arguments.parse_method_settings("HTD:htd_weight_floor=1e-3", ["HTD"]) == {"HTD": {"htd_weight_floor": 0.001}}
 
 
 def test_later_distillers_and_recall_by_popularity_group(workdir):
     """UnKD and HTD run when named, and --popularity_groups adds each row's test Recall@20 per
     item-popularity group, the mean of its cells' own reports."""
-    benchmark = load_script("benchmark")
     (workdir / "tiny.yaml").write_text(TINY + "htd_num_groups: 4\n")
-    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+    benchmark_main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
                     "--epochs=1", "--methods=teacher,student,UnKD,HTD", "--inference_repeats=1",
                     "--popularity_groups=3", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--results={workdir / 'results'}", f"--work={workdir / 'work'}"])
     folder = workdir / "results" / "ml-100k"
-    cells = json.loads((folder / "BPR-recbole.cells.json").read_text())
+    cells = saved_cells(folder / "BPR-recbole.cells.json")
     cells = {cell["method"]: cell for cell in cells.values()}  # one cell per method
     assert {cells["UnKD"]["model"], cells["HTD"]["model"]} == {"UnKD", "HTD"}
     table = (folder / "BPR-recbole.md").read_text()
@@ -595,7 +590,6 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
 
     # the summary's later-distillers table: each method's test metric and its paired difference
     # to the student alone, from the same per-user values (DE-RRD did not run: "-")
-    summarize = load_script("summarize")
     summarize.main(["--tables=ml-100k:BPR:recbole", "--seeds=1", "--sizes=8", "--teacher_size=16",
                     f"--results={workdir / 'results'}"])
     summary = (workdir / "results" / "summary.md").read_text()
@@ -612,8 +606,7 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
 
     # re-evaluated from their checkpoints, on both splits, the models score what their cells
     # recorded: the same rankings, now also on validation
-    shift = load_script("popularity_shift")
-    shifted = shift.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
+    shifted = popularity_shift.main(["--dataset=ml-100k", "--backbone=BPR", "--sizes=8", "--teacher_size=16", "--seeds=1",
                           "--methods=teacher,student,UnKD,HTD", "--popularity_groups=3", "--epochs=1",
                           f"--config_files={workdir / 'tiny.yaml'}", f"--results={workdir / 'results'}",
                           f"--work={workdir / 'work'}"])
@@ -628,7 +621,7 @@ def test_later_distillers_and_recall_by_popularity_group(workdir):
     assert len(positives) == 2  # each split's positives, whichever model ranks them
     report = (folder / "BPR-recbole.popularity-shift.md").read_text()
     assert "| UnKD (1 seed) | valid |" in report and "| HTD | 1 | test |" in report
-    weights = {method: benchmark.setting_label(cells[method]["weights"]) for method in ("UnKD", "HTD")}
+    weights = {method: methods.setting_label(cells[method]["weights"]) for method in ("UnKD", "HTD")}
     assert f"Settings of the table's cells: UnKD {weights['UnKD']}; HTD {weights['HTD']}." in report
 
 
@@ -655,15 +648,13 @@ def test_hyperparameter_search_runs_on_the_validation_split(workdir):
 def test_tuned_benchmark_and_its_summary(workdir):
     """--tune: three trials per searched method at the first seed, the chosen setting at the
     second; the summary's headline and defaults evidence are read from those cells."""
-    benchmark = load_script("benchmark")
-    summarize = load_script("summarize")
     # auto rows searching two candidates per weight (fewer trials than the plugin's four)
     (workdir / "tiny.yaml").write_text(TINY + "weight_search_values: {lambda_rrd: [0, 0.01], lambda_de: [0, 0.01]}\n")
     common = [f"--results={workdir / 'results'}", "--seeds=2", "--sizes=8", "--teacher_size=16"]
-    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--epochs=1", "--methods=student,RRD,DE-RRD",
+    benchmark_main(["--dataset=ml-100k", "--backbone=BPR", "--epochs=1", "--methods=student,RRD,DE-RRD",
                     "--tune", "--inference_repeats=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
-    cells = json.loads((workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").read_text())
+    cells = saved_cells(workdir / "results" / "ml-100k" / "BPR-recbole.cells.json")
     # every model of both seeds timed (each seed's timings saved before the next is timed)
     assert all(cell["inference_seconds"] > 0 for cell in cells.values())
     # the first seed's trials (every trial carries the student's learner settings)
@@ -675,7 +666,7 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert len([key for key in first if key.startswith("RRD|")]) == 3
     assert len([key for key in first if key.startswith("DE-RRD|")]) == 3
     # the plugin's defaults, as a user gets them, keyed by the default weights they ran with
-    defaults = {benchmark.cell_key(method, 8, 2020, benchmark.default_weights(method)) for method in ("RRD", "DE-RRD")}
+    defaults = {methods.cell_key(method, 8, 2020, methods.default_weights(method)) for method in ("RRD", "DE-RRD")}
     assert defaults == {"RRD|8|2020|lambda_rrd=0.003", "DE-RRD|8|2020|lambda_de=0.01,lambda_rrd=0.003"}
     assert defaults <= set(cells) and all(cells[key]["weights"] == cells[key]["setting"] for key in defaults)
     # and with the plugin's own weight search (auto): the chosen weights are among its candidates
@@ -697,14 +688,14 @@ def test_tuned_benchmark_and_its_summary(workdir):
     derrd = next(cell for key, cell in cells.items() if key.startswith("DE-RRD|8|2021"))
     assert derrd["setting"]["lambda_rrd"] == best["setting"]["lambda_rrd"]
     # a row run with the former 30-epoch trials is kept in the reports, labelled, not run again
-    short_setting = dict(rrd_auto["setting"], **benchmark.SHORT_TRIALS)
-    short_key = benchmark.cell_key("RRD", 8, 2020, short_setting)
+    short_setting = dict(rrd_auto["setting"], **methods.SHORT_TRIALS)
+    short_key = methods.cell_key("RRD", 8, 2020, short_setting)
     cells[short_key] = dict(rrd_auto, setting=short_setting)
     # a cell at a former default weight: shown apart, against the seed's chosen student alone
     former = {"lambda_rrd": 0.05}
-    cells[benchmark.cell_key("RRD", 8, 2020, former)] = dict(rrd_trials[0], setting=former)
+    cells[methods.cell_key("RRD", 8, 2020, former)] = dict(rrd_trials[0], setting=former)
     (workdir / "results" / "ml-100k" / "BPR-recbole.cells.json").write_text(json.dumps(cells))
-    benchmark.main(["--dataset=ml-100k", "--backbone=BPR", "--methods=student,RRD,DE-RRD", "--tune",
+    benchmark_main(["--dataset=ml-100k", "--backbone=BPR", "--methods=student,RRD,DE-RRD", "--tune",
                     "--report_only", "--epochs=1", f"--config_files={workdir / 'tiny.yaml'}",
                     f"--work={workdir / 'work'}"] + common)
     report = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
@@ -734,8 +725,8 @@ def test_tuned_benchmark_and_its_summary(workdir):
     # a table of another backbone gets its own headline and defaults evidence, and its rows
     # in the shared sections carry the backbone's name (here the same cells filed as NeuMF's)
     folder = workdir / "results" / "ml-100k"
-    for suffix in ("cells.json", "training.json"):
-        (folder / f"NeuMF-recbole.{suffix}").write_text((folder / f"BPR-recbole.{suffix}").read_text())
+    for suffix in ("cells.json", "per_user.npz", "training.json"):
+        (folder / f"NeuMF-recbole.{suffix}").write_bytes((folder / f"BPR-recbole.{suffix}").read_bytes())
     summarize.main(["--tables=ml-100k:BPR:recbole,ml-100k:NeuMF:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
     bpr, neumf = (summary.split(f"## Results across datasets ({backbone} backbone")[1].split("\n## ")[0]
@@ -749,7 +740,6 @@ def test_tuned_benchmark_and_its_summary(workdir):
 
 
 def test_best_worst_case_lists_ties_and_prefers_values_run_everywhere():
-    summarize = load_script("summarize")
     values = [(0.001, (3, -4.1)), (0.003, (3, -3.01)), (0.01, (3, -2.94)), (0.1, (2, 5.0))]
     # 0.1 ran on 2 of 3 datasets only; 0.003 is within TIE_POINTS of 0.01's worst case
     assert summarize.best_worst_case("RRD", values, 3) == "RRD lambda_rrd = 0.003 or 0.01 (-2.9%)"
@@ -764,26 +754,24 @@ def test_a_tables_defaults_are_what_a_run_with_its_backbone_gets(method):
     not BPR's."""
     from recbole_derrd import Config
 
-    benchmark = load_script("benchmark")
-    model, extra = benchmark.DISTILLERS[method]
+    model, extra = methods.DISTILLERS[method]
     for backbone in ("BPR", "NeuMF"):
-        weights = benchmark.default_weights(method, backbone)
+        weights = methods.default_weights(method, backbone)
         config = Config(model, "ml-100k", config_dict=dict(extra, student_model=backbone))
         assert weights and weights == {key: config[key] for key in weights}
-        assert benchmark.is_plugin_default(method, weights, backbone)
+        assert methods.is_plugin_default(method, weights, backbone)
     if method in ("RD", "RRD"):  # no NeuMF weight of their own (RRD: the cross-dataset lambda_rrd)
-        assert benchmark.default_weights(method, "NeuMF") == benchmark.default_weights(method, "BPR")
+        assert methods.default_weights(method, "NeuMF") == methods.default_weights(method, "BPR")
     else:
-        neumf = benchmark.default_weights(method, "NeuMF")
-        assert neumf != benchmark.default_weights(method, "BPR")
-        assert not benchmark.is_plugin_default(method, neumf, "BPR")
+        neumf = methods.default_weights(method, "NeuMF")
+        assert neumf != methods.default_weights(method, "BPR")
+        assert not methods.is_plugin_default(method, neumf, "BPR")
 
 
 def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(workdir):
     """A distiller that has run at one of the table's seeds is compared with the student alone
     and the teacher of that seed, not with their means over seeds it has not run."""
-    benchmark = load_script("benchmark")
-    table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--seeds=2"]))
+    table = Table(arguments.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--seeds=2"]))
     scores = {("teacher", 2020): 0.28, ("teacher", 2021): 0.32, ("student", 2020): 0.20,
               ("student", 2021): 0.30, ("RRD", 2020): 0.21}
     # seed 2021 timed on a machine twice as fast: RRD costs 3x its own seed's student
@@ -791,12 +779,12 @@ def test_a_row_run_at_fewer_seeds_is_compared_with_the_student_of_its_own_seeds(
                ("student", 2021): 10.0, ("RRD", 2020): 60.0}
     for (method, seed), score in scores.items():
         size = 16 if method == "teacher" else 8
-        weights = benchmark.default_weights(method)
-        table.cells[benchmark.cell_key(method, size, seed, weights)] = {
+        weights = methods.default_weights(method)
+        table.cells[methods.cell_key(method, size, seed, weights)] = {
             "method": method, "seed": seed, "setting": weights, "weights": weights,
             "test": {"ndcg@10": score, "recall@20": score}, "valid_score": score,
             "parameters": 1000, "epochs": 1, "train_seconds": seconds[(method, seed)]}
-    table.write_reports()
+    table.report.write()
     markdown = (workdir / "results" / "ml-100k" / "BPR-recbole.md").read_text()
     rrd_row = next(line for line in markdown.splitlines() if line.startswith("| RRD | 8 | 1 |"))
     # 0.21 against seed 2020's 0.20, not against the two seeds' mean 0.25 (-16.0%); and against
@@ -822,18 +810,17 @@ def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reporte
     to differ, as another CPU's rounding would), the table keeps reporting the teacher the
     seed's earlier cells learnt from, the new cell learns from the retrained one, and the report
     says both."""
-    benchmark = load_script("benchmark")
     argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
-    benchmark.main(argv)
+    benchmark_main(argv)
     cells_path = workdir / "results" / "ml-100k" / "BPR-recbole.cells.json"
-    cells = json.loads(cells_path.read_text())
+    cells = saved_cells(cells_path)
     teacher_key = next(key for key, cell in cells.items() if cell["method"] == "teacher")
     original = cells[teacher_key]
 
     # reproduced: the retrained teacher scores what the cell recorded and replaces it
     os.remove(original["checkpoint"])
-    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.01"])
-    cells = json.loads(cells_path.read_text())
+    benchmark_main(argv + ["--other_weights=RRD:lambda_rrd=0.01"])
+    cells = saved_cells(cells_path)
     assert cells[teacher_key]["test"] == original["test"] and "retrained" not in cells[teacher_key]
     assert cells[teacher_key]["checkpoint"] != original["checkpoint"]
     # only the file is new: the times stay those of the machine that timed the seed's cells
@@ -845,8 +832,8 @@ def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reporte
     cells[teacher_key]["test"] = reported
     os.remove(cells[teacher_key]["checkpoint"])
     cells_path.write_text(json.dumps(cells))
-    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.1"])
-    cells = json.loads(cells_path.read_text())
+    benchmark_main(argv + ["--other_weights=RRD:lambda_rrd=0.1"])
+    cells = saved_cells(cells_path)
     teacher = cells[teacher_key]
     assert teacher["test"] == reported and teacher["retrained"]["test"]["ndcg@10"] == original["test"]["ndcg@10"]
     assert os.path.isfile(teacher["retrained"]["checkpoint"])
@@ -860,30 +847,164 @@ def test_a_teacher_retrained_without_reproducing_it_does_not_replace_the_reporte
     assert "| 0.5000 |" in teacher_row
 
     # its checkpoint is there now: a further distiller does not train the teacher a third time
-    benchmark.main(argv + ["--other_weights=RRD:lambda_rrd=0.03"])
-    assert json.loads(cells_path.read_text())[teacher_key]["retrained"] == teacher["retrained"]
+    benchmark_main(argv + ["--other_weights=RRD:lambda_rrd=0.03"])
+    assert saved_cells(cells_path)[teacher_key]["retrained"] == teacher["retrained"]
     # where the reported teacher's own file is there (its machine), it teaches, not the retrained one
-    table = benchmark.Benchmark(benchmark.parse_args(argv))
-    assert table.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["retrained"]["checkpoint"]
+    table = Table(arguments.parse_args(argv))
+    assert table.runner.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["retrained"]["checkpoint"]
     shutil.copy(teacher["retrained"]["checkpoint"], teacher["checkpoint"])
-    assert table.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["checkpoint"]
+    assert table.runner.method_parameters("RRD", 2020, 8)[1]["teacher_checkpoint"] == teacher["checkpoint"]
 
 
 def test_training_cost_is_compared_with_the_student_of_the_same_size_and_seed(workdir):
     """Each student size is divided by the student alone of its own size (the teacher by the
     first size's), seed by seed."""
-    benchmark = load_script("benchmark")
-    table = benchmark.Benchmark(benchmark.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--sizes=8,12", "--seeds=2"]))
+    table = Table(arguments.parse_args(tiny_rrd_benchmark(workdir, 1) + ["--sizes=8,12", "--seeds=2"]))
     seconds = {("teacher", 16, 2020): 50.0, ("teacher", 16, 2021): 30.0,
                ("student", 8, 2020): 10.0, ("student", 8, 2021): 5.0,
                ("student", 12, 2020): 20.0, ("student", 12, 2021): 20.0,
                ("RRD", 8, 2020): 40.0, ("RRD", 8, 2021): 10.0, ("RRD", 12, 2020): 40.0}
     for (method, size, seed), value in seconds.items():
-        weights = benchmark.default_weights(method)
-        table.cells[benchmark.cell_key(method, size, seed, weights)] = {
+        weights = methods.default_weights(method)
+        table.cells[methods.cell_key(method, size, seed, weights)] = {
             "method": method, "seed": seed, "size": size, "setting": weights, "weights": weights,
             "test": {"ndcg@10": 0.1}, "train_seconds": value}
-    assert table.training_cost_ratio("RRD", 8) == pytest.approx((4.0 + 2.0) / 2)
-    assert table.training_cost_ratio("RRD", 12) == pytest.approx(2.0)  # seed 2020 only
-    assert table.training_cost_ratio("teacher", 16) == pytest.approx((5.0 + 6.0) / 2)
-    assert table.training_cost_ratio("student", 12) == pytest.approx(1.0)
+    assert table.report.training_cost_ratio("RRD", 8) == pytest.approx((4.0 + 2.0) / 2)
+    assert table.report.training_cost_ratio("RRD", 12) == pytest.approx(2.0)  # seed 2020 only
+    assert table.report.training_cost_ratio("teacher", 16) == pytest.approx((5.0 + 6.0) / 2)
+    assert table.report.training_cost_ratio("student", 12) == pytest.approx(1.0)
+
+
+def test_per_user_metrics_are_stored_apart_and_a_former_file_is_migrated(workdir):
+    """A table's per-user metrics are in its .per_user.npz (float64, exactly the values the
+    JSON held), the rest in its .cells.json; a .cells.json of the former format (per-user lists
+    inline) reads the same and is rewritten; the same cells give the same bytes; a process
+    saving its cell keeps another's cell and per-user metrics."""
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1)
+    folder = workdir / "results" / "ml-100k"
+    folder.mkdir(parents=True)
+    cells_file, per_user_file = folder / "BPR-recbole.cells.json", folder / "BPR-recbole.per_user.npz"
+    values = [0.0, 0.123457, 1.0, 0.333333]
+    former = {"student|8|2020": {"method": "student", "seed": 2020,
+                                 "test_per_user": {"ndcg@10": values, "hit@10": [0.0, 1.0, 1.0, 0.0]}},
+              "teacher|16|2020": {"method": "teacher", "seed": 2020, "test": {"ndcg@10": 0.3}}}
+    cells_file.write_text(json.dumps(former))
+    table = Table(arguments.parse_args(argv))
+    assert table.cells["student|8|2020"]["test_per_user"]["ndcg@10"].tolist() == values
+    assert json.loads(cells_file.read_text()) == {
+        "student|8|2020": {"method": "student", "seed": 2020}, "teacher|16|2020": former["teacher|16|2020"]}
+    with np.load(per_user_file) as arrays:
+        assert sorted(arrays.files) == ["student|8|2020|hit@10", "student|8|2020|ndcg@10"]
+        assert arrays["student|8|2020|ndcg@10"].dtype == np.float64
+        assert arrays["student|8|2020|ndcg@10"].tolist() == values
+    assert saved_cells(cells_file) == former
+    written = cells_file.read_bytes(), per_user_file.read_bytes()
+    Table(arguments.parse_args(argv)).store.save()
+    assert (cells_file.read_bytes(), per_user_file.read_bytes()) == written
+
+    first, second = Table(arguments.parse_args(argv)), Table(arguments.parse_args(argv))
+    first.cells["RRD|8|2020"] = {"method": "RRD", "seed": 2020, "test_per_user": {"ndcg@10": np.full(4, 0.5)}}
+    first.store.save()
+    second.cells["student|8|2021"] = {"method": "student", "seed": 2021, "test_per_user": {"ndcg@10": np.zeros(4)}}
+    second.store.save()
+    saved = saved_cells(cells_file)
+    assert saved["RRD|8|2020"]["test_per_user"] == {"ndcg@10": [0.5] * 4}
+    assert saved["student|8|2021"]["test_per_user"] == {"ndcg@10": [0.0] * 4}
+    assert saved["student|8|2020"] == former["student|8|2020"]
+
+
+#: Mistakes in the benchmark's command line, each with what its one error line says.
+USER_MISTAKES = [
+    (["--seeds=0"], "error: --seeds=0: must be at least 1"),
+    (["--report_only"], "error: --report_only: no cells of ml-100k, BPR, recbole under "),
+    (["--metric=ndcg@7"], "error: --metric=ndcg@7: the table's runs report recall@10, "),
+    (["--sizes=20,x"], "error: --sizes='20,x': expected positive integers"),
+]
+
+
+def test_the_benchmarks_user_mistakes_end_in_one_error_line(workdir):
+    """From the user's side: each mistake ends the script with one ``error: ...`` line and exit
+    status 2, no traceback, nothing written (the scripts run side by side)."""
+    processes = [subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "run_scripts", "benchmark.py"), *flags,
+         f"--results={workdir / 'results'}", f"--work={workdir / 'work'}"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for flags, _ in USER_MISTAKES]
+    for (flags, message), process in zip(USER_MISTAKES, processes):
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2, (flags, stderr[-2000:])
+        assert len(stderr.splitlines()) == 1 and stderr.startswith(message), (flags, stderr)
+        assert "Traceback" not in stdout + stderr
+    assert not (workdir / "results").exists() and not (workdir / "work").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seeds=x"], "error: argument --seeds: invalid int value: 'x'"),
+    (["--bogus"], "error: unrecognized arguments: --bogus"),
+    (["--methods=student,Foo"], "error: unknown methods ['Foo']"),
+    (["--run_seeds=2030"], "error: --run_seeds must be among the benchmark's seeds [2020, 2021, 2022]"),
+    (["--teacher_size=0"], "error: --teacher_size=0: must be at least 1"),
+    (["--config_files=missing.yaml"], "error: --config_files: no file missing.yaml"),
+    (["--tune", "--other_weights=RRD:lambda_rrd=0.1"], "error: --other_weights is for tables without --tune"),
+    (["--other_weights=RRD:lambda_de=0.1"], "error: --other_weights: RRD's weights are ['lambda_rrd']"),
+    (["--method_settings=RRD:rrd_topn"], "error: --method_settings: 'rrd_topn' is not key=value"),
+])
+def test_a_bad_option_is_one_error_line(flags, message, workdir, monkeypatch, capsys):
+    """Every other mistake of the command line, at the scripts' boundary (as the script runs it)."""
+    from recbole_derrd.cli import run_main
+
+    monkeypatch.setattr(sys, "argv", ["benchmark.py", *flags, f"--results={workdir / 'results'}"])
+    with pytest.raises(SystemExit) as exit_status:
+        run_main(benchmark_main)
+    assert exit_status.value.code == 2
+    stderr = capsys.readouterr().err
+    assert len(stderr.splitlines()) == 1 and stderr.startswith(message), stderr
+    assert not (workdir / "results").exists()
+
+
+def imported_modules(tree, module):
+    """The modules an AST imports (``module``: its own dotted name, for relative imports), and
+    the strings it passes to ``importlib.import_module`` or ``__import__``."""
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.split(".")[:len(module.split(".")) - node.level]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                "import_module", "__import__"):
+            names += [argument.value for argument in node.args if isinstance(argument, ast.Constant)]
+    return names
+
+
+def test_the_plugins_core_never_imports_the_harness():
+    """No module of the plugin outside ``recbole_derrd/benchmark`` imports it (at the top or in
+    a function), and importing every one of them leaves it unimported."""
+    package = os.path.join(REPO, "recbole_derrd")
+    core, offenders = [], []
+    for folder, _, files in os.walk(package):
+        relative = os.path.relpath(folder, REPO).replace(os.sep, ".")
+        if relative == "recbole_derrd.benchmark" or relative.startswith("recbole_derrd.benchmark."):
+            continue
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            module = relative if name == "__init__.py" else f"{relative}.{name[:-3]}"
+            core.append(module)
+            with open(os.path.join(folder, name)) as handle:
+                tree = ast.parse(handle.read())
+            package_name = module if name == "__init__.py" else module.rsplit(".", 1)[0]
+            imported = imported_modules(tree, package_name + ".__init__")
+            offenders += [(module, imported_name) for imported_name in imported
+                          if imported_name == "recbole_derrd.benchmark"
+                          or imported_name.startswith("recbole_derrd.benchmark.")]
+    assert len(core) > 30 and offenders == []
+    code = ("import importlib, sys\n"
+            f"for name in {core!r}:\n    importlib.import_module(name)\n"
+            "print(sorted(name for name in sys.modules if name.startswith('recbole_derrd.benchmark')))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"

@@ -1,5 +1,6 @@
-"""run_scripts/gpu_check.py on the CPU: a distiller's run, its exported student evaluated again,
-and a mismatch between the two reported as a failure (the check can fail)."""
+"""run_scripts/gpu_check.py (recbole_derrd.benchmark.gpu_check) on the CPU: a distiller's run, its
+exported student evaluated again, and a mismatch between the two reported as a failure (the check
+can fail); the check's verdict for given numbers."""
 
 import json
 import os
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from run_scripts import gpu_check
+from recbole_derrd.benchmark import gpu_check
 
 
 def run_check(monkeypatch, tmp_path, teacher_checkpoint):
@@ -39,10 +40,12 @@ def test_exported_student_scores_the_same(workdir, monkeypatch, teacher_checkpoi
     assert entry["name"] == "RD" and entry["epochs"] == 1
     # the same device: the exported student's metrics are the run's own, exactly
     assert entry["differences"] == {key: 0.0 for key in gpu_check.COMPARED}
-    assert entry["matches"]
-    assert entry["trained"] == (entry["device_test"]["ndcg@10"] >= 2 * report["initial"]["ndcg@10"])
-    assert entry["passed"] == (entry["trained"] and entry["matches"] and entry["losses_finite"])
-    assert status == (0 if entry["passed"] else 1)
+    assert entry["matches"] and entry["losses_finite"]
+    # one epoch of the tests' fast settings does not double the untrained student's test NDCG@10
+    # (about 0.011 against 0.007): the check says so, fails, and the script's status is 1
+    assert entry["device_test"]["ndcg@10"] > report["initial"]["ndcg@10"]
+    assert not entry["trained"] and not entry["passed"]
+    assert status == 1
     exported = [name for name in os.listdir(workdir / "saved") if name.startswith("BPR-from-RD-")]
     assert len(exported) == 1
     assert "| RD | 1 |" in (workdir / "out" / "check-cpu.md").read_text()
@@ -63,3 +66,25 @@ def test_a_mismatch_fails_the_check(workdir, monkeypatch, teacher_checkpoint, fa
     assert entry["differences"]["ndcg@10"] == pytest.approx(0.01)
     assert not entry["matches"] and not entry["passed"]
     assert status == 1
+
+
+DEVICE = {"ndcg@10": 0.1, "recall@10": 0.25, "hit@10": 0.5}
+UNTRAINED = {"ndcg@10": 0.05}
+
+
+@pytest.mark.parametrize("on_device, on_cpu, losses, expected", [
+    # twice the untrained student's NDCG@10, the same on the CPU, finite losses: passed
+    (DEVICE, DEVICE, [0.7, (0.5, 0.2)], (True, True, True, True)),
+    # just under twice: not trained
+    (dict(DEVICE, **{"ndcg@10": 0.099}), dict(DEVICE, **{"ndcg@10": 0.099}), [0.7], (False, True, True, False)),
+    # the CPU 0.001 off on one metric (within the tolerance, 0.002): passed
+    (DEVICE, dict(DEVICE, **{"recall@10": 0.251}), [0.7], (True, True, True, True)),
+    # 0.003 off: the two devices do not match
+    (DEVICE, dict(DEVICE, **{"hit@10": 0.497}), [0.7], (True, False, True, False)),
+    # an epoch's loss term not finite
+    (DEVICE, DEVICE, [0.7, (float("nan"), 0.2)], (True, True, False, False)),
+])
+def test_the_checks_verdict(on_device, on_cpu, losses, expected):
+    """(trained, matches, losses finite, passed) for given numbers."""
+    verdict = gpu_check.verdict(on_device, on_cpu, UNTRAINED, losses, tolerance=2e-3)
+    assert (verdict["trained"], verdict["matches"], verdict["losses_finite"], verdict["passed"]) == expected

@@ -18,8 +18,8 @@ from recbole_derrd.model.htd import (
     mapped_pairs, masked_relation_loss,
 )
 from recbole_derrd.settings.validation import ConfigValueError
+from recbole_derrd.benchmark.speed_kernels import dense_within_level
 from recbole_derrd.teacher.loading import load_teacher
-from run_scripts.bench_speed import dense_within_level
 
 
 # ----- the losses, against explicit loops -----

@@ -69,7 +69,7 @@ def cells_with(values_by_seed, method="m"):
 
 
 def test_paired_difference_statistics():
-    from run_scripts.benchmark import paired_difference
+    from recbole_derrd.benchmark.significance import paired_difference
 
     rng = np.random.default_rng(1)
     base = {2020: rng.random(300), 2021: rng.random(200)}
@@ -95,41 +95,42 @@ def test_paired_difference_statistics():
 
 
 def test_tune_searches_the_first_seed_and_reuses_its_choice(tmp_path):
-    from run_scripts import benchmark as bench
+    from recbole_derrd.benchmark import REPO, arguments, methods as bench
+    from recbole_derrd.benchmark.table import Table
 
-    args = bench.parse_args(["--tune", "--seeds=2", f"--results={tmp_path}", f"--work={tmp_path}"])
-    table = bench.Benchmark(args)
+    args = arguments.parse_args(["--tune", "--seeds=2", f"--results={tmp_path}", f"--work={tmp_path}"])
+    table = Table(args)
     first, second = args.seed_values
 
     def finish(method, scores):
-        for setting, score in zip(table.settings(method, first, 20), scores):
+        for setting, score in zip(table.plan.settings(method, first, 20), scores):
             table.cells[bench.cell_key(method, 20, first, setting)] = {
                 "seed": first, "setting": setting, "valid_score": score, "valid_score_bigger": True}
 
     with pytest.raises(RuntimeError):
-        table.settings("RRD", first, 20)  # the student's search comes first
-    assert table.settings("student", first, 20) == bench.TUNING_GRIDS["student"]
+        table.plan.settings("RRD", first, 20)  # the student's search comes first
+    assert table.plan.settings("student", first, 20) == bench.TUNING_GRIDS["student"]
     finish("student", [0.20, 0.19, 0.21])
     learner = {"learning_rate": 0.001, "weight_decay": 1e-5}
-    assert table.chosen_setting("student", 20) == learner
+    assert table.plan.chosen_setting("student", 20) == learner
     # every distiller trains its student with the student alone's chosen learner settings
-    assert table.settings("RRD", first, 20) == [dict(learner, **trial) for trial in bench.TUNING_GRIDS["RRD"]]
+    assert table.plan.settings("RRD", first, 20) == [dict(learner, **trial) for trial in bench.TUNING_GRIDS["RRD"]]
     finish("RRD", [0.30, 0.32, 0.32])  # a tie goes to the earlier trial
-    assert table.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.003)
-    assert table.settings("RRD", second, 20) == [dict(learner, lambda_rrd=0.003)]
+    assert table.plan.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.003)
+    assert table.plan.settings("RRD", second, 20) == [dict(learner, lambda_rrd=0.003)]
     # DE-RRD searches lambda_de at RRD's choice; RRD-topK takes RRD's choice, no trials
-    assert table.settings("DE-RRD", first, 20) == [
+    assert table.plan.settings("DE-RRD", first, 20) == [
         dict(learner, lambda_rrd=0.003, lambda_de=value) for value in (0.001, 0.01, 0.1)]
-    assert table.settings("RRD-topK", first, 20) == [dict(learner, lambda_rrd=0.003)]
+    assert table.plan.settings("RRD-topK", first, 20) == [dict(learner, lambda_rrd=0.003)]
     with pytest.raises(RuntimeError):
-        table.settings("DE", first, 20)  # DE-RRD's search has not run
+        table.plan.settings("DE", first, 20)  # DE-RRD's search has not run
     # a smaller-is-better validation metric picks the smallest score
-    for cell in table.trials("RRD", 20):
+    for cell in table.plan.trials("RRD", 20):
         cell["valid_score_bigger"] = False
-    assert table.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.001)
+    assert table.plan.chosen_setting("RRD", 20) == dict(learner, lambda_rrd=0.001)
     import yaml
 
-    with open(f"{bench.REPO}/recbole_derrd/properties/model/DERRD.yaml") as handle:
+    with open(f"{REPO}/recbole_derrd/properties/model/DERRD.yaml") as handle:
         default_rrd = yaml.safe_load(handle)["lambda_rrd"]
     assert bench.is_plugin_default("RRD", {"lambda_rrd": default_rrd})
     assert not bench.is_plugin_default("RRD", {"lambda_rrd": default_rrd * 3})

@@ -1,0 +1,234 @@
+"""
+recbole_derrd.benchmark.sections
+################################
+The sections of a table's markdown report below its results table, each from the table's
+:class:`~recbole_derrd.benchmark.report.Report`: retrained teachers, the search (``--tune``), the
+cells at other weights, the paired tests, and recall by item-popularity group.
+"""
+
+import statistics
+
+from recbole_derrd.benchmark.cells import PER_USER_METRICS
+from recbole_derrd.benchmark.methods import (
+    DISTILLERS, METHODS, TUNING_GRIDS, TUNING_ORDER, cell_key, is_plugin_default, setting_label,
+)
+from recbole_derrd.benchmark.significance import paired_difference
+
+
+def gain_text(cell, reference):
+    """``cell``'s validation score relative to ``reference``'s (``-`` without a reference)."""
+    return f"{100 * (cell['valid_score'] / reference['valid_score'] - 1):+.1f}%" if reference else "-"
+
+
+def tuning_text(report):
+    """The search behind the chosen settings: every trial of the first seed, its validation
+    score and test metric, and its validation gain over the student alone at RecBole's
+    defaults (the row the distilled student must beat); then the rows beside the search."""
+    args, plan, size = report.args, report.plan, report.args.sizes[0]
+    try:  # the student alone with the learner settings every distiller trains with
+        reference = report.cells.get(cell_key("student", size, args.seed_values[0],
+                                              plan.chosen_setting("student", size)))
+    except RuntimeError:
+        reference = None
+    lines = [f"## Search (seed {args.seed_values[0]}, validation split, {len(next(iter(TUNING_GRIDS.values())))} "
+             "trials per method)", "",
+             "Chosen: the best validation score (the protocol's `valid_metric`). Every distiller "
+             "trains its student with the student alone's chosen learning rate and weight decay. "
+             "DE-RRD searches "
+             "`lambda_de` with RRD's chosen `lambda_rrd`; DE alone takes DE-RRD's `lambda_de` and "
+             "RRD-topK RRD's `lambda_rrd` (no trials of their own). `defaults`: the plugin's "
+             "current default for that key. Validation gains are relative to the chosen student "
+             "alone (the learner settings the distillers train with).", "",
+             f"| method | setting | valid score | valid vs student alone | test {args.metric} | epochs | "
+             "train s | |", "|---|---|---|---|---|---|---|---|"]
+    for method in TUNING_ORDER:
+        if method not in TUNING_GRIDS or method not in args.methods:
+            continue
+        try:
+            chosen = plan.chosen_setting(method, size)
+        except RuntimeError:  # its search has not finished: its trials so far, none chosen
+            chosen = None
+        for cell in plan.trials(method, size):
+            marks = [word for word, flag in (("chosen", cell["setting"] == chosen),
+                                             ("defaults", is_plugin_default(method, cell["setting"], args.backbone)))
+                     if flag]
+            lines.append(f"| {method} | {setting_label(cell['setting'])} | {cell['valid_score']:.4f} | "
+                         f"{gain_text(cell, reference)} | {cell['test'][args.metric]:.4f} | {cell['epochs']} | "
+                         f"{cell['train_seconds']:.0f} | {', '.join(marks)} |")
+    return lines + beside_search_text(report, reference)
+
+
+def beside_search_text(report, reference):
+    """The rows beside the search (the defaults, ``auto``) at the first seed, against the
+    chosen student alone ``reference``."""
+    args, size = report.args, report.args.sizes[0]
+    lines = ["", f"Without a search (seed {args.seed_values[0]}): the plugin's defaults with RecBole's "
+             "learner defaults, and `auto` (the weights the plugin's own search chose, with the "
+             "student alone's chosen learner settings; its trials and their time; train s: the final "
+             "run (the chosen trial itself where the trials are as long as the run, as the run "
+             "adopts it); trials as long as the run unless the row says 30-epoch trials, the former "
+             "default). Validation gains relative to the chosen student alone.", "",
+             f"| method | valid score | valid vs student alone | test {args.metric} | epochs | train s |",
+             "|---|---|---|---|---|---|"]
+    for method, setting in report.plan.default_rows(size, short_trials=True):
+        cell = report.cells.get(cell_key(method, size, args.seed_values[0], setting))
+        if cell:
+            search = cell.get("weight_search")
+            short = " of 30 epochs" if "weight_search_epochs" in setting else ""
+            name = method + (f" (auto: {setting_label(search['chosen'])}; {search['trial_count']} "
+                             f"trials{short}, {search['seconds'] + search['preparation_seconds']:.0f} s)"
+                             if search else "")
+            lines.append(f"| {name} | {cell['valid_score']:.4f} | {gain_text(cell, reference)} | "
+                         f"{cell['test'][args.metric]:.4f} | {cell['epochs']} | {cell['train_seconds']:.0f} |")
+    return lines + [""]
+
+
+def other_settings_groups(report):
+    """The cells of the table's seeds at other settings than those the report shows elsewhere,
+    grouped by (method's index, size, setting label)."""
+    args, plan = report.args, report.plan
+    reported = {id(cell) for method in METHODS for size in args.sizes + [args.teacher_size]
+                for cell in plan.reported_cells(method, size)}
+    elsewhere = plan.searched_keys()
+    groups = {}
+    for key, cell in report.cells.items():
+        if (cell["method"] in DISTILLERS and id(cell) not in reported and key not in elsewhere
+                and cell["seed"] in args.seed_values):
+            label = setting_label(cell["setting"])
+            groups.setdefault((METHODS.index(cell["method"]), cell["size"], label), []).append(cell)
+    return groups
+
+
+def other_settings_text(report):
+    """Cells of this split at other weights than those the report shows elsewhere (e.g. run
+    at a former default), kept and shown apart: the table above has the current defaults
+    (or, with --tune, the chosen settings; the search and the rows beside it have theirs)."""
+    args = report.args
+    groups = other_settings_groups(report)
+    if not groups:
+        return []
+    lines = ["## Other weights on this split", "",
+             "Cells at other weights (or settings) than those the table above reports, "
+             "e.g. run at a former default; mean over the seeds run, against the table's student "
+             "alone of the same seeds" + (" (at its chosen setting)." if args.tune else "."), "",
+             f"| method | size | setting | seeds | test {args.metric} | vs student | test recall@20 | epochs | train s | "
+             "valid score vs student |", "|---|---|---|---|---|---|---|---|---|---|"]
+    # the table's student alone of each size and seed (with --tune: at its chosen setting)
+    student_of = {(size, student["seed"]): student for size in {size for _, size, _ in groups}
+                  for student in report.plan.reported_cells("student", size)}
+    for (index, size, label), cells in sorted(groups.items()):
+        students = [student_of.get((size, cell["seed"])) for cell in cells]
+        lines.append(other_settings_row(args.metric, METHODS[index], size, label, cells, students))
+    return lines + [""]
+
+
+def other_settings_row(metric, method, size, label, cells, students):
+    """One row of :func:`other_settings_text`: ``cells`` (one setting, one per seed) against
+    ``students`` (the student alone of each one's seed, None where there is none)."""
+    mean = statistics.mean(cell["test"][metric] for cell in cells)
+    gain = valid_gain = "-"
+    if all(students):
+        gain = f"{100 * (mean / statistics.mean(student['test'][metric] for student in students) - 1):+.1f}%"
+        if all(cell.get("valid_score") is not None for cell in cells + students):
+            valid = statistics.mean(cell["valid_score"] for cell in cells)
+            valid_gain = f"{100 * (valid / statistics.mean(student['valid_score'] for student in students) - 1):+.1f}%"
+    seconds = [cell["train_seconds"] for cell in cells if cell.get("train_seconds") is not None]
+    recalls = [cell["test"]["recall@20"] for cell in cells if "recall@20" in cell["test"]]
+    recall = f"{statistics.mean(recalls):.4f}" if len(recalls) == len(cells) else "-"
+    searches = [cell["weight_search"] for cell in cells if cell.get("weight_search")]
+    if searches:  # `auto`: what the plugin's search chose, its trials and their time
+        label += "".join(f" (chose {setting_label(search['chosen'])}; {search['trial_count']} trials, "
+                         f"{search['seconds'] + search['preparation_seconds']:.0f} s)"
+                         for search in searches)
+    return (f"| {method} | {size} | {label or '-'} | {len(cells)} | {mean:.4f} | {gain} | {recall} | "
+            f"{statistics.mean(cell['epochs'] for cell in cells):.0f} | "
+            + (f"{statistics.mean(seconds):.0f}" if seconds else "-") + f" | {valid_gain} |")
+
+
+def significance_text(report, summary):
+    """Paired tests over test users (per-user metrics of the same rankings the evaluator
+    scored), pooled over the seeds: DE-RRD and every distiller against the student alone,
+    DE-RRD against the best competitor (RD or CD, by mean test metric)."""
+    args, plan, size = report.args, report.plan, report.args.sizes[0]
+    comparisons = [(method, "student") for method in METHODS if method in DISTILLERS]
+    competitors = [method for method in ("RD", "CD") if (method, size) in summary]
+    if competitors and ("DE-RRD", size) in summary:
+        best = max(competitors, key=lambda method: summary[(method, size)][args.metric][0])
+        comparisons.append(("DE-RRD", best))
+    metrics = [metric for metric in (args.metric, "recall@20") if metric in PER_USER_METRICS]
+    lines = ["## Significance (paired over test users)", "",
+             "Per-user differences pooled over the seeds (each user of each seed's test split "
+             "once; the two models of a pair ranked that user's candidates on the same split). "
+             "p: Wilcoxon signed-rank test (users with no difference left out); 95% interval of "
+             "the mean difference: bootstrap over users within each seed (10,000 resamples). "
+             "`yes`: p < 0.05.", "",
+             "| comparison | metric | mean difference | 95% interval | relative | p | significant |",
+             "|---|---|---|---|---|---|---|"]
+    rows = 0
+    for method, baseline in comparisons:
+        cells, baseline_cells = plan.reported_cells(method, size), plan.reported_cells(baseline, size)
+        for metric in metrics:
+            test = paired_difference(cells, baseline_cells, metric)
+            if test is None:
+                continue
+            rows += 1
+            relative = 100 * test["mean"] / test["baseline_mean"] if test["baseline_mean"] else 0.0
+            lines.append(f"| {method} vs {baseline} | {metric} | {test['mean']:+.4f} | "
+                         f"[{test['low']:+.4f}, {test['high']:+.4f}] | {relative:+.1f}% | "
+                         f"{test['p']:.2g} | {'yes' if test['p'] < 0.05 else 'no'} |")
+    return lines + [""] if rows else []
+
+
+def popularity_text(report, keys):
+    """Test Recall@20 (or the protocol's largest k) within item-popularity groups
+    (--popularity_groups), mean over the reported seeds of each row: does a distilled
+    student serve the long tail as well as the head?"""
+    rows = []
+    for method, size in keys:
+        cells = [cell.get("popularity") for cell in report.plan.reported_cells(method, size)]
+        cells = [cell for cell in cells if cell]
+        if cells:
+            rows.append((method, size, cells))
+    if not rows:
+        return []
+    first = rows[0][2][0]
+    ks = sorted(int(field.split("@")[1]) for field in first if field.startswith("recall@"))
+    k = 20 if 20 in ks else ks[-1]
+    groups = first["groups"]
+    shares = " | ".join(f"group {group} ({100 * share:.0f}%, {items:,} items)" for group, (share, items)
+                        in enumerate(zip(first["interaction_share"], first["items"])))
+    lines = [f"## Recall@{k} by item-popularity group", "",
+             f"Items in {groups} groups of about equal total training interactions, group 0 the "
+             "least popular (in brackets: its share of the training interactions, its items; "
+             "`popularity_groups`, recbole_derrd/data/popularity.py). Recall@k of each group's test "
+             "items in the user's top-k, over the test users with a test item in the group; mean "
+             "over the row's seeds.", "",
+             f"| method | size | seeds | {shares} |", "|---|---|---|" + "---|" * groups]
+    for method, size, cells in rows:
+        values = []
+        for group in range(groups):
+            scores = [cell[f"recall@{k}"][group] for cell in cells
+                      if cell[f"recall@{k}"][group] is not None and cell[f"recall@{k}"][group] == cell[f"recall@{k}"][group]]
+            values.append(f"{statistics.mean(scores):.4f}" if scores else "-")  # NaN: an empty group
+        lines.append(f"| {method} | {size} | {len(cells)} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
+def retrained_teacher_text(report):
+    """Which seeds' teachers were trained again without reproducing the reported one, and
+    which cells learnt from the retrained teacher (:func:`.cells.retrained_teacher_cell`)."""
+    args, metric, lines = report.args, report.args.metric, []
+    for cell in sorted(report.cells.values(), key=lambda cell: cell["seed"]):
+        if ("retrained" not in cell or cell["method"] != "teacher" or cell.get("size") != args.teacher_size
+                or cell["seed"] not in args.seed_values):
+            continue
+        students = sorted(f"{other['method']} ({setting_label(other['setting']) or 'defaults'})"
+                          for other in report.cells.values()
+                          if other["seed"] == cell["seed"] and other.get("retrained_teacher"))
+        lines.append(f"Seed {cell['seed']}'s teacher was trained again (its checkpoint was gone) and "
+                     f"did not reproduce: test {metric} {cell['retrained']['test'][metric]:.4f} against the "
+                     f"reported teacher's {cell['test'][metric]:.4f}. The table reports the teacher its "
+                     "earlier cells learnt from; "
+                     + (f"these learnt from the retrained one: {', '.join(students)}." if students
+                        else "no cell has learnt from the retrained one."))
+    return lines + [""] if lines else []
