@@ -729,8 +729,9 @@ def test_tuned_benchmark_and_its_summary(workdir):
         (folder / f"NeuMF-recbole.{suffix}").write_bytes((folder / f"BPR-recbole.{suffix}").read_bytes())
     summarize.main(["--tables=ml-100k:BPR:recbole,ml-100k:NeuMF:recbole"] + common)
     summary = (workdir / "results" / "summary.md").read_text()
+    # each backbone's headline, up to the next section or the README's headline marker after the last
     bpr, neumf = (summary.split(f"## Results across datasets ({backbone} backbone")[1].split("\n## ")[0]
-                  for backbone in ("BPR", "NeuMF"))
+                  .split("\n<!-- headline:end")[0] for backbone in ("BPR", "NeuMF"))
     assert "| ml-100k (recbole) | 2/2 | ndcg@10 |" in bpr and "NeuMF" not in bpr
     assert neumf.replace("NeuMF ml-100k", "ml-100k").split("\n", 1)[1] == bpr.split("\n", 1)[1]
     assert "| NeuMF ml-100k (recbole) | RRD auto |" in summary
