@@ -358,6 +358,22 @@ def tensors_digest(tensors):
     return digest.hexdigest()
 
 
+def fused_optimizer(optimizer):
+    """RecBole's ``optimizer`` with torch's fused kernel for Adam and AdamW (same update rule,
+    other rounding): DE's experts hold about 1.5M parameters, and the per-tensor Adam loop over
+    them costs more per step than their annealed sparse mixture. The distillers' learner, and
+    the student alone's (:mod:`recbole_derrd.pipeline.student_objective`)."""
+    fusable = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
+        parameter.device.type in ("cpu", "cuda")
+        for group in optimizer.param_groups
+        for parameter in group["params"]
+    )
+    if not fusable:
+        return optimizer
+    groups = [dict(group, fused=True, foreach=None) for group in optimizer.param_groups]
+    return type(optimizer)(groups, fused=True)
+
+
 class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
     r"""Trainer for :class:`recbole_derrd.model.distiller.Distiller` models."""
 
@@ -368,19 +384,7 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         self.epoch_diagnostics = []
 
     def _build_optimizer(self, **kwargs):
-        """RecBole's optimizer, with torch's fused kernel for Adam and AdamW (same update rule):
-        DE's experts hold about 1.5M parameters, and the per-tensor Adam loop over them costs
-        more per step than their annealed sparse mixture."""
-        optimizer = super()._build_optimizer(**kwargs)
-        fusable = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
-            parameter.device.type in ("cpu", "cuda")
-            for group in optimizer.param_groups
-            for parameter in group["params"]
-        )
-        if not fusable:
-            return optimizer
-        groups = [dict(group, fused=True, foreach=None) for group in optimizer.param_groups]
-        return type(optimizer)(groups, fused=True)
+        return fused_optimizer(super()._build_optimizer(**kwargs))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.start_epoch(epoch_idx)

@@ -95,7 +95,7 @@ def build_trainer(config, model):
     return get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
 
-def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=False):
+def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=False, trainer_class=None):
     r"""Everything a run trains with: data, teacher (a distiller's), model and trainer.
 
     Args:
@@ -104,6 +104,7 @@ def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=
         before_teacher (callable): called with the training split before a teacher is trained
             or loaded (e.g. to check a resume file against the split).
         log_model (bool): log the dataset and the model, as RecBole's run does.
+        trainer_class (type): the trainer; None: the model's (:func:`build_trainer`).
 
     Returns:
         tuple: ``(dataset, train_data, valid_data, test_data, model, trainer)``.
@@ -119,7 +120,7 @@ def prepare_run(config, teacher_checkpoint=None, before_teacher=None, log_model=
     model = build_model(config, train_data.dataset, teacher=teacher, split=split)
     if log_model:
         logger.info(model)
-    trainer = build_trainer(config, model)
+    trainer = trainer_class(config, model) if trainer_class else build_trainer(config, model)
     trainer.training_split = split
     return dataset, train_data, valid_data, test_data, model, trainer
 
@@ -192,7 +193,7 @@ def train_teacher(teacher_config, path, data_fingerprint):
     train_and_cache(teacher_config, path, data_fingerprint, "teacher")
 
 
-def train_and_cache(model_config, path, data_fingerprint, role):
+def train_and_cache(model_config, path, data_fingerprint, role, trainer_class=None):
     """Train ``model_config['model']`` on the run's split and save it at ``path``, with its
     data fingerprint, its role and its best validation and test results.
 
@@ -200,6 +201,7 @@ def train_and_cache(model_config, path, data_fingerprint, role):
         data_fingerprint (str): the fingerprint of the training split of the run that needs
             the model: training on another split is refused.
         role (str): ``teacher`` or ``student-alone``.
+        trainer_class (type): the trainer (:func:`prepare_run`); None: the model's.
     """
     what = role_name(role)
 
@@ -211,7 +213,8 @@ def train_and_cache(model_config, path, data_fingerprint, role):
                 "the run."
             )
 
-    _, train_data, valid_data, test_data, _, trainer = prepare_run(model_config, before_teacher=same_split)
+    _, train_data, valid_data, test_data, _, trainer = prepare_run(
+        model_config, before_teacher=same_split, trainer_class=trainer_class)
     trainer.saved_model_file = unique_path(path + ".training")
     # an interrupted model is trained again, not resumed: the next run removes its .training
     # file (remove_stale_training_files)
