@@ -70,7 +70,8 @@ def student_alone_path(config, alone_config, data_fingerprint):
 def train_student_alone(alone_config, path, data_fingerprint):
     """Train the student alone (the distilled student's objective less the distillation terms)
     and cache it at ``path``, with its validation and test results."""
-    train_and_cache(alone_config, path, data_fingerprint, ROLE, trainer_class=student_alone_trainer(alone_config))
+    trainer_class = student_alone_trainer(alone_config)
+    train_and_cache(alone_config, path, data_fingerprint, ROLE, trainer_class=trainer_class)
 
 
 def prepare_student_alone(config, split, alone_config=None):
