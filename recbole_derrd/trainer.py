@@ -382,6 +382,8 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         #: The model's figures of every training epoch (e.g. DE's temperature and experts per
         #: entity), in the order trained.
         self.epoch_diagnostics = []
+        #: Whether the last evaluation was left out of early stopping's count.
+        self.stopping_deferred = False
 
     def _build_optimizer(self, **kwargs):
         return fused_optimizer(super()._build_optimizer(**kwargs))
@@ -395,6 +397,24 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         )
         self.epoch_diagnostics.append(self.model.epoch_diagnostics())
         return losses
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation; an evaluation the model's transient phase leaves out of early
+        stopping's count (:meth:`~recbole_derrd.model.distiller.Distiller.early_stopping_counts`)
+        sets the count back: patience counts from the end of that phase."""
+        result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        counts = broadcast_object(self.model.early_stopping_counts(self.epoch_diagnostics), self.config)
+        if not counts:
+            # RecBole's early_stopping, next, adds this evaluation to cur_step: from -1, it
+            # does not count (an improvement still makes it the best)
+            self.cur_step = -1
+        elif self.stopping_deferred:
+            self.logger.info(
+                f"Early stopping counts from epoch {len(self.epoch_diagnostics) - 1} on: the "
+                f"{self.config['model']} student's transient phase is over"
+            )
+        self.stopping_deferred = not counts
+        return result
 
     def check_shared_state(self, epoch_idx):
         """Every process computes the teacher's top-N and the epoch's samples itself (from the

@@ -203,6 +203,13 @@ class Distiller(GeneralRecommender):
         counters reset for the next epoch); ``{}`` when the distiller has none."""
         return {}
 
+    def early_stopping_counts(self, diagnostics):
+        """Whether early stopping counts the evaluation that follows the epochs whose
+        :meth:`epoch_diagnostics` are ``diagnostics`` (in order): False while the distiller is
+        in a transient phase whose validation scores do not say where its training goes (the
+        trainer then does not count it towards ``stopping_step``)."""
+        return True
+
     def shared_state(self):
         """Tensors derived from the teacher and the epoch that every process of a
         multi-process run computes itself and must hold identically (checked by the trainer)."""
