@@ -358,6 +358,22 @@ def tensors_digest(tensors):
     return digest.hexdigest()
 
 
+def fused_optimizer(optimizer):
+    """RecBole's ``optimizer`` with torch's fused kernel for Adam and AdamW (same update rule,
+    other rounding): DE's experts hold about 1.5M parameters, and the per-tensor Adam loop over
+    them costs more per step than their annealed sparse mixture. The distillers' learner, and
+    the student alone's (:mod:`recbole_derrd.pipeline.student_objective`)."""
+    fusable = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
+        parameter.device.type in ("cpu", "cuda")
+        for group in optimizer.param_groups
+        for parameter in group["params"]
+    )
+    if not fusable:
+        return optimizer
+    groups = [dict(group, fused=True, foreach=None) for group in optimizer.param_groups]
+    return type(optimizer)(groups, fused=True)
+
+
 class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
     r"""Trainer for :class:`recbole_derrd.model.distiller.Distiller` models."""
 
@@ -366,21 +382,11 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         #: The model's figures of every training epoch (e.g. DE's temperature and experts per
         #: entity), in the order trained.
         self.epoch_diagnostics = []
+        #: Whether the last evaluation was left out of early stopping's count.
+        self.stopping_deferred = False
 
     def _build_optimizer(self, **kwargs):
-        """RecBole's optimizer, with torch's fused kernel for Adam and AdamW (same update rule):
-        DE's experts hold about 1.5M parameters, and the per-tensor Adam loop over them costs
-        more per step than their annealed sparse mixture."""
-        optimizer = super()._build_optimizer(**kwargs)
-        fusable = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
-            parameter.device.type in ("cpu", "cuda")
-            for group in optimizer.param_groups
-            for parameter in group["params"]
-        )
-        if not fusable:
-            return optimizer
-        groups = [dict(group, fused=True, foreach=None) for group in optimizer.param_groups]
-        return type(optimizer)(groups, fused=True)
+        return fused_optimizer(super()._build_optimizer(**kwargs))
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.model.start_epoch(epoch_idx)
@@ -391,6 +397,24 @@ class DistillationTrainer(SafeCheckpointMixin, Trainer, DistributedTrainerBase):
         )
         self.epoch_diagnostics.append(self.model.epoch_diagnostics())
         return losses
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        """RecBole's validation; an evaluation the model's transient phase leaves out of early
+        stopping's count (:meth:`~recbole_derrd.model.distiller.Distiller.early_stopping_counts`)
+        sets the count back: patience counts from the end of that phase."""
+        result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        counts = broadcast_object(self.model.early_stopping_counts(self.epoch_diagnostics), self.config)
+        if not counts:
+            # RecBole's early_stopping, next, adds this evaluation to cur_step: from -1, it
+            # does not count (an improvement still makes it the best)
+            self.cur_step = -1
+        elif self.stopping_deferred:
+            self.logger.info(
+                f"Early stopping counts from epoch {len(self.epoch_diagnostics) - 1} on: the "
+                f"{self.config['model']} student's transient phase is over"
+            )
+        self.stopping_deferred = not counts
+        return result
 
     def check_shared_state(self, epoch_idx):
         """Every process computes the teacher's top-N and the epoch's samples itself (from the

@@ -1,11 +1,13 @@
 """Issue 15: the student alone in every report. A distillation run also trains (or reuses, cached
 like the teacher) the same student without a teacher, shows it in its final table, and warns
 when the distilled student is the worse of the two on validation; the distilled run itself is
-untouched by it."""
+untouched by it. Issue 38: the student alone trains the distilled student's objective less the
+distillation terms, whatever the loss reduction."""
 
 import glob
 import os
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,9 +17,13 @@ import recbole_derrd.quick_start
 import recbole_derrd.pipeline.student_alone
 from recbole_derrd import Config, run_recbole_derrd
 from recbole_derrd.files.checkpoint import read_checkpoint
-from recbole_derrd.pipeline.student_alone import loss_note, student_alone_config, student_alone_path
+import recbole_derrd.pipeline.training
+from recbole_derrd.pipeline.student_alone import prepare_student_alone, student_alone_config, student_alone_path
 from recbole_derrd.settings.validation import ConfigValueError
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The paper's training setting (sum reduction, weight decay 1e-3).
+PAPER = os.path.join(REPO, "properties", "experiments", "paper.yaml")
 #: Fast settings of RD (as in test_config_properties.py).
 FAST_RD = {"rd_topk": 5, "rd_rank_samples": 10}
 
@@ -43,25 +49,67 @@ def log_text(model):
     return "".join(open(path).read() for path in glob.glob(f"log/{model}/*.log"))
 
 
-def test_the_student_alone_is_a_plain_run_of_the_student(workdir, fast_config, compared):
+def distiller_student_weights(checkpoint):
+    """The student backbone's parameters in a distiller's checkpoint, named as the backbone's."""
+    state = read_checkpoint(checkpoint)["state_dict"]
+    return {name[len("student."):]: tensor for name, tensor in state.items() if name.startswith("student.")}
+
+
+def assert_same_student(alone_result, alone_path, without_distillation):
+    """The student alone (results of a run that compared with it, its cached file) is the
+    distiller run ``without_distillation`` (every distillation weight at 0): same metrics on
+    valid and test, same parameters."""
+    assert dict(alone_result["student_alone_test_result"]) == dict(without_distillation["test_result"])
+    assert dict(alone_result["student_alone_valid_result"]) == dict(without_distillation["best_valid_result"])
+    cached = read_checkpoint(alone_path)["state_dict"]
+    reference = distiller_student_weights(without_distillation["checkpoint"])
+    assert cached.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.equal(cached[name], tensor), name
+
+
+def test_the_student_alone_is_the_distiller_without_its_distillation_terms(workdir, compared):
     distilled = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared())
-    plain = run_recbole_derrd("BPR", "ml-100k", config_dict=fast_config(checkpoint_dir=str(workdir / "plain")))
-    # the same metrics, on valid and test, as RecBole's model trained alone with the same keys
-    assert dict(distilled["student_alone_test_result"]) == dict(plain["test_result"])
-    assert dict(distilled["student_alone_valid_result"]) == dict(plain["best_valid_result"])
-    # and the same weights
+    without = run_recbole_derrd("DERRD", "ml-100k", config_dict=compared(
+        checkpoint_dir=str(workdir / "without"), compare_student_alone=False, lambda_de=0, lambda_rrd=0))
     path = distilled["student_alone_checkpoint"]
+    assert_same_student(distilled, path, without)
     assert os.path.basename(path).startswith("student-alone-BPR-ml-100k-")
     assert os.path.dirname(path) == str(workdir / "saved")
-    cached, reference = read_checkpoint(path), read_checkpoint(plain["checkpoint"])
+    cached = read_checkpoint(path)
     assert cached["model"] == "BPR" and cached["derrd"]["role"] == "student-alone"
-    assert cached["derrd"]["test_result"] == dict(plain["test_result"])
-    assert cached["state_dict"].keys() == reference["state_dict"].keys()
-    for name, tensor in reference["state_dict"].items():
-        assert torch.equal(cached["state_dict"][name], tensor), name
+    assert cached["derrd"]["test_result"] == dict(without["test_result"])
     # the distilled student is compared on the metric RecBole stops on (mrr@10)
     worse = bool(distilled["best_valid_score"] < distilled["student_alone_valid_result"]["mrr@10"])
     assert distilled["distilled_worse_than_alone"] is worse
+
+
+def test_under_the_papers_setting_too(workdir, compared, monkeypatch):
+    """Issue 38: paper.yaml sums every loss over the batch and decays the weights by 1e-3. The
+    student alone trained RecBole's mean loss with that weight decay, 1,024 times heavier there,
+    and collapsed; it now trains the distilled student's objective less the distillation terms,
+    and needs no teacher for it."""
+    paper = dict(epochs=2, train_batch_size=1024, learning_rate=0.001)  # paper.yaml's, not FAST's
+    distilled = run_recbole_derrd("DERRD", "ml-100k", [PAPER], compared(**paper))
+    without = run_recbole_derrd("DERRD", "ml-100k", [PAPER], compared(
+        checkpoint_dir=str(workdir / "without"), compare_student_alone=False, lambda_de=0, lambda_rrd=0,
+        **paper))
+    assert without["loss_weights"] == {"lambda_de": 0, "lambda_rrd": 0}
+    assert_same_student(distilled, distilled["student_alone_checkpoint"], without)
+    for metric in ("hit@10", "ndcg@10"):
+        assert distilled["student_alone_test_result"][metric] > 0.1 * distilled["test_result"][metric]
+    alone = Config("DERRD", "ml-100k", [PAPER], compared(**paper))
+    assert student_alone_config(alone)["loss_reduction"] == "sum"
+    # trained again where its file was, the same: no teacher is read or scored for it
+    path = distilled["student_alone_checkpoint"]
+    before = read_checkpoint(path)["state_dict"]
+    os.remove(path)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "load_teacher", must_not_train)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "prepare_teacher", must_not_train)
+    split = SimpleNamespace(fingerprint=read_checkpoint(without["checkpoint"])["split_fingerprint"])
+    assert prepare_student_alone(alone, split) == path
+    after = read_checkpoint(path)["state_dict"]
+    assert all(torch.equal(after[name], tensor) for name, tensor in before.items())
 
 
 def test_a_second_distillation_reuses_the_cached_student_alone(workdir, compared, monkeypatch):
@@ -88,12 +136,14 @@ def test_the_fingerprint_follows_the_students_settings_and_the_split(workdir, co
     reference = path()
     # distillation-only keys, and the distiller itself, leave the student alone as it is
     assert path(lambda_rrd=0.5) == reference
-    assert path(use_de=False, rrd_topn=20, teacher_embedding_size=16, loss_reduction="sum") == reference
+    assert path(use_de=False, rrd_topn=20, teacher_embedding_size=16) == reference
     assert path("RD", **FAST_RD) == reference
     assert path(compare_student_alone=False) == reference
     # the student's own settings, the data and the split make another student alone
     changed = [path(embedding_size=16), path(learning_rate=0.02), path(epochs=4),
-               path(seed=7), path(split="split-b")]
+               path(seed=7), path(split="split-b"),
+               # and the loss reduction: the student alone trains the distiller's objective
+               path(loss_reduction="sum")]
     assert len({reference, *changed}) == 1 + len(changed)
 
     config = Config("DERRD", "ml-100k", config_dict=compared(learning_rate=0.02, lambda_rrd=0.5))
@@ -102,8 +152,9 @@ def test_the_fingerprint_follows_the_students_settings_and_the_split(workdir, co
     assert (alone["embedding_size"], alone["learning_rate"]) == (8, 0.02)
     assert alone["eval_args"] == config["eval_args"] and alone["seed"] == config["seed"]
     for key in ("student_model", "lambda_rrd", "teacher_checkpoint", "teacher_model", "use_de",
-                "loss_reduction", "compare_student_alone"):
+                "compare_student_alone"):
         assert key not in alone.final_config_dict, key
+    assert alone["loss_reduction"] == "mean"
 
 
 def test_a_neumf_student_alone_has_the_students_sizes_and_input(workdir, fast_config, compared):
@@ -118,15 +169,6 @@ def test_a_neumf_student_alone_has_the_students_sizes_and_input(workdir, fast_co
     for key in ("MODEL_INPUT_TYPE", "train_neg_sample_args", "dropout_prob", "learning_rate",
                 "epochs", "train_batch_size", "eval_args", "valid_metric", "metrics", "topk"):
         assert alone[key] == plain[key], key
-
-
-def test_the_loss_convention_is_stated_with_the_sum_reduction(workdir, compared):
-    mean = Config("DERRD", "ml-100k", config_dict=compared())
-    assert loss_note(mean, student_alone_config(mean)) is None
-    summed = Config("DERRD", "ml-100k", config_dict=compared(loss_reduction="sum", weight_decay=1e-3,
-                                                             train_batch_size=1024))
-    note = loss_note(summed, student_alone_config(summed))
-    assert "RecBole's mean loss" in note and "weight_decay=0.001" in note and "1024 times" in note
 
 
 def test_a_distillation_that_hurts_is_reported(workdir, fast_config):

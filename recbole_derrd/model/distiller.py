@@ -30,6 +30,7 @@ from recbole.utils import InputType
 from recbole_derrd.data.dataset import training_split
 from recbole_derrd.pipeline.distributed import writes_files
 from recbole_derrd.model.backbones import backbone_of
+from recbole_derrd.model.objective import LOSS_REDUCTIONS, reduced_backbone_loss
 from recbole_derrd.teacher.ranking import cached_teacher_topn, teacher_topn, topn_cache_path
 from recbole_derrd.settings.registry import UnknownModelError, backbone_names, is_distiller_name, recbole_model
 from recbole_derrd.teacher.loading import TEACHER_TYPES, TeacherError
@@ -112,7 +113,7 @@ class Distiller(GeneralRecommender):
         elif teacher_config is not None and not isinstance(teacher_config, dict):
             checker.fail(f"teacher_config must be a dict or a YAML file path, got {teacher_config!r}")
         checker.integer("teacher_score_batch_size", minimum=1)
-        checker.choice("loss_reduction", ("mean", "sum"))
+        checker.choice("loss_reduction", LOSS_REDUCTIONS)
         checker.boolean("compare_student_alone")
         weights = {key: checker.loss_weight(key) for key in cls.loss_weight_keys}
         for key, switch in cls.term_switches.items():
@@ -189,10 +190,9 @@ class Distiller(GeneralRecommender):
         return losses.sum() if self.loss_reduction == "sum" else losses.mean()
 
     def base_loss(self, interaction):
-        """The student backbone's own RecBole loss; RecBole's losses are batch means, so the
-        sum convention scales them by the batch size."""
-        loss = self.student.calculate_loss(interaction)
-        return loss * len(interaction) if self.loss_reduction == "sum" else loss
+        """The student backbone's own RecBole loss under the loss reduction: the student
+        alone's whole loss (:func:`recbole_derrd.model.objective.reduced_backbone_loss`)."""
+        return reduced_backbone_loss(self.student, interaction, self.loss_reduction)
 
     def weighted_term(self, weight, term, *args):
         """``weight * term(*args)``, the term not computed when ``weight`` is 0: it would add
@@ -224,6 +224,13 @@ class Distiller(GeneralRecommender):
         """Figures of the epoch just trained, for the training log and the run's result (and
         counters reset for the next epoch); ``{}`` when the distiller has none."""
         return {}
+
+    def early_stopping_counts(self, diagnostics):
+        """Whether early stopping counts the evaluation that follows the epochs whose
+        :meth:`epoch_diagnostics` are ``diagnostics`` (in order): False while the distiller is
+        in a transient phase whose validation scores do not say where its training goes (the
+        trainer then does not count it towards ``stopping_step``)."""
+        return True
 
     def shared_state(self):
         """Tensors derived from the teacher and the epoch that every process of a

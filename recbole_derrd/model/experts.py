@@ -51,6 +51,18 @@ def annealed_temperature(epoch, tau_start, tau_end, anneal_epochs):
     return tau_start * (tau_end / tau_start) ** progress
 
 
+def routing_settled(experts_per_entity, tolerance):
+    r"""Whether DE's routing has settled: the mean number of experts an entity was routed to
+    (``experts_per_entity``, one figure per epoch, in order) changed by at most ``tolerance``
+    (a fraction) over the last epoch. While the selection network learns which experts
+    reconstruct whom, the count falls fast (on ml-100k from 28 to 3 of 30 experts in 25
+    epochs); then slowly, towards one."""
+    if len(experts_per_entity) < 2:
+        return False
+    previous, current = experts_per_entity[-2:]
+    return abs(current - previous) <= tolerance * previous
+
+
 def floor_selection(selection, weight_floor):
     r"""Selection weights below ``weight_floor`` set to exactly zero (no gradient reaches them).
 

@@ -74,8 +74,6 @@ def log_final_table(model, test_result, teacher_result, alone=None):
     logger = getLogger()
     title = "student vs teacher" + (" and student alone" if alone is not None else "")
     table = student_teacher_comparison(model, test_result, teacher_result, alone)
-    if alone is not None and alone.loss_note:
-        table += f"\n({alone.loss_note})"
     logger.info(set_color(title, "yellow") + " (test set, same split):\n" + table)
     if alone is not None and alone.distilled_is_worse:
         logger.warning(alone.warning_message())

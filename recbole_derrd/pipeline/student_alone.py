@@ -10,21 +10,18 @@ teacher, with a warning when the distilled student is the worse of the two on va
 - The student alone is RecBole's model ``student_model`` (the distiller's student backbone)
   with the distiller's configuration less the keys only distillers read
   (:func:`recbole_derrd.settings.defaults.distillation_keys`: ``student_model``, the teacher's, the
-  distillation losses'): the same dataset, split, seed, learner, training, evaluation and
-  early-stopping keys, and the student's own size keys. It is what ``run_recbole_derrd(
-  student_model, ...)`` trains with those keys: the model one would deploy without distilling.
-- Loss convention: the student alone trains with RecBole's own loss, a batch mean. A distiller
-  with ``loss_reduction: sum`` (the paper's) scales that same loss by the batch size; the
-  student alone is not rescaled, as no RecBole run would rescale it. For scale-free optimizers
-  (Adam, RecBole's default) the two differ only in the relative strength of ``weight_decay``
-  (the sum convention amounts to ``weight_decay / train_batch_size`` on the mean), so the
-  comparison then reads "distilled student vs the plain RecBole model with the same keys", and
-  the run's log says so under its table.
+  distillation losses'), ``loss_reduction`` kept: the same dataset, split, seed, learner,
+  training, evaluation and early-stopping keys, and the student's own size keys.
+- It trains the distilled student's objective less the distillation terms
+  (:mod:`recbole_derrd.pipeline.student_objective`): the backbone's loss under the distiller's
+  ``loss_reduction`` (its base term) and the distillers' optimizer, so ``weight_decay`` weighs
+  the same on both whatever the reduction. It is the distiller with every distillation weight
+  at 0, without a teacher (none is loaded or scored).
 - It is cached like the on-demand teacher (:mod:`recbole_derrd.teacher.cache`, with
   :func:`recbole_derrd.pipeline.training.find_or_train`): ``<checkpoint_dir>/student-alone-<Model>-
   <dataset>-<fingerprint>.pth``, the fingerprint of its own configuration and the training
-  split. Distillation-only keys (``lambda_*``, the teacher's) are not part of it, so every
-  distillation of one student on one split reuses one file; it is trained once, under the
+  split (``loss_reduction`` included). Distillation-only keys (``lambda_*``, the teacher's) are
+  not part of it, so every distillation of one student on one split reuses one file; it is trained once, under the
   cache's lock, in a preserved random state, after the distilled student's test: the distilled
   run's results are the same with the comparison on or off.
 - A multi-process run skips it (logged): the comparison is a single-process convenience.
@@ -42,6 +39,7 @@ from recbole_derrd.errors import CheckpointError
 from recbole_derrd.settings.keys import rebuilt_parameters
 from recbole_derrd.pipeline.training import evaluate_model, find_or_train, parameter_count, train_and_cache
 from recbole_derrd.pipeline.random_state import preserved_random_state
+from recbole_derrd.pipeline.student_objective import OBJECTIVE_KEYS, student_alone_trainer
 from recbole_derrd.settings.registry import recbole_model
 from recbole_derrd.teacher.cache import cache_path
 
@@ -51,10 +49,10 @@ ROLE = "student-alone"
 
 def student_alone_config(config):
     """The configuration of the distiller's student trained alone: the distiller's final
-    configuration (``config``) less the keys only distillers read, for the model
-    ``student_model``, built by the distiller's configurator (the command line is not parsed:
-    what it set is in ``config`` already)."""
-    removed = distillation_keys(config["student_model"])
+    configuration (``config``) less the keys only distillers read (but those of its objective,
+    ``loss_reduction``), for the model ``student_model``, built by the distiller's configurator
+    (the command line is not parsed: what it set is in ``config`` already)."""
+    removed = distillation_keys(config["student_model"]) - set(OBJECTIVE_KEYS)
     plain = {key: value for key, value in plain_config(config).items() if key not in removed}
     return type(config)(
         model=config["student_model"],
@@ -70,8 +68,10 @@ def student_alone_path(config, alone_config, data_fingerprint):
 
 
 def train_student_alone(alone_config, path, data_fingerprint):
-    """Train the student alone and cache it at ``path``, with its validation and test results."""
-    train_and_cache(alone_config, path, data_fingerprint, ROLE)
+    """Train the student alone (the distilled student's objective less the distillation terms)
+    and cache it at ``path``, with its validation and test results."""
+    trainer_class = student_alone_trainer(alone_config)
+    train_and_cache(alone_config, path, data_fingerprint, ROLE, trainer_class=trainer_class)
 
 
 def prepare_student_alone(config, split, alone_config=None):
@@ -139,8 +139,6 @@ class StudentAloneComparison:
     #: The distiller (e.g. ``DERRD: BPR``) and its distillation weights, for the warning.
     distiller_name: str
     distillation_weights: dict
-    #: How the student alone's loss differs from the distiller's base loss (None: it does not).
-    loss_note: str = None
 
     @property
     def valid_change(self):
@@ -180,23 +178,6 @@ def distillation_weights(config):
         return key not in switches or config[switches[key]] is not False
 
     return {key: config[key] for key in sorted(keys) if term_on(key)}
-
-
-def loss_note(config, alone_config):
-    """How the student alone's loss differs from the distiller's base loss, or None."""
-    if config["loss_reduction"] != "sum":
-        return None
-    note = (
-        "the student alone trains with RecBole's mean loss; this run's loss_reduction: sum "
-        "scales the distilled student's base loss by the batch size"
-    )
-    if alone_config["weight_decay"]:
-        note += (
-            f", so weight_decay={alone_config['weight_decay']} weighs "
-            f"train_batch_size={alone_config['train_batch_size']} times more on the student "
-            "alone (with Adam)"
-        )
-    return note
 
 
 def compare_student_alone(inputs, model, distilled_valid_result=None):
@@ -248,5 +229,4 @@ def compare_student_alone(inputs, model, distilled_valid_result=None):
         alone_valid_score=float(alone_score),
         distiller_name=f"{config['model']}: {config['student_model']}",
         distillation_weights=distillation_weights(config),
-        loss_note=loss_note(config, alone_config),
     )

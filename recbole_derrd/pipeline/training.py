@@ -164,13 +164,14 @@ def config_values(config, values):
             config[key] = value
 
 
-def model_and_trainer(inputs, log_model=False):
-    """A fresh model of ``inputs.config`` (its teacher handed in) and its trainer."""
+def model_and_trainer(inputs, log_model=False, trainer_class=None):
+    """A fresh model of ``inputs.config`` (its teacher handed in) and its trainer
+    (``trainer_class``, or the model's own: :func:`build_trainer`)."""
     config = inputs.config
     model = build_model(config, inputs.train_data.dataset, teacher=inputs.teacher, split=inputs.split)
     if log_model:
         getLogger().info(model)
-    trainer = build_trainer(config, model)
+    trainer = trainer_class(config, model) if trainer_class else build_trainer(config, model)
     trainer.training_split = inputs.split
     return model, trainer
 
@@ -189,7 +190,7 @@ class Training:
 
 def train(inputs, settings=None, saved=True, resume=None, adopt=None, model_file=None,
           resume_file=True, keep_in_memory=False, verbose=True, show_progress=False, log_model=False,
-          weight_search=None):
+          weight_search=None, trainer_class=None):
     r"""Train a fresh model of ``inputs.config`` with ``settings`` set in the configuration for
     the training, from the run's start state: the one training function of the plugin.
 
@@ -206,6 +207,7 @@ def train(inputs, settings=None, saved=True, resume=None, adopt=None, model_file
         log_model (bool): log the model, as RecBole's run does.
         weight_search (dict): the report of the search that chose the weights, saved with the
             checkpoints.
+        trainer_class (type): the trainer; None: the model's (:func:`build_trainer`).
 
     Returns:
         Training
@@ -213,7 +215,7 @@ def train(inputs, settings=None, saved=True, resume=None, adopt=None, model_file
     config = inputs.config
     with config_values(config, settings or {}):
         set_run_random_state(inputs.start_state, inputs.train_data)
-        model, trainer = model_and_trainer(inputs, log_model)
+        model, trainer = model_and_trainer(inputs, log_model, trainer_class)
         trainer.keeps_best_in_memory = keep_in_memory
         if model_file is not None:
             trainer.saved_model_file = model_file
@@ -309,7 +311,7 @@ def train_teacher(teacher_config, path, data_fingerprint):
     train_and_cache(teacher_config, path, data_fingerprint, "teacher")
 
 
-def train_and_cache(model_config, path, data_fingerprint, role):
+def train_and_cache(model_config, path, data_fingerprint, role, trainer_class=None):
     """Train ``model_config['model']`` on the run's split and save it at ``path``, with its
     data fingerprint, its role and its best validation and test results.
 
@@ -317,6 +319,7 @@ def train_and_cache(model_config, path, data_fingerprint, role):
         data_fingerprint (str): the fingerprint of the training split of the run that needs
             the model: training on another split is refused.
         role (str): ``teacher`` or ``student-alone``.
+        trainer_class (type): the trainer (:func:`train`); None: the model's.
     """
     what = role_name(role)
 
@@ -332,7 +335,7 @@ def train_and_cache(model_config, path, data_fingerprint, role):
     # an interrupted model is trained again, not resumed: the next run removes its .training
     # file (remove_stale_training_files)
     training = train(inputs, model_file=unique_path(path + ".training"), resume_file=False,
-                     show_progress=model_config["show_progress"])
+                     show_progress=model_config["show_progress"], trainer_class=trainer_class)
     trainer = training.trainer
     test_result = trainer.evaluate(inputs.test_data, load_best_model=True)
     getLogger().info(set_color(f"{what} test result", "yellow") + f": {dict(test_result)}")
