@@ -167,3 +167,14 @@ def test_dok_update_builds_lightgcn_s_graph_on_this_scipy():
     scale = scipy.sparse.diags(numpy.power(degree + 1e-7, -0.5))
     numpy.testing.assert_allclose(scipy.sparse.coo_matrix(scale * adjacency * scale).toarray(),
                                   dense / numpy.sqrt(numpy.outer(degree, degree)), rtol=1e-6)
+
+
+def test_without_recbole_the_import_names_the_missing_install_step():
+    """From Python 3.12 on `pip install .` does not bring RecBole (docs/install.md): the
+    plugin's import says how to install it instead of a bare "No module named 'recbole'"."""
+    hide_recbole = "import sys; sys.modules['recbole'] = None; import recbole_derrd"
+    done = subprocess.run([sys.executable, "-c", hide_recbole], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    assert "ModuleNotFoundError: RecBole 1.2.1 is not installed" in done.stderr
+    assert "pip install --no-deps recbole==1.2.1" in done.stderr
