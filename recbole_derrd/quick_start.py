@@ -24,6 +24,7 @@ from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
 from recbole_derrd.files.checkpoint import check_resume_split, read_checkpoint, read_resume_file
+from recbole_derrd.files.locks import holds_resumed_run_files
 from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data.dataset import TrainingSplit
 from recbole_derrd.pipeline.distributed import check_launch_settings, is_distributed
@@ -114,6 +115,7 @@ def student_teacher_comparison(model, student_result, teacher_result, alone=None
     return comparison_table(rows, columns)
 
 
+@holds_resumed_run_files  # a resumed run's files are its own, for the whole run
 def run_recbole_derrd(
     model=None,
     dataset=None,
@@ -286,6 +288,7 @@ def run_recbole_derrds(rank, *args):
         raise
 
 
+@holds_resumed_run_files
 def run(
     model=None,
     dataset=None,

@@ -94,25 +94,68 @@ def tensor_other_parameters(model):
     }
 
 
+#: Most names a search for a free file name tries (``path``, then ``<stem>-1<ext>`` ...) before
+#: it gives up: every such search ends, whatever the folder holds.
+MAX_NAME_TRIES = 10_000
+
+
+class NoFreeNameError(CheckpointError, FileExistsError):
+    """Every name a search for a free file name tried is taken."""
+
+
+def candidate_names(path):
+    """``path``, then ``<stem>-1<ext>``, ``<stem>-2<ext>``...: :data:`MAX_NAME_TRIES` names
+    in all."""
+    stem, extension = os.path.splitext(path)
+    yield path
+    for index in range(1, MAX_NAME_TRIES):
+        yield f"{stem}-{index}{extension}"
+
+
+def no_free_name(path):
+    return NoFreeNameError(
+        f"No free file name for '{path}': it and the next {MAX_NAME_TRIES - 1} numbered names "
+        f"('<name>-N') are taken in {os.path.dirname(os.path.abspath(path))}; move files away "
+        "or choose another name."
+    )
+
+
 def unique_path(path, companion=None):
     """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite.
+    A name is taken by any directory entry (a dangling symbolic link too).
 
     Args:
         companion (callable): maps a candidate to another file written with it (a best-model
             file's resume file); a candidate is free only if its companion is free too.
+
+    Raises:
+        NoFreeNameError: :data:`MAX_NAME_TRIES` names tried, all taken.
     """
+    for candidate in candidate_names(path):
+        if not os.path.lexists(candidate) and (
+            companion is None or not os.path.lexists(companion(candidate))
+        ):
+            return candidate
+    raise no_free_name(path)
 
-    def free(candidate):
-        return not os.path.exists(candidate) and (
-            companion is None or not os.path.exists(companion(candidate))
-        )
 
-    stem, extension = os.path.splitext(path)
-    candidate, index = path, 0
-    while not free(candidate):
-        index += 1
-        candidate = f"{stem}-{index}{extension}"
-    return candidate
+def write_new_file(path, write):
+    """Write a new file atomically (:func:`atomic_write`, ``write(stream)`` fills it) at
+    ``path`` or, where that name is taken, the next free ``<stem>-N<ext>``; never replaces a
+    file (or a link). Returns the path written.
+
+    Raises:
+        NoFreeNameError: no free name among :data:`MAX_NAME_TRIES`.
+    """
+    for candidate in candidate_names(path):
+        if os.path.lexists(candidate):
+            continue
+        try:
+            atomic_write(candidate, write, exclusive=True)
+            return candidate
+        except FileExistsError:
+            continue  # taken in between by another writer
+    raise no_free_name(path)
 
 
 def resume_path(model_file):
@@ -188,15 +231,9 @@ def save_checkpoint(state, path, exclusive=False):
 
 def write_new_text_file(text, path):
     """Write ``text`` (UTF-8) atomically to ``path`` or, where it exists, to the next free
-    ``<stem>-N<ext>``; never replaces a file. Returns the path written."""
-    candidate = path
-    while True:
-        candidate = unique_path(candidate)
-        try:
-            atomic_write(candidate, lambda stream: stream.write(text.encode("utf-8")), exclusive=True)
-            return candidate
-        except FileExistsError:
-            continue  # taken in between by another writer
+    ``<stem>-N<ext>`` (:func:`write_new_file`); never replaces a file. Returns the path
+    written."""
+    return write_new_file(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def create_checkpoint(state, model_file, resume=False):
@@ -208,20 +245,18 @@ def create_checkpoint(state, model_file, resume=False):
     two runs that start in the same second (RecBole's file names have one-second resolution)
     never write to the same file, and an interrupted run leaves no empty placeholder.
     """
-    stem, extension = os.path.splitext(model_file)
-    candidate, index = model_file, 0
-    while True:
+    for candidate in candidate_names(model_file):
         target, companion = (
             (resume_path(candidate), candidate) if resume else (candidate, resume_path(candidate))
         )
-        if not os.path.lexists(companion):
-            try:
-                save_checkpoint(state, target, exclusive=True)
-                return candidate
-            except FileExistsError:
-                pass
-        index += 1
-        candidate = f"{stem}-{index}{extension}"
+        if os.path.lexists(companion) or os.path.lexists(target):
+            continue
+        try:
+            save_checkpoint(state, target, exclusive=True)
+            return candidate
+        except FileExistsError:
+            continue  # taken in between by another run
+    raise no_free_name(model_file)
 
 
 def read_checkpoint(path, trust=False, map_location="cpu"):
