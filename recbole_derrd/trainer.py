@@ -49,9 +49,13 @@ from recbole_derrd.pipeline.distributed import (
     is_distributed,
     writes_files,
 )
-from recbole_derrd.errors import CheckpointError
+from recbole_derrd.errors import CheckpointError, UserError
 from recbole_derrd.files.locks import acquire_run_files, release_run_files
 from recbole_derrd.pipeline.random_state import run_random_state, set_run_random_state
+
+
+class TrainingDivergedError(UserError, ValueError):
+    """The training loss became nan: the settings make the training diverge."""
 
 
 class SafeCheckpointMixin:
@@ -88,6 +92,8 @@ class SafeCheckpointMixin:
         self.files_reserved = False
         #: The best-model file whose run files this trainer holds (:meth:`hold_files`), or None.
         self.files_held = None
+        #: The epoch being trained (for messages).
+        self.current_epoch = None
         #: Wall time of every training epoch of this run (the per-epoch work of a distiller
         #: included, evaluation excluded).
         self.epoch_seconds = []
@@ -157,12 +163,23 @@ class SafeCheckpointMixin:
             self.resumed_random_state = None
         elif self.writes_resume_file:
             self._save_resume_file(epoch_idx - 1, train_data)
+        self.current_epoch = epoch_idx
         start = time.perf_counter()
         losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
         self.epoch_seconds.append(time.perf_counter() - start)
         return losses
+
+    def _check_nan(self, loss):
+        """RecBole's check of every batch's loss, as a user error that says what to change."""
+        if torch.isnan(loss):
+            weights = [key for key in getattr(self.model, "loss_weight_keys", ()) if key in self.config]
+            settings = ", ".join(f"{key}={self.config[key]}" for key in ["learning_rate"] + weights)
+            raise TrainingDivergedError(
+                f"The training loss is nan in epoch {self.current_epoch}: the training diverged "
+                f"({settings}). Lower the learning rate or the loss weights and start again."
+            )
 
     def checkpoint_state(self, epoch):
         """The dictionary written by :meth:`_save_checkpoint`; subclasses extend it."""

@@ -121,11 +121,11 @@ def test_export_to_a_dangling_link_ends_and_leaves_the_link(derrd_run, workdir):
 def test_every_free_name_search_ends(tmp_path, monkeypatch):
     """A folder where every name is taken ends the search with one message (the bound is
     lowered here so that the test is quick), whatever kind of entry takes the names."""
-    from recbole_derrd.files import checkpoint
+    from recbole_derrd.files import writing
     from recbole_derrd.files.checkpoint import (NoFreeNameError, create_checkpoint, unique_path,
                                                 write_new_text_file)
 
-    monkeypatch.setattr(checkpoint, "MAX_NAME_TRIES", 3)
+    monkeypatch.setattr(writing, "MAX_NAME_TRIES", 3)
     (tmp_path / "r.md").symlink_to(tmp_path / "missing")
     (tmp_path / "r-1.md").mkdir()
     (tmp_path / "r-2.md").write_text("earlier")

@@ -21,12 +21,21 @@ the files' layout, reading and writing; the trainer behaviour that uses them is 
 import enum
 import os
 import pickle
-import tempfile
 
 import numpy as np
 import torch
 
 from recbole_derrd.data.dataset import split_fingerprint
+from recbole_derrd.files.writing import (  # noqa: F401 (re-exported: the files' API)
+    MAX_NAME_TRIES,
+    FileWriteError,
+    NoFreeNameError,
+    atomic_write,
+    candidate_names,
+    no_free_name,
+    unique_path,
+    write_new_file,
+)
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
 from recbole_derrd.settings.keys import SPLIT_KEYS, learned_from
 
@@ -94,70 +103,6 @@ def tensor_other_parameters(model):
     }
 
 
-#: Most names a search for a free file name tries (``path``, then ``<stem>-1<ext>`` ...) before
-#: it gives up: every such search ends, whatever the folder holds.
-MAX_NAME_TRIES = 10_000
-
-
-class NoFreeNameError(CheckpointError, FileExistsError):
-    """Every name a search for a free file name tried is taken."""
-
-
-def candidate_names(path):
-    """``path``, then ``<stem>-1<ext>``, ``<stem>-2<ext>``...: :data:`MAX_NAME_TRIES` names
-    in all."""
-    stem, extension = os.path.splitext(path)
-    yield path
-    for index in range(1, MAX_NAME_TRIES):
-        yield f"{stem}-{index}{extension}"
-
-
-def no_free_name(path):
-    return NoFreeNameError(
-        f"No free file name for '{path}': it and the next {MAX_NAME_TRIES - 1} numbered names "
-        f"('<name>-N') are taken in {os.path.dirname(os.path.abspath(path))}; move files away "
-        "or choose another name."
-    )
-
-
-def unique_path(path, companion=None):
-    """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite.
-    A name is taken by any directory entry (a dangling symbolic link too).
-
-    Args:
-        companion (callable): maps a candidate to another file written with it (a best-model
-            file's resume file); a candidate is free only if its companion is free too.
-
-    Raises:
-        NoFreeNameError: :data:`MAX_NAME_TRIES` names tried, all taken.
-    """
-    for candidate in candidate_names(path):
-        if not os.path.lexists(candidate) and (
-            companion is None or not os.path.lexists(companion(candidate))
-        ):
-            return candidate
-    raise no_free_name(path)
-
-
-def write_new_file(path, write):
-    """Write a new file atomically (:func:`atomic_write`, ``write(stream)`` fills it) at
-    ``path`` or, where that name is taken, the next free ``<stem>-N<ext>``; never replaces a
-    file (or a link). Returns the path written.
-
-    Raises:
-        NoFreeNameError: no free name among :data:`MAX_NAME_TRIES`.
-    """
-    for candidate in candidate_names(path):
-        if os.path.lexists(candidate):
-            continue
-        try:
-            atomic_write(candidate, write, exclusive=True)
-            return candidate
-        except FileExistsError:
-            continue  # taken in between by another writer
-    raise no_free_name(path)
-
-
 def resume_path(model_file):
     """The resume file written beside a best-model file: ``<stem>.resume<ext>``."""
     stem, extension = os.path.splitext(model_file)
@@ -184,44 +129,6 @@ def best_model_path(resume_file):
             "that name; rename the file back to the name its run gave it."
         )
     return stem[: -len(suffix)] + extension
-
-
-def _new_file_mode():
-    """The permissions ``open`` gives a new file: 0666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path, write, exclusive=False):
-    """Write a file atomically: ``write(stream)`` fills a temporary file in the same folder,
-    which is flushed to disk, then renamed into place, so an interrupt or crash at any moment
-    leaves the previous complete file at ``path`` (or none), never a partial one, and no
-    temporary file (short of a hard kill, which can leave a hidden ``.<name>.*.tmp``).
-
-    Args:
-        write (callable): writes the content to a binary stream.
-        exclusive (bool): never replace an existing file (raise ``FileExistsError``): the
-            file is linked into place, which fails atomically when ``path`` exists.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600)
-        if exclusive:
-            os.link(temporary, path)  # FileExistsError if taken, never a replacement
-        else:
-            os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def save_checkpoint(state, path, exclusive=False):

@@ -17,7 +17,9 @@ from recbole.utils import EvaluatorType
 from recbole_derrd.data.dataset import training_split
 from recbole_derrd.errors import UserError
 from recbole_derrd.data.popularity import MAX_POPULARITY_GROUPS
-from recbole_derrd.teacher.loading import build_teacher_config
+from recbole_derrd.settings.recbole_values import check_recbole_values
+from recbole_derrd.settings.known_keys import CUSTOM_KEYS, config_key_sources, unknown_key_problems
+from recbole_derrd.teacher.loading import build_teacher_config, teacher_overrides
 
 
 class ConfigValueError(UserError, ValueError):
@@ -208,6 +210,7 @@ def check_training_keys(checker):
     checker.number("learning_rate", strictly_positive=True)
     checker.integer("train_batch_size", minimum=1)
     checker.integer("eval_batch_size", minimum=1)
+    check_recbole_values(checker)  # RecBole's keys it would fail on late, or ignore
     final = config.final_config_dict
     for key in POSITIVE_SIZE_KEYS:
         if key in final:
@@ -261,6 +264,7 @@ def check_config(config):
         ConfigValueError
     """
     checker = ConfigChecker(config)
+    checker.problems += unknown_key_problems(config_key_sources(config), config[CUSTOM_KEYS])
     check_training_keys(checker)
     problems = list(checker.problems)
     model_check = getattr(config.model_class, "check_config", None)
@@ -285,6 +289,10 @@ def teacher_config_problems(config):
     anything is trained or cached."""
     teacher_keys = "teacher_model / teacher_embedding_size / teacher_config"
     try:
+        unknown = unknown_key_problems({"in teacher_config": list(teacher_overrides(config))},
+                                       config[CUSTOM_KEYS])
+        if unknown:
+            return [f"the on-demand teacher: {problem}" for problem in unknown]
         build_teacher_config(config)
     except ConfigValueError as error:
         return [f"the on-demand teacher ({teacher_keys}): {problem}" for problem in error.problems]
