@@ -41,6 +41,7 @@ from recbole_derrd.pipeline.training import (  # noqa: F401 (evaluate_model: API
 )
 from recbole_derrd.data.popularity import PopularityGroupRecorder
 from recbole_derrd.pipeline.student_alone import compare_student_alone, format_change, relative_change
+from recbole_derrd.pipeline.teacher_quality import validate_teacher
 from recbole_derrd.teacher.loading import read_teacher_checkpoint
 from recbole_derrd.pipeline.weight_search import refuse_automatic_weights, resolve_automatic_weights
 
@@ -74,10 +75,12 @@ def comparison_table(rows, columns):
     return "\n".join(lines)
 
 
-def student_teacher_comparison(model, student_result, teacher_result, alone=None):
+def student_teacher_comparison(model, student_result, teacher_result, alone=None, teacher_valid=None):
     """Test metrics and inference parameter counts of a distilled student and its teacher and,
     given ``alone`` (a :class:`~recbole_derrd.pipeline.student_alone.StudentAloneComparison`), of the
-    same student trained alone, with the best validation score of both students."""
+    same student trained alone, with the best validation score of both students and, given
+    ``teacher_valid`` (:class:`~recbole_derrd.pipeline.teacher_quality.TeacherValidation`), the
+    teacher's."""
     student_params = parameter_count(model)
     teacher_params = parameter_count(model.teacher.model)
     columns = ["", f"teacher ({model.teacher.name})",
@@ -109,9 +112,13 @@ def student_teacher_comparison(model, student_result, teacher_result, alone=None
     for name, value in student_result.items():
         alone_value = None if alone is None else alone.test_result[name]
         rows.append(row(name, teacher_result[name], value, alone_value, metric))
+    teacher_score = None if teacher_valid is None else teacher_valid.teacher_score
     if alone is not None:
-        rows.append(row(f"valid {alone.valid_metric} (best)", None, alone.distilled_valid_score,
+        rows.append(row(f"valid {alone.valid_metric} (best)", teacher_score, alone.distilled_valid_score,
                         alone.alone_valid_score, metric))
+    elif teacher_valid is not None:
+        rows.append(row(f"valid {teacher_valid.valid_metric} (best)", teacher_score,
+                        teacher_valid.student_score, None, metric))
     return comparison_table(rows, columns)
 
 
@@ -148,7 +155,9 @@ def run_recbole_derrd(
         ``weight_search`` (the report of the search of the loss weights set
         to ``auto``, or None: :mod:`recbole_derrd.pipeline.weight_search`); for a distiller also
         ``teacher_test_result``, ``student_parameters``, ``teacher_parameters``,
-        ``teacher_checkpoint`` and, from the same student trained alone
+        ``teacher_checkpoint``, ``teacher_valid_score`` and ``teacher_worse_than_student`` (the
+        teacher's validation score is below the student alone's, or without it the distilled
+        student's: :mod:`recbole_derrd.pipeline.teacher_quality`) and, from the same student trained alone
         (``compare_student_alone``; None when off, or skipped in a multi-process run),
         ``student_alone_valid_result``, ``student_alone_test_result``,
         ``student_alone_checkpoint`` and ``distilled_worse_than_alone`` (the distilled
@@ -227,11 +236,14 @@ def run_recbole_derrd(
             # run's results are the same with the comparison on or off
             alone = compare_student_alone(config, model, trainer.training_split, train_data,
                                           valid_data, test_data, best_valid_result)
+        teacher_valid = validate_teacher(config, model, train_data, valid_data, best_valid_result, alone)
         title = "student vs teacher" + (" and student alone" if alone is not None else "")
-        table = student_teacher_comparison(model, test_result, teacher_result, alone)
+        table = student_teacher_comparison(model, test_result, teacher_result, alone, teacher_valid)
         if alone is not None and alone.loss_note:
             table += f"\n({alone.loss_note})"
+        table += teacher_valid.table_note()
         logger.info(set_color(title, "yellow") + " (test set, same split):\n" + table)
+        teacher_valid.warn_if_worse()
         if alone is not None and alone.distilled_is_worse:
             logger.warning(alone.warning_message())
         result.update(
@@ -239,6 +251,7 @@ def run_recbole_derrd(
             student_parameters=parameter_count(model),
             teacher_parameters=parameter_count(model.teacher.model),
             teacher_checkpoint=config["teacher_checkpoint"],
+            **teacher_valid.result_entries(),
             # the weights this run trained with (``auto`` ones as chosen), for its records
             loss_weights={key: config[key] for key in type(model).loss_weight_keys},
         )
