@@ -58,6 +58,13 @@ AUTO = "auto"
 LOSS_WEIGHT_KEYS = ("lambda_de", "lambda_rrd", "lambda_rd", "lambda_cd", "lambda_unkd", "lambda_htd")
 
 
+def problems_message(title, problems):
+    """``title: problem`` on one line for one problem; a list under ``title`` for several."""
+    if len(problems) == 1:
+        return f"{title}: {problems[0]}"
+    return f"{title}:\n  - " + "\n  - ".join(problems)
+
+
 class ConfigChecker:
     """Collects the problems of one configuration; :meth:`raise_if_any` reports them all."""
 
@@ -157,7 +164,7 @@ class ConfigChecker:
         if self.problems:
             model = self.config["model"]
             raise ConfigValueError(
-                f"Invalid configuration for {model}:\n  - " + "\n  - ".join(self.problems),
+                problems_message(f"Invalid configuration for {model}", self.problems),
                 self.problems,
             )
 
@@ -278,7 +285,7 @@ def check_config(config):
             problems += teacher_config_problems(config)
     if problems:
         raise ConfigValueError(
-            f"Invalid configuration for {config['model']}:\n  - " + "\n  - ".join(problems),
+            problems_message(f"Invalid configuration for {config['model']}", problems),
             problems,
         )
 
@@ -336,6 +343,6 @@ def check_data_requirements(config, dataset, topn, num_uninteresting, topn_key="
         )
     if problems:
         raise ConfigValueError(
-            f"Invalid configuration for {config['model']} on {config['dataset']}:\n  - "
-            + "\n  - ".join(problems)
+            problems_message(f"Invalid configuration for {config['model']} on {config['dataset']}",
+                             problems)
         )
