@@ -47,7 +47,7 @@ def main():
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     args, _ = parser.parse_known_args()
 
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    config_file_list = args.config_files.split() if args.config_files else None
     check_folder_writable(args.output_file)  # before the search, not after it
     tuner = HyperTuning(
         objective_function,

@@ -107,3 +107,10 @@ def test_a_user_with_every_item_is_refused(workdir, nothing_trained):
     line = one_error_line(stderr)
     assert status == 2 and "'999') interacted with every one of its 60 items" in line
     assert "user_inter_num_interval" in line
+
+
+def test_a_separator_pandas_reads_as_a_regular_expression_is_refused(workdir, nothing_trained):
+    content = (HEADER + ROWS).replace("\t", "||")
+    status, stderr = run_on(workdir, content, "--field_separator=||")
+    assert status == 2
+    assert "field_separator '||' has several characters" in one_error_line(stderr)

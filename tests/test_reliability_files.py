@@ -50,15 +50,18 @@ def interrupted_small(workdir):
 
 
 def test_a_second_resume_of_a_running_resume_is_refused_before_any_work(interrupted_small, workdir):
-    """While a run holds the interrupted run's files, resuming them again is one line, exit 2,
-    and the files are unchanged."""
+    """While a run holds the interrupted run's files, resuming them again (by their path, or
+    through a link to their folder) is one line, exit 2, and the files are unchanged."""
     flags, best_model, resume_file = interrupted_small
     before = directory_snapshot(workdir / "saved")
+    (workdir / "linked").symlink_to(workdir / "saved")  # the same folder, through a link
+    linked = str(workdir / "linked" / os.path.basename(resume_file))
     with open(best_model + ".lock", "a") as lock:  # the other resumed run, still training
         fcntl.flock(lock, fcntl.LOCK_EX)
-        status, _, stderr = run_script_in_process("run.py", *flags, f"--resume={resume_file}")
-    assert status == 2
-    assert "being written by another run" in one_error_line(stderr)
+        for path in (resume_file, linked):
+            status, _, stderr = run_script_in_process("run.py", *flags, f"--resume={path}")
+            assert status == 2
+            assert "being written by another run" in one_error_line(stderr)
     after = directory_snapshot(workdir / "saved")
     after.pop(os.path.basename(best_model) + ".lock")  # the other run's
     assert after == before

@@ -104,8 +104,13 @@ MISSING_VALUES = frozenset(STR_NA_VALUES)
 #: point, an exponent; surrounding spaces allowed.
 NUMBER = re.compile(r" *[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)? *", re.ASCII)
 
+#: Characters with a special meaning in a regular expression (a separator of several characters
+#: is one, to pandas).
+REGEX_SPECIAL = set(".^$*+?{}[]\\|()")
+
 #: Byte-order marks, by the encodings that write them.
-BYTE_ORDER_MARKS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+BYTE_ORDER_MARKS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE,
+                    codecs.BOM_UTF32_BE)
 
 
 def check_atomic_file(
@@ -121,22 +126,50 @@ def check_atomic_file(
         DatasetFileError
     """
     file = AtomicFileReader(path, required, loaded, field_separator, seq_separator)
+    if len(field_separator) > 1 and set(field_separator) & REGEX_SPECIAL:
+        file.fail(0, f"field_separator {field_separator!r} has several characters, so pandas reads "
+                     "it as a regular expression, in which "
+                     f"{' '.join(sorted(set(field_separator) & REGEX_SPECIAL))} are special; use one "
+                     "character (a tab), or characters without a special meaning")
     with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and raw.startswith(BYTE_ORDER_MARKS) and encoding.lower() not in (
-                "utf-8-sig", "utf_8_sig", "utf-16", "utf_16"
-            ):
-                file.fail(1, "the file starts with a byte-order mark (BOM), which RecBole reads "
-                             "as part of the first column's name; save the file without it, or "
-                             "set `encoding: utf-8-sig`")
-            try:
-                line = raw.decode(encoding)
-            except UnicodeDecodeError as error:
-                file.fail(line_number, f"bytes that are not valid {encoding} ({error.reason} at "
-                                       f"byte {error.start} of the line); set `encoding` or fix "
-                                       "the file")
+        if handle.read(4).startswith(BYTE_ORDER_MARKS) and not _reads_byte_order_mark(encoding):
+            file.fail(1, "the file starts with a byte-order mark (BOM), which RecBole reads as part "
+                         "of the first column's name; save the file without it, or set "
+                         "`encoding: utf-8-sig`")
+        handle.seek(0)
+        for line_number, line in _text_lines(handle, encoding, file.fail):
             file.read_line(line_number, line)
     file.finish()
+
+
+def _reads_byte_order_mark(encoding):
+    """Whether ``encoding`` reads a byte-order mark as one (not as text)."""
+    return codecs.lookup(encoding).name in ("utf-8-sig", "utf-16", "utf-32")
+
+
+def _text_lines(handle, encoding, fail):
+    """``(line number, line)`` of a binary file decoded with ``encoding``, lines split at
+    ``\n`` (as pandas splits them; a carriage return stays in the line)."""
+    def undecodable(where, error):
+        return (f"bytes that are not valid {encoding} ({error.reason} at byte {error.start} of "
+                f"the {where}); set `encoding` or fix the file")
+
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):  # "\n" is several bytes
+        try:
+            text = handle.read().decode(encoding)
+        except UnicodeDecodeError as error:
+            fail(0, undecodable("file", error))
+        lines = text.split("\n")
+        for index, line in enumerate(lines[:-1]):
+            yield index + 1, line + "\n"
+        if lines[-1]:
+            yield len(lines), lines[-1]
+        return
+    for line_number, raw in enumerate(handle, start=1):
+        try:
+            yield line_number, raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            fail(line_number, undecodable("line", error))
 
 
 def _is_float(text):

@@ -60,8 +60,10 @@ def open_lock_file(path):
 
 
 def run_lock_path(model_file):
-    """The lock file of a run whose best-model file is ``model_file``: ``<model_file>.lock``."""
-    return f"{model_file}.lock"
+    """The lock file of a run whose best-model file is ``model_file``: ``<model_file>.lock``,
+    in the folder's real path (a folder reached through a link is the same folder)."""
+    folder, name = os.path.split(os.path.abspath(model_file))
+    return os.path.join(os.path.realpath(folder), f"{name}.lock")
 
 
 #: Locks this process holds, by lock file: ``[handle, holders]``. A process takes the lock of
@@ -104,7 +106,7 @@ def acquire_run_files(model_file):
         RunFilesInUseError: another process holds them.
         LockFileError: the lock file cannot be opened.
     """
-    path = os.path.abspath(run_lock_path(model_file))
+    path = run_lock_path(model_file)
     with _held_guard:
         if path in _held:
             _held[path][1] += 1
@@ -117,7 +119,7 @@ def acquire_run_files(model_file):
 def release_run_files(model_file):
     """Give back what :func:`acquire_run_files` took; the last holder of this process removes
     the lock file (while still holding it) and releases the lock."""
-    path = os.path.abspath(run_lock_path(model_file))
+    path = run_lock_path(model_file)
     with _held_guard:
         if path not in _held:
             return
