@@ -13,10 +13,15 @@ The plugin's configurator: RecBole's :class:`recbole.config.Config` with
   read as configuration keys;
 - multi-process runs over ``gloo`` on the CPU besides RecBole's NCCL on GPUs (``dist_backend``);
 - the training keys, the model's own keys and an on-demand teacher's settings validated once,
-  when the configuration is built (:func:`recbole_derrd.settings.validation.check_config`).
+  when the configuration is built (:func:`recbole_derrd.settings.validation.check_config`);
+- what the user gives read without a traceback or a silent misreading: the command line, the
+  configuration files and RecBole's own errors on them (:mod:`recbole_derrd.settings.
+  user_input`), and keys neither RecBole nor the plugin knows refused
+  (:mod:`recbole_derrd.settings.known_keys`).
 """
 
 import ast
+import sys
 
 from recbole.config import Config as RecBoleConfig
 
@@ -25,6 +30,7 @@ from recbole_derrd.pipeline.distributed import BACKENDS, DistributedSettingsErro
 from recbole_derrd.data.eval_candidates import check_fixed_eval_candidates
 from recbole_derrd.settings.keys import data_path_root, rebuilt_parameters  # noqa: F401 (API)
 from recbole_derrd.utils import get_model
+from recbole_derrd.settings.user_input import check_command_line, read_by_recbole, read_config_files
 from recbole_derrd.settings.validation import check_config
 
 #: Flags of ``run_scripts/run.py`` that are arguments of :func:`recbole_derrd.run`, not keys:
@@ -53,7 +59,11 @@ class Config(RecBoleConfig):
         parse_command_line=True,
     ):
         self.parse_command_line = parse_command_line
-        super().__init__(model, dataset, config_file_list, config_dict)
+        #: ``{path: mapping}`` of the configuration files, read (and checked) before RecBole
+        #: reads them: a missing file, a YAML error or a Python tag is one message.
+        self.config_file_contents = read_config_files(config_file_list)
+        with read_by_recbole("the configuration (command line, config files, config_dict)"):
+            super().__init__(model, dataset, config_file_list, config_dict)
         check_fixed_eval_candidates(self)
         check_config(self)
 
@@ -77,6 +87,7 @@ class Config(RecBoleConfig):
     def _load_cmd_line(self):
         if not self.parse_command_line:
             return dict()
+        check_command_line(sys.argv)  # what RecBole would ignore, or fail on
         command_line = super()._load_cmd_line()
         for flag in LAUNCHER_FLAGS:
             command_line.pop(flag, None)

@@ -36,6 +36,7 @@ from recbole.utils import get_environment, init_seed, set_color
 from recbole.utils import init_logger as recbole_init_logger
 
 from recbole_derrd.files.checkpoint import check_resume_split, read_checkpoint, read_resume_file
+from recbole_derrd.files.locks import holds_resumed_run_files
 from recbole_derrd.config import Config, config_from_plain
 from recbole_derrd.data.dataset import TrainingSplit
 from recbole_derrd.pipeline.distributed import check_launch_settings, is_distributed
@@ -55,6 +56,7 @@ from recbole_derrd.pipeline.training import (  # noqa: F401 (evaluate_model: API
 )
 from recbole_derrd.data.popularity import PopularityGroupRecorder
 from recbole_derrd.pipeline.student_alone import compare_student_alone
+from recbole_derrd.pipeline.teacher_quality import validate_teacher
 from recbole_derrd.teacher.loading import read_teacher_checkpoint
 from recbole_derrd.pipeline.weight_search import refuse_automatic_weights
 
@@ -116,6 +118,7 @@ def checks_before_work(config, resume=None):
     return RunChecks(resume, resumed, teacher_file, weights)
 
 
+@holds_resumed_run_files  # a resumed run's files are its own, for the whole run
 def run_recbole_derrd(
     model=None,
     dataset=None,
@@ -227,9 +230,13 @@ def compare_distilled(inputs, training, test_result):
     alone = None
     if config["compare_student_alone"]:
         alone = compare_student_alone(inputs, model, training.best_valid_result)
-    log_final_table(model, test_result, teacher_result, alone)
+    # a teacher worse than the student on validation is said in the table and warned about
+    teacher_valid = validate_teacher(config, model, inputs.train_data, inputs.valid_data,
+                                     training.best_valid_result, alone)
+    log_final_table(model, test_result, teacher_result, alone, teacher_valid)
     return DistillationResult(
         teacher_test_result=teacher_result,
+        teacher_valid=teacher_valid,
         student_parameters=parameter_count(model),
         teacher_parameters=parameter_count(inputs.teacher.model),
         teacher_checkpoint=inputs.teacher.path,
@@ -254,6 +261,7 @@ def run_recbole_derrds(rank, *args):
         raise
 
 
+@holds_resumed_run_files
 def run(
     model=None,
     dataset=None,

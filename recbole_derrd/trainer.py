@@ -49,8 +49,13 @@ from recbole_derrd.pipeline.distributed import (
     is_distributed,
     writes_files,
 )
-from recbole_derrd.errors import CheckpointError
+from recbole_derrd.errors import CheckpointError, UserError
+from recbole_derrd.files.locks import acquire_run_files, release_run_files
 from recbole_derrd.pipeline.random_state import run_random_state, set_run_random_state
+
+
+class TrainingDivergedError(UserError, ValueError):
+    """The training loss became nan: the settings make the training diverge."""
 
 
 class SafeCheckpointMixin:
@@ -85,6 +90,10 @@ class SafeCheckpointMixin:
         self.resumed_split = None
         self.resumed_random_state = None
         self.files_reserved = False
+        #: The best-model file whose run files this trainer holds (:meth:`hold_files`), or None.
+        self.files_held = None
+        #: The epoch being trained (for messages).
+        self.current_epoch = None
         #: Wall time of every training epoch of this run (the per-epoch work of a distiller
         #: included, evaluation excluded).
         self.epoch_seconds = []
@@ -116,20 +125,37 @@ class SafeCheckpointMixin:
                 "settings)."
             )
         self.writes_resume_file = saved and self.resume_file is not None
-        result = super().fit(
-            train_data,
-            valid_data,
-            verbose=verbose,
-            saved=saved,
-            show_progress=show_progress,
-            callback_fn=callback_fn,
-        )
-        if self.writes_resume_file and writes_files(self.config) and os.path.isfile(self.resume_file):
-            # the run ended (all epochs, or early stopping): resuming it would train again
-            state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
-            state["finished"] = True
-            save_checkpoint(state, self.resume_file)
+        try:
+            result = super().fit(
+                train_data,
+                valid_data,
+                verbose=verbose,
+                saved=saved,
+                show_progress=show_progress,
+                callback_fn=callback_fn,
+            )
+            if self.writes_resume_file and writes_files(self.config) and os.path.isfile(self.resume_file):
+                # the run ended (all epochs, or early stopping): resuming it would train again
+                state = torch.load(self.resume_file, map_location="cpu", weights_only=True)
+                state["finished"] = True
+                save_checkpoint(state, self.resume_file)
+        finally:
+            self.release_files()  # marked finished first: no resume can take them after this
         return result
+
+    def hold_files(self):
+        """Take this run's files (best model, resume file) exclusively until
+        :meth:`release_files` (:mod:`recbole_derrd.files.locks`): another run that would
+        write them (a resume of this run) is refused. Only the process that writes files
+        holds them; a resumed multi-process run's launcher holds them for its processes."""
+        if self.files_held is None and writes_files(self.config):
+            acquire_run_files(self.saved_model_file)
+            self.files_held = self.saved_model_file
+
+    def release_files(self):
+        if self.files_held is not None:
+            release_run_files(self.files_held)
+            self.files_held = None
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.resumed_random_state is not None:
@@ -137,12 +163,23 @@ class SafeCheckpointMixin:
             self.resumed_random_state = None
         elif self.writes_resume_file:
             self._save_resume_file(epoch_idx - 1, train_data)
+        self.current_epoch = epoch_idx
         start = time.perf_counter()
         losses = super()._train_epoch(
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
         self.epoch_seconds.append(time.perf_counter() - start)
         return losses
+
+    def _check_nan(self, loss):
+        """RecBole's check of every batch's loss, as a user error that says what to change."""
+        if torch.isnan(loss):
+            weights = [key for key in getattr(self.model, "loss_weight_keys", ()) if key in self.config]
+            settings = ", ".join(f"{key}={self.config[key]}" for key in ["learning_rate"] + weights)
+            raise TrainingDivergedError(
+                f"The training loss is nan in epoch {self.current_epoch}: the training diverged "
+                f"({settings}). Lower the learning rate or the loss weights and start again."
+            )
 
     def checkpoint_state(self, epoch):
         """The dictionary written by :meth:`_save_checkpoint`; subclasses extend it."""
@@ -177,6 +214,7 @@ class SafeCheckpointMixin:
             if self.resume_file is not None:  # None: this run writes no resume file
                 self.resume_file = resume_path(self.saved_model_file)
             self.files_reserved = True
+            self.hold_files()
             if global_rank(self.config) == 0:
                 return
         if writes_files(self.config):
@@ -236,7 +274,10 @@ class SafeCheckpointMixin:
         self.eval_collector.data_collect(train_data)
         # the best-model file as training would have written it at that epoch, with this
         # run's configuration, id and weight-search report
-        self._save_checkpoint(state["epoch"])
+        try:
+            self._save_checkpoint(state["epoch"])
+        finally:
+            self.release_files()
         return self.best_valid_score, self.best_valid_result
 
     def resume_state(self, epoch, train_data):
@@ -310,6 +351,8 @@ class SafeCheckpointMixin:
         self.resume_file = resume_file
         self.run_id = checkpoint["run_id"]  # the files keep the interrupted run's id
         self.files_reserved = True  # this run's own files
+        if not is_distributed(self.config):  # else the launching process holds them
+            self.hold_files()
         self.resumed_split = checkpoint["split_fingerprint"]
         random_states = checkpoint["random_states"]
         if len(random_states) == (self.config["world_size"] if is_distributed(self.config) else 1):

@@ -16,7 +16,7 @@ format has no timestamps). Existing files are kept unless ``--overwrite`` is giv
 import argparse
 import sys
 
-from recbole_derrd.cli import USER_ERROR_STATUS
+from recbole_derrd.cli import USER_ERROR_STATUS, run_main
 from recbole_derrd.data.fixed_split import LightGCNFormatError, convert_lightgcn
 
 
@@ -45,4 +45,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))  # a full disk or an unwritable folder: one line too

@@ -9,6 +9,7 @@ status 2 (``--debug``: with its traceback).
 """
 
 import argparse
+import sys
 
 from recbole_derrd.cli import run_main
 from recbole_derrd.files.export import export_student
@@ -20,7 +21,8 @@ def main():
     parser.add_argument("--output", "-o", default=None, help="file to write (default: beside it)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     args = parser.parse_args()
-    print(export_student(args.checkpoint, args.output))
+    print(export_student(args.checkpoint, args.output,
+                         warn=lambda message: print(message, file=sys.stderr)))
 
 
 if __name__ == "__main__":

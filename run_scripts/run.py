@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--debug", action="store_true", help="show the traceback of user errors too")
     args, _ = parser.parse_known_args()
 
-    config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    config_file_list = args.config_files.split() if args.config_files else None
     return run(
         model=args.model,
         dataset=args.dataset,

@@ -166,6 +166,7 @@ def main():
                   arg for arg in sys.argv[1:]  # not the paths of this machine
                   if not arg.startswith(("--teacher_checkpoint", "--notes", "--work", "--output"))),
               "tolerance": args.tolerance, "initial": initial, "notes": args.notes, "variants": []}
+    sys.argv = sys.argv[:1]  # RecBole's Config must not read the check's own flags as keys
     wanted = args.variants.split(",") if args.variants else None
     path = os.path.join(args.output, f"check-{device_label(args.device)}")
     for name, model_name, overrides in VARIANTS:

@@ -82,7 +82,7 @@ def write_atomic_files(data_path, name, users, items, seed=0):
     folder = os.path.join(data_path, name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.inter")
-    if os.path.exists(path):
+    if os.path.lexists(path):
         raise FileExistsError(f"{path} exists: choose another name, or delete it first.")
     frame = pd.DataFrame(
         {

@@ -35,7 +35,9 @@ from recbole.utils import ModelType
 
 from recbole_derrd.data.atomic_files import check_atomic_files
 from recbole_derrd.errors import UntrustedCheckpointError, UserError
+from recbole_derrd.settings.user_input import read_by_recbole
 from recbole_derrd.data.eval_candidates import install_fixed_eval_candidates
+from recbole_derrd.data.split_checks import check_after_split, check_before_split
 
 
 class DatasetNotFoundError(UserError, FileNotFoundError):
@@ -174,23 +176,32 @@ def refuse_untrusted_cache(config, cache):
     )
 
 
+def _dataset_as_configured(config):
+    """What RecBole reads when it loads and splits the data, as an error names it."""
+    return (f"dataset '{config['dataset']}' with these data settings (data_path, load_col, "
+            "filters such as user_inter_num_interval, eval_args)")
+
+
 def create_dataset(config):
     """RecBole's ``create_dataset``, after :func:`ensure_dataset`, without stale caches, and
     without unpickling a dataset cache unless the user trusts it."""
     ensure_dataset(config)
     refuse_untrusted_cache(config, "dataset")
-    with _recbole_caches_only_if_asked(config):
+    with _recbole_caches_only_if_asked(config), read_by_recbole(_dataset_as_configured(config)):
         return recbole_create_dataset(config)
 
 
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation`` without silently reused dataloader caches, and without
-    unpickling a dataloader cache unless the user trusts it; with ``fixed_eval_candidates``,
+    unpickling a dataloader cache unless the user trusts it; splits no run can use are refused
+    (:mod:`recbole_derrd.data.split_checks`); with ``fixed_eval_candidates``,
     sampled evaluation uses candidates drawn once per split
     (:mod:`recbole_derrd.data.eval_candidates`)."""
     refuse_untrusted_cache(config, "dataloaders")
-    with _recbole_caches_only_if_asked(config):
+    check_before_split(config, dataset)
+    with _recbole_caches_only_if_asked(config), read_by_recbole(_dataset_as_configured(config)):
         loaders = recbole_data_preparation(config, dataset)
+    check_after_split(config, *loaders)
     install_fixed_eval_candidates(config, *loaders)
     return loaders
 

@@ -201,7 +201,7 @@ def convert_lightgcn(input_dir, name, output_dir, overwrite=False, merged=False)
     if not name or os.sep in name or name in (".", ".."):
         raise ValueError(f"invalid dataset name {name!r}")
     paths = {"all": merged_file_path(output_dir, name)} if merged else atomic_file_paths(output_dir, name)
-    existing = [path for path in paths.values() if os.path.exists(path)]
+    existing = [path for path in paths.values() if os.path.lexists(path)]
     if existing and not overwrite:
         raise FileExistsError(
             f"{existing[0]} already exists ({len(existing)} of the {len(paths)} files): pass overwrite=True "

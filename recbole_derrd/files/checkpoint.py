@@ -21,12 +21,21 @@ the files' layout, reading and writing; the trainer behaviour that uses them is 
 import enum
 import os
 import pickle
-import tempfile
 
 import numpy as np
 import torch
 
 from recbole_derrd.data.dataset import split_fingerprint
+from recbole_derrd.files.writing import (  # noqa: F401 (re-exported: the files' API)
+    MAX_NAME_TRIES,
+    FileWriteError,
+    NoFreeNameError,
+    atomic_write,
+    candidate_names,
+    no_free_name,
+    unique_path,
+    write_new_file,
+)
 from recbole_derrd.errors import CheckpointError, UntrustedCheckpointError
 from recbole_derrd.settings.keys import SPLIT_KEYS, learned_from
 from recbole_derrd.settings.registry import parameter_keys
@@ -79,27 +88,6 @@ def tensor_other_parameters(model):
     }
 
 
-def unique_path(path, companion=None):
-    """``path`` itself if free, else ``<stem>-1<ext>``, ``<stem>-2<ext>``...: never overwrite.
-
-    Args:
-        companion (callable): maps a candidate to another file written with it (a best-model
-            file's resume file); a candidate is free only if its companion is free too.
-    """
-
-    def free(candidate):
-        return not os.path.exists(candidate) and (
-            companion is None or not os.path.exists(companion(candidate))
-        )
-
-    stem, extension = os.path.splitext(path)
-    candidate, index = path, 0
-    while not free(candidate):
-        index += 1
-        candidate = f"{stem}-{index}{extension}"
-    return candidate
-
-
 def resume_path(model_file):
     """The resume file written beside a best-model file: ``<stem>.resume<ext>``."""
     stem, extension = os.path.splitext(model_file)
@@ -128,44 +116,6 @@ def best_model_path(resume_file):
     return stem[: -len(suffix)] + extension
 
 
-def _new_file_mode():
-    """The permissions ``open`` gives a new file: 0666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path, write, exclusive=False):
-    """Write a file atomically: ``write(stream)`` fills a temporary file in the same folder,
-    which is flushed to disk, then renamed into place, so an interrupt or crash at any moment
-    leaves the previous complete file at ``path`` (or none), never a partial one, and no
-    temporary file (short of a hard kill, which can leave a hidden ``.<name>.*.tmp``).
-
-    Args:
-        write (callable): writes the content to a binary stream.
-        exclusive (bool): never replace an existing file (raise ``FileExistsError``): the
-            file is linked into place, which fails atomically when ``path`` exists.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(
-        dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, _new_file_mode())  # mkstemp's files are private (0600)
-        if exclusive:
-            os.link(temporary, path)  # FileExistsError if taken, never a replacement
-        else:
-            os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_checkpoint(state, path, exclusive=False):
     """``torch.save`` of ``state`` to ``path``, atomically (:func:`atomic_write`)."""
     atomic_write(path, lambda stream: torch.save(state, stream), exclusive=exclusive)
@@ -173,15 +123,9 @@ def save_checkpoint(state, path, exclusive=False):
 
 def write_new_text_file(text, path):
     """Write ``text`` (UTF-8) atomically to ``path`` or, where it exists, to the next free
-    ``<stem>-N<ext>``; never replaces a file. Returns the path written."""
-    candidate = path
-    while True:
-        candidate = unique_path(candidate)
-        try:
-            atomic_write(candidate, lambda stream: stream.write(text.encode("utf-8")), exclusive=True)
-            return candidate
-        except FileExistsError:
-            continue  # taken in between by another writer
+    ``<stem>-N<ext>`` (:func:`write_new_file`); never replaces a file. Returns the path
+    written."""
+    return write_new_file(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def create_checkpoint(state, model_file, resume=False):
@@ -193,20 +137,18 @@ def create_checkpoint(state, model_file, resume=False):
     two runs that start in the same second (RecBole's file names have one-second resolution)
     never write to the same file, and an interrupted run leaves no empty placeholder.
     """
-    stem, extension = os.path.splitext(model_file)
-    candidate, index = model_file, 0
-    while True:
+    for candidate in candidate_names(model_file):
         target, companion = (
             (resume_path(candidate), candidate) if resume else (candidate, resume_path(candidate))
         )
-        if not os.path.lexists(companion):
-            try:
-                save_checkpoint(state, target, exclusive=True)
-                return candidate
-            except FileExistsError:
-                pass
-        index += 1
-        candidate = f"{stem}-{index}{extension}"
+        if os.path.lexists(companion) or os.path.lexists(target):
+            continue
+        try:
+            save_checkpoint(state, target, exclusive=True)
+            return candidate
+        except FileExistsError:
+            continue  # taken in between by another run
+    raise no_free_name(model_file)
 
 
 def read_checkpoint(path, trust=False, map_location="cpu"):

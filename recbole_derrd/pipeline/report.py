@@ -27,10 +27,12 @@ def comparison_table(rows, columns):
     return "\n".join(lines)
 
 
-def student_teacher_comparison(model, student_result, teacher_result, alone=None):
+def student_teacher_comparison(model, student_result, teacher_result, alone=None, teacher_valid=None):
     """Test metrics and inference parameter counts of a distilled student and its teacher and,
     given ``alone`` (a :class:`~recbole_derrd.pipeline.student_alone.StudentAloneComparison`), of the
-    same student trained alone, with the best validation score of both students."""
+    same student trained alone, with the best validation score of both students and, given
+    ``teacher_valid`` (:class:`~recbole_derrd.pipeline.teacher_quality.TeacherValidation`), the
+    teacher's."""
     student_params = parameter_count(model)
     teacher_params = parameter_count(model.teacher.model)
     columns = ["", f"teacher ({model.teacher.name})",
@@ -62,19 +64,28 @@ def student_teacher_comparison(model, student_result, teacher_result, alone=None
     for name, value in student_result.items():
         alone_value = None if alone is None else alone.test_result[name]
         rows.append(row(name, teacher_result[name], value, alone_value, metric))
+    teacher_score = None if teacher_valid is None else teacher_valid.teacher_score
     if alone is not None:
-        rows.append(row(f"valid {alone.valid_metric} (best)", None, alone.distilled_valid_score,
+        rows.append(row(f"valid {alone.valid_metric} (best)", teacher_score, alone.distilled_valid_score,
                         alone.alone_valid_score, metric))
+    elif teacher_valid is not None:
+        rows.append(row(f"valid {teacher_valid.valid_metric} (best)", teacher_score,
+                        teacher_valid.student_score, None, metric))
     return comparison_table(rows, columns)
 
 
-def log_final_table(model, test_result, teacher_result, alone=None):
-    """The run's final table (test set, same split) and, when distillation made the student
-    worse than the student alone on validation, the warning that says what to try."""
+def log_final_table(model, test_result, teacher_result, alone=None, teacher_valid=None):
+    """The run's final table (test set, same split) and the warnings that say what to try when
+    the teacher is worse than the student on validation (``teacher_valid``), or distillation
+    made the student worse than the student alone."""
     logger = getLogger()
     title = "student vs teacher" + (" and student alone" if alone is not None else "")
-    table = student_teacher_comparison(model, test_result, teacher_result, alone)
+    table = student_teacher_comparison(model, test_result, teacher_result, alone, teacher_valid)
+    if teacher_valid is not None:
+        table += teacher_valid.table_note()
     logger.info(set_color(title, "yellow") + " (test set, same split):\n" + table)
+    if teacher_valid is not None:
+        teacher_valid.warn_if_worse()
     if alone is not None and alone.distilled_is_worse:
         logger.warning(alone.warning_message())
 
@@ -93,10 +104,15 @@ class DistillationResult:
     #: The same student trained alone (``compare_student_alone``; None when off, or skipped in
     #: a multi-process run).
     alone: object = None
+    #: The teacher's validation score against the student's
+    #: (:class:`~recbole_derrd.pipeline.teacher_quality.TeacherValidation`).
+    teacher_valid: object = None
 
     def as_dict(self):
         alone = self.alone
+        teacher_valid = {} if self.teacher_valid is None else self.teacher_valid.result_entries()
         return {
+            **teacher_valid,
             "teacher_test_result": self.teacher_test_result,
             "student_parameters": self.student_parameters,
             "teacher_parameters": self.teacher_parameters,

@@ -4,8 +4,11 @@ What lives here: the registered distillers and backbone adapters and the lists d
 their classes (model names, loss weights, shape keys), RecBole's models as fallback
 (``registry``); where the YAML defaults live and how they layer (``defaults``, read by
 :class:`recbole_derrd.config.Config`), which keys decide a split, a teacher or a model
-(``keys``), and the one check of every key's value before any work (``validation``). The
-defaults themselves are the YAML files of :mod:`recbole_derrd.properties`.
+(``keys``), the one check of every key's value before any work (``validation``, with
+``recbole_values`` for RecBole's own keys), the keys RecBole or the plugin knows
+(``known_keys``), and the reading of what the user gives (command line, configuration files,
+RecBole's errors on them: ``user_input``). The defaults themselves are the YAML files of
+:mod:`recbole_derrd.properties`.
 
 May import: :mod:`recbole_derrd.errors`, :mod:`recbole_derrd.data` and
 :mod:`recbole_derrd.teacher` (the checks of data needs and of an on-demand teacher's settings).

@@ -18,8 +18,10 @@ from recbole_derrd.data.dataset import training_split
 from recbole_derrd.errors import UserError
 from recbole_derrd.data.popularity import MAX_POPULARITY_GROUPS
 from recbole_derrd.settings.defaults import plugin_default
+from recbole_derrd.settings.known_keys import CUSTOM_KEYS, config_key_sources, unknown_key_problems
+from recbole_derrd.settings.recbole_values import check_recbole_values
 from recbole_derrd.settings.registry import loss_weight_keys
-from recbole_derrd.teacher.loading import build_teacher_config
+from recbole_derrd.teacher.loading import build_teacher_config, teacher_overrides
 
 
 class ConfigValueError(UserError, ValueError):
@@ -52,6 +54,13 @@ PROBABILITY_KEYS = ("dropout_prob", "node_dropout", "message_dropout")
 
 #: The value of a loss weight chosen by the weight search (:mod:`recbole_derrd.pipeline.weight_search`).
 AUTO = "auto"
+
+
+def problems_message(title, problems):
+    """``title: problem`` on one line for one problem; a list under ``title`` for several."""
+    if len(problems) == 1:
+        return f"{title}: {problems[0]}"
+    return f"{title}:\n  - " + "\n  - ".join(problems)
 
 
 class ConfigChecker:
@@ -153,7 +162,7 @@ class ConfigChecker:
         if self.problems:
             model = self.config["model"]
             raise ConfigValueError(
-                f"Invalid configuration for {model}:\n  - " + "\n  - ".join(self.problems),
+                problems_message(f"Invalid configuration for {model}", self.problems),
                 self.problems,
             )
 
@@ -214,6 +223,7 @@ def check_training_keys(checker):
     checker.number("learning_rate", strictly_positive=True)
     checker.integer("train_batch_size", minimum=1)
     checker.integer("eval_batch_size", minimum=1)
+    check_recbole_values(checker)  # RecBole's keys it would fail on late, or ignore
     final = config.final_config_dict
     for key in POSITIVE_SIZE_KEYS:
         if key in final:
@@ -267,6 +277,7 @@ def check_config(config):
         ConfigValueError
     """
     checker = ConfigChecker(config)
+    checker.problems += unknown_key_problems(config_key_sources(config), config[CUSTOM_KEYS])
     check_training_keys(checker)
     problems = list(checker.problems)
     model_check = getattr(config.model_class, "check_config", None)
@@ -280,7 +291,7 @@ def check_config(config):
             problems += teacher_config_problems(config)
     if problems:
         raise ConfigValueError(
-            f"Invalid configuration for {config['model']}:\n  - " + "\n  - ".join(problems),
+            problems_message(f"Invalid configuration for {config['model']}", problems),
             problems,
         )
 
@@ -291,6 +302,10 @@ def teacher_config_problems(config):
     anything is trained or cached."""
     teacher_keys = "teacher_model / teacher_embedding_size / teacher_config"
     try:
+        unknown = unknown_key_problems({"in teacher_config": list(teacher_overrides(config))},
+                                       config[CUSTOM_KEYS])
+        if unknown:
+            return [f"the on-demand teacher: {problem}" for problem in unknown]
         build_teacher_config(config)
     except ConfigValueError as error:
         return [f"the on-demand teacher ({teacher_keys}): {problem}" for problem in error.problems]
@@ -334,6 +349,6 @@ def check_data_requirements(config, dataset, topn, num_uninteresting, topn_key="
         )
     if problems:
         raise ConfigValueError(
-            f"Invalid configuration for {config['model']} on {config['dataset']}:\n  - "
-            + "\n  - ".join(problems)
+            problems_message(f"Invalid configuration for {config['model']} on {config['dataset']}",
+                             problems)
         )

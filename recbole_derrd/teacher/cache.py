@@ -27,6 +27,7 @@ from logging import getLogger
 from recbole.utils import set_color
 
 from recbole_derrd.files.checkpoint import plain_config
+from recbole_derrd.files.locks import open_lock_file
 from recbole_derrd.settings.keys import learned_from
 
 
@@ -64,7 +65,7 @@ def training_lock(path, role="teacher"):
     the first and reuses its file. The lock is released when the process ends, however it
     ends, so a killed run never blocks the next one; the empty lock file stays."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a") as handle:
+    with open_lock_file(path + ".lock") as handle:  # never through a symbolic link
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
