@@ -4,7 +4,8 @@ What lives here: the base class every distiller shares (``distiller``), each dis
 module of its own (``derrd``, ``rd``, ``cd``, ``unkd``, ``htd``), each registering its class
 (:func:`~recbole_derrd.settings.registry.register_distiller`), the backbone adapters
 (``backbones``, one class per RecBole architecture, registered likewise) and the distillation
-terms' building blocks (``experts``, ``rrd``). Importing this package registers them all.
+terms' building blocks (``experts``, ``rrd``) and the backbone's loss under ``loss_reduction``
+(``objective``, shared with the student alone). Importing this package registers them all.
 
 May import: :mod:`recbole_derrd.errors`, :mod:`recbole_derrd.settings`,
 :mod:`recbole_derrd.data`, :mod:`recbole_derrd.teacher` (the frozen teacher's ranking),

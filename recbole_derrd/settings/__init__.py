@@ -7,7 +7,7 @@ their classes (model names, loss weights, shape keys), RecBole's models as fallb
 (``keys``), the one check of every key's value before any work (``validation``, with
 ``recbole_values`` for RecBole's own keys), the keys RecBole or the plugin knows
 (``known_keys``), and the reading of what the user gives (command line, configuration files,
-RecBole's errors on them: ``user_input``). The defaults themselves are the YAML files of
+RecBole's errors on them: ``user_input``; ``run_hyper.py``'s search space: ``search_space``). The defaults themselves are the YAML files of
 :mod:`recbole_derrd.properties`.
 
 May import: :mod:`recbole_derrd.errors`, :mod:`recbole_derrd.data` and
