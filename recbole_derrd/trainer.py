@@ -14,7 +14,6 @@ Trainers of the plugin's distillers: RecBole's ``Trainer`` with
 """
 
 import copy
-import hashlib
 import os
 import time
 import uuid
@@ -42,11 +41,13 @@ from recbole_derrd.files.checkpoint import (
 from recbole_derrd.data.dataset import training_split
 from recbole_derrd.pipeline.distributed import (
     DistributedTrainerBase,
+    DistributionMismatchError,
     barrier,
     broadcast_object,
     gather_objects,
     global_rank,
     is_distributed,
+    tensors_digest,
     writes_files,
 )
 from recbole_derrd.errors import CheckpointError, UserError
@@ -386,19 +387,6 @@ class SafeCheckpointMixin:
             self._load_model_state(checkpoint)
             getLogger().info(f"Loading model structure and parameters from {checkpoint_file}")
         return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-
-
-class DistributionMismatchError(RuntimeError):
-    """The processes of a multi-process run computed different teacher rankings or samples."""
-
-
-def tensors_digest(tensors):
-    """A hash of the values (and shapes) of ``tensors``."""
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode("utf-8"))
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def fused_optimizer(optimizer):

@@ -15,7 +15,7 @@ import recbole_derrd.trainer
 from recbole_derrd import DERRD, Config, DERRDTrainer, run, run_recbole_derrd
 from recbole_derrd.data.dataset import create_dataset, data_preparation
 from recbole_derrd.pipeline.distributed import DistributedSettingsError, check_launch_settings, writes_files
-from recbole_derrd.trainer import DistributionMismatchError, tensors_digest
+from recbole_derrd.pipeline.distributed import DistributionMismatchError, tensors_digest
 from recbole_derrd.teacher.loading import load_teacher, teacher_config_dict
 
 from helpers import free_port

@@ -234,6 +234,14 @@ def read_resume_file(path, config):
             "every epoch beside their best-model file, '<best model>.resume.pth'; pass that "
             "file (or the best-model file it sits beside)."
         )
+    check_resume_left(path, checkpoint, config)
+    check_resume_settings(path, checkpoint["config"], config)
+    checkpoint["best_model_file"] = check_resume_best_model(path, checkpoint)
+    return path, checkpoint
+
+
+def check_resume_left(path, checkpoint, config):
+    """The resume file ``checkpoint`` is of this model and dataset and has epochs left."""
     stored = checkpoint["config"]
     for key in ("model", "dataset"):
         if str(stored.get(key)).lower() != str(config[key]).lower():
@@ -252,15 +260,20 @@ def read_resume_file(path, config):
             f"Cannot resume from '{path}': it stopped at the start of epoch {start_epoch} and "
             f"this run has epochs={config['epochs']}: nothing is left to train."
         )
-    differing = [
-        key for key in SPLIT_KEYS if to_plain(stored.get(key)) != to_plain(config[key])
-    ]
+
+
+def check_resume_settings(path, stored, config):
+    """The interrupted run's configuration ``stored`` has this run's data, split and seed, and
+    the settings that shape the model's parameters (and an on-demand teacher's)."""
+
+    def changes(keys):
+        return "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in keys)
+
+    differing = [key for key in SPLIT_KEYS if to_plain(stored.get(key)) != to_plain(config[key])]
     if differing:
         raise CheckpointError(
             f"Cannot resume from '{path}': it was trained with other data, split or seed "
-            "settings than this run ("
-            + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in differing)
-            + "). Resume with the interrupted run's settings."
+            f"settings than this run ({changes(differing)}). Resume with the interrupted run's settings."
         )
     # the keys that shape the model's parameters: its backbones' and the distiller's own
     changed = [key for key in parameter_keys(config.model_class)
@@ -271,10 +284,14 @@ def read_resume_file(path, config):
     if changed:
         raise CheckpointError(
             f"Cannot resume from '{path}': its parameters do not fit this model, or its teacher "
-            "is another one (settings changed: "
-            + "; ".join(f"{key}: {stored.get(key)!r} -> {to_plain(config[key])!r}" for key in changed)
-            + "). Resume with the interrupted run's settings."
+            f"is another one (settings changed: {changes(changed)}). Resume with the "
+            "interrupted run's settings."
         )
+
+
+def check_resume_best_model(path, checkpoint):
+    """The best-model file the resumed run writes (derived from ``path``): where it exists it
+    must be the interrupted run's own (same ``run_id``). Returns its path."""
     run_id = checkpoint.get("run_id")
     if not isinstance(run_id, str) or not run_id:
         raise CheckpointError(
@@ -299,8 +316,7 @@ def read_resume_file(path, config):
             f"Cannot resume from '{path}': its best model, {best_model_file}, is missing (it "
             "was saved there before the run stopped)."
         )
-    checkpoint["best_model_file"] = best_model_file
-    return path, checkpoint
+    return best_model_file
 
 
 def check_resume_split(path, checkpoint, train_dataset, data_fingerprint=None):

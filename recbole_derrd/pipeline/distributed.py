@@ -19,6 +19,7 @@ around that:
 - small helpers: which process writes files, barriers, gathering values from every process.
 """
 
+import hashlib
 import os
 
 import torch
@@ -194,3 +195,16 @@ class DistributedTrainerBase(AbstractTrainer):
                 device_ids=[config["local_rank"]] if on_gpu else None,
                 broadcast_buffers=False,
             )
+
+
+class DistributionMismatchError(RuntimeError):
+    """The processes of a multi-process run computed different teacher rankings or samples."""
+
+
+def tensors_digest(tensors):
+    """A hash of the values (and shapes) of ``tensors``."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
