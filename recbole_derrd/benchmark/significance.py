@@ -176,9 +176,16 @@ def per_seed_text(comparison):
     return " / ".join(f"{value:+.1f}" for _, value in sorted(comparison.per_seed.items()))
 
 
+def bound_text(value):
+    """``+2.8%``; an end that rounds to 0.0 but is not 0 with two significant digits (``+0.031%``),
+    so that its side of 0 shows."""
+    text = f"{value:+.1f}"
+    return (f"{value:+.2g}" if value and float(text) == 0 else text) + "%"
+
+
 def interval_text(interval):
     """``[-3.5%, +2.8%]``."""
-    return f"[{interval[0]:+.1f}%, {interval[1]:+.1f}%]"
+    return f"[{bound_text(interval[0])}, {bound_text(interval[1])}]"
 
 
 def verdict_text(comparison):
