@@ -16,7 +16,7 @@ import statistics
 
 from recbole_derrd.benchmark import plot, sections
 from recbole_derrd.benchmark.methods import DEFAULT_METHODS, METHODS, PROTOCOLS, setting_label
-from recbole_derrd.benchmark.significance import paired_difference
+from recbole_derrd.benchmark.significance import Comparisons
 
 #: The per-cell fields a row averages besides the test metrics.
 AVERAGED_FIELDS = ("parameters", "inference_seconds", "train_seconds_per_epoch", "epochs", "train_seconds")
@@ -36,6 +36,8 @@ class Report:
         self.store = store
         self.plan = plan
         self.path = os.path.join(folder, name)
+        #: Every comparison between its rows, each made once (:class:`.significance.Comparisons`).
+        self.comparisons = Comparisons(plan)
 
     @property
     def cells(self):
@@ -89,6 +91,7 @@ class Report:
             "|---|---|---|" + "---|" * len(shown) + "---|---|---|---|---|---|---|---|---|"]
         lines += [self.row(method, size, summary[(method, size)], shown) for method, size in keys]
         lines.append("")
+        lines += sections.early_stopping_text(self)
         lines += sections.retrained_teacher_text(self)
         if self.args.tune:
             lines += sections.tuning_text(self)
@@ -118,8 +121,12 @@ class Report:
                 f"median of {args.inference_repeats} repeats measured side by side; training time "
                 "per epoch excludes evaluation; train s vs student: a method's training time over the "
                 "student alone's of the same seed, averaged over seeds (the seeds' times may come from "
-                "different machines, the two of one seed from the same one). `*`: the difference to the student alone is significant at "
-                "0.05 (paired Wilcoxon test over test users, below).", ""]
+                "different machines, the two of one seed from the same one). "
+                + ("`*`: the difference to the student alone is significant: its 95% interval over "
+                   "seeds and test users (a hierarchical bootstrap, below) excludes 0." if len(args.seed_values) > 1
+                   else "No `*`: with one seed no interval over seeds exists, so no difference is "
+                   "called significant (the tests over users alone are below).")
+                , ""]
 
     def row(self, method, size, entry, shown):
         """One markdown row of the results table."""
@@ -132,9 +139,8 @@ class Report:
         vs_student = (f"{100 * (entry[metric][0] / student - 1):+.1f}%"
                       if student and method not in ("teacher", "student") else "")
         if vs_student:
-            test = paired_difference(self.plan.reported_cells(method, size),
-                                     self.plan.reported_cells("student", size), metric)
-            vs_student += "*" if test and test["p"] < 0.05 else ""
+            comparison = self.comparisons.compare(method, "student", size, metric)
+            vs_student += "*" if comparison and comparison.significant else ""
         cost_ratio = self.training_cost_ratio(method, size)
         inference = f"{1000 * entry['inference_seconds']:.1f} ms" if entry["inference_seconds"] else "-"
         per_epoch = f"{entry['train_seconds_per_epoch']:.2f}" if entry["train_seconds_per_epoch"] else "-"

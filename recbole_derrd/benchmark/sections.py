@@ -3,16 +3,21 @@ recbole_derrd.benchmark.sections
 ################################
 The sections of a table's markdown report below its results table, each from the table's
 :class:`~recbole_derrd.benchmark.report.Report`: retrained teachers, the search (``--tune``), the
-cells at other weights, the paired tests, and recall by item-popularity group.
+cells at other weights, the comparisons over seeds and test users, recall by item-popularity
+group, and a note where DE's cells predate the plugin's current early-stopping rule.
 """
 
+import os
 import statistics
 
+from recbole_derrd.benchmark import REPO, RESULTS
 from recbole_derrd.benchmark.cells import PER_USER_METRICS
 from recbole_derrd.benchmark.methods import (
     DISTILLERS, METHODS, TUNING_GRIDS, TUNING_ORDER, cell_key, is_plugin_default, setting_label,
 )
-from recbole_derrd.benchmark.significance import paired_difference
+from recbole_derrd.benchmark.significance import (
+    RESAMPLES, best_other_distiller, interval_text, multiple_comparisons_text, per_seed_text, verdict_text,
+)
 
 
 def gain_text(cell, reference):
@@ -146,37 +151,68 @@ def other_settings_row(metric, method, size, label, cells, students):
 
 
 def significance_text(report, summary):
-    """Paired tests over test users (per-user metrics of the same rankings the evaluator
-    scored), pooled over the seeds: DE-RRD and every distiller against the student alone,
-    DE-RRD against the best competitor (RD or CD, by mean test metric)."""
-    args, plan, size = report.args, report.plan, report.args.sizes[0]
-    comparisons = [(method, "student") for method in METHODS if method in DISTILLERS]
-    competitors = [method for method in ("RD", "CD") if (method, size) in summary]
-    if competitors and ("DE-RRD", size) in summary:
-        best = max(competitors, key=lambda method: summary[(method, size)][args.metric][0])
-        comparisons.append(("DE-RRD", best))
+    """The comparisons over seeds and test users (:mod:`.significance`): every distiller
+    against the student alone, DE-RRD against the best other distiller (by mean test metric,
+    on each metric); how many comparisons the table makes."""
+    args, size = report.args, report.args.sizes[0]
     metrics = [metric for metric in (args.metric, "recall@20") if metric in PER_USER_METRICS]
-    lines = ["## Significance (paired over test users)", "",
-             "Per-user differences pooled over the seeds (each user of each seed's test split "
-             "once; the two models of a pair ranked that user's candidates on the same split). "
-             "p: Wilcoxon signed-rank test (users with no difference left out); 95% interval of "
-             "the mean difference: bootstrap over users within each seed (10,000 resamples). "
-             "`yes`: p < 0.05.", "",
-             "| comparison | metric | mean difference | 95% interval | relative | p | significant |",
-             "|---|---|---|---|---|---|---|"]
-    rows = 0
-    for method, baseline in comparisons:
-        cells, baseline_cells = plan.reported_cells(method, size), plan.reported_cells(baseline, size)
-        for metric in metrics:
-            test = paired_difference(cells, baseline_cells, metric)
-            if test is None:
-                continue
-            rows += 1
-            relative = 100 * test["mean"] / test["baseline_mean"] if test["baseline_mean"] else 0.0
-            lines.append(f"| {method} vs {baseline} | {metric} | {test['mean']:+.4f} | "
-                         f"[{test['low']:+.4f}, {test['high']:+.4f}] | {relative:+.1f}% | "
-                         f"{test['p']:.2g} | {'yes' if test['p'] < 0.05 else 'no'} |")
-    return lines + [""] if rows else []
+    pairs = [(method, "student", metric) for method in METHODS if method in DISTILLERS for metric in metrics]
+    if ("DE-RRD", size) in summary:
+        pairs += [("DE-RRD", best_other_distiller(summary, size, metric), metric) for metric in metrics]
+    rows = []
+    for method, baseline, metric in pairs:
+        comparison = report.comparisons.compare(method, baseline, size, metric) if baseline else None
+        if comparison is not None:
+            rows.append(f"| {method} vs {baseline} | {metric} | {len(comparison.seeds)} | "
+                        f"{comparison.relative:+.1f}% | {per_seed_text(comparison)} | "
+                        f"{interval_text(comparison.interval) if comparison.interval else '-'} | "
+                        f"{verdict_text(comparison)} | {interval_text(comparison.user_interval)} | "
+                        f"{comparison.p:.2g} |")
+    if not rows:
+        return []
+    return ["## Significance (over seeds and test users)", "",
+            "Every distiller against the student alone, then DE-RRD against the best other "
+            "distiller on each metric (by its mean). Each comparison over the seeds both rows "
+            "have (the two models of a pair ranked the same test users of each seed's split). relative: the difference of the two rows' "
+            "means over seeds (each seed's mean over its test users), relative to the second "
+            "row's; per seed: each seed's relative difference (%), in seed order. 95% interval: "
+            "of the relative difference, by a hierarchical bootstrap (the seeds resampled with "
+            f"replacement, then each drawn seed's test users, paired; {RESAMPLES:,} resamples; "
+            "`recbole_derrd/benchmark/seed_stats.py`), so it holds the variance between seeds as "
+            "well as between users. significant: `yes` where that interval excludes 0 (the `*` "
+            "of the table above); with one seed no such interval exists (`one seed`). Secondary, "
+            "over the users alone: the interval with the users resampled within their seeds, and "
+            "the p of a Wilcoxon signed-rank test of the per-user differences, every seed's users "
+            "pooled (users with no difference left out); they say whether the users agree, not "
+            "whether another seed would. " + multiple_comparisons_text(report.comparisons.count()), "",
+            "| comparison | metric | seeds | relative | per seed (%) | 95% interval (seeds, users) | "
+            "significant | users only: 95% interval | users only: p |",
+            "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
+def early_stopping_text(report):
+    """A line where the table's DE and DE-RRD cells were trained before the plugin's current
+    early-stopping rule (their records have no ``early_stopping_rule``,
+    :data:`.training.EARLY_STOPPING_RULE`)."""
+    cells = [cell for cell in report.cells.values()
+             if cell["method"] in ("DE", "DE-RRD") and cell["seed"] in report.args.seed_values]
+    former = [cell for cell in cells if "early_stopping_rule" not in cell]
+    if not former:
+        return []
+    which = "All its" if len(former) == len(cells) else f"{len(former)} of its {len(cells)}"
+    return [f"{which} DE and DE-RRD cells were trained under the plugin's former early-stopping rule: "
+            "the patience counted from the first epoch, during DE's transient routing too; the "
+            "plugin now counts it once DE's routing has settled. For a seed the former rule stopped "
+            f"too early, see {document_link(report, 'results/ml-100k/BPR-paper.seed-2022.md')}.", ""]
+
+
+def document_link(report, path):
+    """A link to the repository's ``path`` from the report's folder, or the path itself where
+    the report is written outside the repository's results."""
+    folder = os.path.dirname(os.path.abspath(report.path))
+    if os.path.commonpath([folder, RESULTS]) != RESULTS:
+        return f"`{path}`"
+    return f"[{path}]({os.path.relpath(os.path.join(REPO, path), folder)})"
 
 
 def popularity_text(report, keys):

@@ -19,6 +19,10 @@ many users it calls a difference "significant" that another seed reverses. Here:
   the users alone (within their seeds), the interval a user-level test would give.
 - :func:`is_significant`: whether an interval excludes 0, the meaning of "significant" in a
   headline; :func:`compare_over_seeds` gives all of it at once (:class:`SeedComparison`).
+- :class:`SeedBootstrap`: the same bootstrap of many series at once (every method and metric
+  of a table), one draw of seeds and users shared by all, so that any two are paired and a
+  report's many comparisons cost about one: a resample's means are its users' draw counts
+  times the series (:func:`resampled_means`).
 
 Pure functions of the per-user metrics (NumPy only), seeded for reproducibility.
 """
@@ -77,42 +81,114 @@ def relative_difference(method, baseline):
     return float(relative_change(method_mean, baseline_mean))
 
 
-def _resampled_user_means(values, reference, count, rng):
-    """``count`` bootstrap means of the users of one seed, the same users drawn for both
-    arrays: two arrays of length ``count``."""
-    users = len(values)
+def resampled_means(columns, count, rng):
+    """``count`` bootstrap means of the rows (users) of ``columns`` (users x columns), each
+    resample's users drawn with replacement and shared by every column (paired): an array
+    ``count x columns``. A resample's mean is its users' draw counts times the columns, over
+    the users: one draw of the users serves every column (every method and metric of a table)."""
+    users = len(columns)
     block = max(1, DRAW_BLOCK // users)
-    method_means, baseline_means = np.empty(count), np.empty(count)
+    means = np.empty((count, columns.shape[1]))
     for first in range(0, count, block):
-        last = min(count, first + block)
-        picks = rng.integers(0, users, size=(last - first, users))
-        method_means[first:last] = values[picks].mean(axis=1)
-        baseline_means[first:last] = reference[picks].mean(axis=1)
-    return method_means, baseline_means
+        rows = min(count, first + block) - first
+        picks = rng.integers(0, users, size=(rows, users), dtype=np.int64)
+        picks += np.arange(rows)[:, None] * users  # one bin per (resample, user)
+        draws = np.bincount(picks.ravel(), minlength=rows * users).reshape(rows, users)
+        means[first:first + rows] = draws @ columns / users
+    return means
+
+
+class SeedBootstrap:
+    """The two-level bootstrap of several series at once (e.g. every method of a table at
+    every metric), the same draws for all of them, so that any two are paired.
+
+    Args:
+        series (dict): name -> {seed: per-user values}; every series has the same seeds, and
+            within a seed the same users in the same order.
+        resamples (int): the resamples of each distribution.
+        random_state (int): the draws' seed; the draws depend only on it, ``resamples``, the
+            seeds and their numbers of users, not on the series.
+
+    Each resample draws as many seeds as there are, with replacement, then within each drawn
+    seed as many users as it has, with replacement, a fresh draw for every time a seed is
+    drawn. The users-only resamples (every seed once) take the same seeds' draws.
+    """
+
+    def __init__(self, series, resamples=10000, random_state=0):
+        if not series:
+            raise ValueError("no series to resample")
+        self.names = list(series)
+        self.seeds = sorted(next(iter(series.values())))
+        self.resamples = resamples
+        for name, by_seed in series.items():
+            if sorted(by_seed) != self.seeds:
+                raise ValueError(f"{name}: seeds {sorted(by_seed)}, not {self.seeds}")
+            for seed in self.seeds:
+                if np.shape(by_seed[seed]) != np.shape(next(iter(series.values()))[seed]):
+                    raise ValueError(f"{name}, seed {seed}: {np.shape(by_seed[seed])} per-user values, "
+                                     f"not {np.shape(next(iter(series.values()))[seed])}")
+        #: name -> {seed: the series' mean over the seed's users}.
+        self.means = {name: {seed: float(np.mean(by_seed[seed])) for seed in self.seeds}
+                      for name, by_seed in series.items()}
+        rng = np.random.default_rng(random_state)
+        drawn = rng.integers(0, len(self.seeds), size=(resamples, len(self.seeds)))
+        #: Per resample, the sum over the drawn seeds of each series' resampled mean.
+        self.seed_totals = np.zeros((resamples, len(self.names)))
+        #: Per resample, the sum over every seed (once) of each series' resampled mean.
+        self.user_totals = np.zeros((resamples, len(self.names)))
+        for index, seed in enumerate(self.seeds):
+            columns = np.column_stack([np.asarray(series[name][seed], dtype=float) for name in self.names])
+            if columns.ndim != 2 or not len(columns):
+                raise ValueError(f"seed {seed}: no per-user values")
+            rows, _ = np.nonzero(drawn == index)  # one row per time this seed was drawn
+            means = resampled_means(columns, max(len(rows), resamples), rng)
+            np.add.at(self.seed_totals, rows, means[:len(rows)])
+            self.user_totals += means[:resamples]
+
+    def differences(self, method, baseline, resample_seeds=True):
+        """The bootstrap distribution (``resamples`` values, %) of ``method``'s relative
+        difference to ``baseline`` (:func:`relative_difference`)."""
+        totals = self.seed_totals if resample_seeds else self.user_totals
+        first, second = self.names.index(method), self.names.index(baseline)
+        return relative_change(totals[:, first], totals[:, second])  # the 1/seeds of both means cancels
+
+    def interval(self, method, baseline, confidence=0.95, resample_seeds=True):
+        """The percentile ``confidence`` interval ``(low, high)`` (%) of :meth:`differences`."""
+        return percentile_interval(self.differences(method, baseline, resample_seeds), confidence)
+
+    def compare(self, method, baseline, confidence=0.95):
+        """Every figure of ``method`` against ``baseline`` (:class:`SeedComparison`)."""
+        means, reference = self.means[method], self.means[baseline]
+        return SeedComparison(
+            relative=float(relative_change(np.mean(list(means.values())), np.mean(list(reference.values())))),
+            per_seed={seed: float(relative_change(means[seed], reference[seed])) for seed in self.seeds},
+            interval=self.interval(method, baseline, confidence),
+            user_interval=self.interval(method, baseline, confidence, resample_seeds=False),
+            confidence=confidence,
+            resamples=self.resamples,
+        )
+
+
+def percentile_interval(differences, confidence):
+    """The central ``confidence`` interval ``(low, high)`` of a bootstrap distribution."""
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    low, high = np.nanpercentile(differences, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def pair_bootstrap(method, baseline, resamples, random_state):
+    """A :class:`SeedBootstrap` of two series (named ``method`` and ``baseline``), checked."""
+    pairs = _paired_arrays(method, baseline)
+    return SeedBootstrap({"method": {seed: values for seed, values, _ in pairs},
+                          "baseline": {seed: reference for seed, _, reference in pairs}},
+                         resamples, random_state)
 
 
 def bootstrap_differences(method, baseline, resamples=10000, random_state=0, resample_seeds=True):
-    """The bootstrap distribution of :func:`relative_difference`: ``resamples`` values (%).
-
-    Each resample draws as many seeds as there are, with replacement (``resample_seeds``;
-    False: every seed once), then within each drawn seed as many users as it has, with
-    replacement, a fresh draw for every time a seed is drawn; the method's and the baseline's
-    values of a drawn user are taken together (paired).
-    """
-    pairs = _paired_arrays(method, baseline)
-    rng = np.random.default_rng(random_state)
-    seeds = len(pairs)
-    if resample_seeds:
-        drawn = rng.integers(0, seeds, size=(resamples, seeds))
-    else:
-        drawn = np.broadcast_to(np.arange(seeds), (resamples, seeds))
-    method_totals, baseline_totals = np.zeros(resamples), np.zeros(resamples)
-    for index, (_, values, reference) in enumerate(pairs):
-        rows, _ = np.nonzero(drawn == index)  # one row per time this seed was drawn
-        method_means, baseline_means = _resampled_user_means(values, reference, len(rows), rng)
-        np.add.at(method_totals, rows, method_means)
-        np.add.at(baseline_totals, rows, baseline_means)
-    return relative_change(method_totals, baseline_totals)  # the 1/seeds of both means cancels
+    """The bootstrap distribution of :func:`relative_difference`: ``resamples`` values (%)
+    (:class:`SeedBootstrap`; ``resample_seeds`` False: every seed once, its users resampled)."""
+    return pair_bootstrap(method, baseline, resamples, random_state).differences(
+        "method", "baseline", resample_seeds)
 
 
 def hierarchical_bootstrap_interval(method, baseline, confidence=0.95, resamples=10000,
@@ -120,9 +196,7 @@ def hierarchical_bootstrap_interval(method, baseline, confidence=0.95, resamples
     """A percentile ``confidence`` interval ``(low, high)`` (%) of :func:`relative_difference`
     from :func:`bootstrap_differences` (seeds, then users within each seed)."""
     differences = bootstrap_differences(method, baseline, resamples, random_state, resample_seeds)
-    tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.nanpercentile(differences, [tail, 100.0 - tail])
-    return float(low), float(high)
+    return percentile_interval(differences, confidence)
 
 
 def is_significant(interval):
@@ -155,12 +229,4 @@ class SeedComparison:
 def compare_over_seeds(method, baseline, confidence=0.95, resamples=10000, random_state=0):
     """Every figure of a comparison over seeds (:class:`SeedComparison`); inputs as
     :func:`per_seed_differences`."""
-    bounds = dict(confidence=confidence, resamples=resamples, random_state=random_state)
-    return SeedComparison(
-        relative=relative_difference(method, baseline),
-        per_seed=per_seed_differences(method, baseline),
-        interval=hierarchical_bootstrap_interval(method, baseline, **bounds),
-        user_interval=hierarchical_bootstrap_interval(method, baseline, resample_seeds=False, **bounds),
-        confidence=confidence,
-        resamples=resamples,
-    )
+    return pair_bootstrap(method, baseline, resamples, random_state).compare("method", "baseline", confidence)

@@ -22,7 +22,9 @@ from recbole_derrd.benchmark.cells import read_cells
 from recbole_derrd.benchmark.methods import (
     LEARNER_KEYS, STUDENT_DEFAULTS, cell_key, cells_method_settings, is_automatic, setting_label,
 )
-from recbole_derrd.benchmark.significance import paired_difference
+from recbole_derrd.benchmark.significance import (
+    RESAMPLES, best_other_distiller, multiple_comparisons_text, versus_text as comparison_text,
+)
 from recbole_derrd.benchmark.table import Table
 
 #: (dataset, backbone, protocol) of the headline tables.
@@ -38,7 +40,6 @@ PUBLISHED = {
 }
 #: The weight each method's search varies, for the defaults evidence.
 SEARCHED_WEIGHT = {"RD": "lambda_rd", "CD": "lambda_cd", "RRD": "lambda_rrd", "DE-RRD": "lambda_de"}
-COMPETITORS = ("RD", "CD")
 #: Worst-case gains this close (percentage points, the reports' precision) are not told apart.
 TIE_POINTS = 0.1
 
@@ -82,21 +83,30 @@ def cell_text(entry, metric):
     return f"{mean:.4f}" + (f" ± {spread:.4f}" if spread is not None else "")
 
 
-def versus_text(table, method, baseline, metric):
-    """``method`` against ``baseline`` on ``metric``: relative difference of the paired test users'
-    means, its Wilcoxon p-value and whether it is significant; ``-`` when either is missing."""
+def versus_text(table, method, baseline, metric, counted=None):
+    """``method`` against ``baseline`` on ``metric`` (:meth:`.significance.Comparisons.compare`,
+    over the seeds both have): the relative difference, per seed, the interval over seeds and
+    users and whether it excludes 0, the users-only Wilcoxon p; ``-`` when either is missing.
+    ``counted``: a list that gets the comparison where one is made."""
     size = table.args.sizes[0]
-    summary = table.report.summary()
-    if (method, size) not in summary or (baseline, size) not in summary:
+    comparison = table.report.comparisons.compare(method, baseline, size, metric)
+    if comparison is None:
         return "-"
-    test = paired_difference(table.plan.reported_cells(method, size), table.plan.reported_cells(baseline, size),
-                             metric)
-    # over the seeds both have (the paired users), not over unequal sets of seeds
-    relative = (100 * test["mean"] / test["baseline_mean"] if test and test["baseline_mean"]
-                else 100 * (summary[(method, size)][metric][0] / summary[(baseline, size)][metric][0] - 1))
-    significant = test is not None and test["p"] < 0.05
-    return f"{relative:+.1f}% ({'p = ' + format(test['p'], '.2g') if test else 'untested'}" \
-           f"{', significant' if significant else ', not significant'})"
+    if counted is not None:
+        counted.append(comparison)
+    return comparison_text(comparison)
+
+
+#: What a summary cell of a comparison says, for the sections' introductions.
+COMPARISON_KEY = (
+    "A comparison reads: the relative difference of the two rows' means over the seeds both "
+    "have (each seed's mean over its test users); in brackets, each seed's difference (%, in "
+    "seed order), the 95% interval of the relative difference from a hierarchical bootstrap "
+    f"(the seeds resampled with replacement, then each drawn seed's test users, paired; "
+    f"{RESAMPLES:,} resamples), `significant` where that interval excludes 0, and, secondary, "
+    "the p of a Wilcoxon signed-rank test over the test users alone (every seed's users "
+    "pooled), which says whether the users agree, not whether another seed would. With one "
+    "seed no interval over seeds exists (`one seed`).")
 
 
 def reported_metrics(student):
@@ -109,48 +119,45 @@ def reported_metrics(student):
 
 
 def headline(tables, backbone="BPR"):
-    """Per table: teacher, student alone, best competitor, RRD, DE-RRD (tuned, mean ± std over
-    seeds), DE-RRD's relative difference to the student alone with its paired test."""
-    lines = [f"## Results across datasets ({backbone} backbone, tuned settings, mean ± std over seeds)", "",
-             "seeds: of the student alone / of DE-RRD (a spread needs two or more; DE-RRD vs "
-             "student alone is paired over the seeds both have). A table marked "
-             "`defaults` was not tuned: every method at the plugin's defaults.", "",
-             "| data (protocol) | seeds | metric | teacher | student alone | best competitor | RRD | DE-RRD | "
-             "DE-RRD vs student alone | DE-RRD / teacher |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """Per table: teacher, student alone, the best other distiller, RRD, DE-RRD (tuned, mean ±
+    std over seeds), DE-RRD against the student alone and against that distiller."""
+    rows, counted = [], []
     for name, table in tables:
         summary, size = table.report.summary(), table.args.sizes[0]
         teacher = summary.get(("teacher", table.args.teacher_size))
         student = summary.get(("student", size))
         derrd = summary.get(("DE-RRD", size))
-        competitors = [method for method in COMPETITORS if (method, size) in summary]
         for metric in reported_metrics(student):
-            best = max(competitors, key=lambda method: summary[(method, size)][metric][0]) if competitors else None
-            versus, ratio = "-", "-"
+            best = best_other_distiller(summary, size, metric)
+            versus = versus_best = ratio = "-"
             if derrd is not None:
-                versus = versus_text(table, "DE-RRD", "student", metric)
+                versus = versus_text(table, "DE-RRD", "student", metric, counted)
+                if best:
+                    versus_best = versus_text(table, "DE-RRD", best, metric, counted)
                 same_seeds = table.report.ratio_to_teacher(derrd, metric)  # the teacher of DE-RRD's seeds
                 ratio = f"{same_seeds:.3f}" if same_seeds is not None else "-"
             seeds = "/".join(str(summary[(method, size)]["seeds"]) for method in ("student", "DE-RRD")
                              if (method, size) in summary)
-            lines.append(
+            rows.append(
                 f"| {name} | {seeds} | {metric} | {cell_text(teacher, metric)} | {cell_text(student, metric)} | "
                 + (f"{best}: {cell_text(summary[(best, size)], metric)}" if best else "-")
                 + f" | {cell_text(summary.get(('RRD', size)), metric)} | {cell_text(derrd, metric)} | "
-                f"{versus} | {ratio} |")
-    return lines + [""]
+                f"{versus} | {versus_best} | {ratio} |")
+    return [f"## Results across datasets ({backbone} backbone, tuned settings, mean ± std over seeds)", "",
+            "seeds: of the student alone / of DE-RRD (a spread needs two or more). A table marked "
+            "`defaults` was not tuned: every method at the plugin's defaults. best other "
+            "distiller: the distiller other than DE-RRD with the best mean on that metric, among "
+            "all the table ran (RD, CD, DE, RRD, RRD-topK, UnKD, HTD). " + COMPARISON_KEY + " "
+            + multiple_comparisons_text(len(counted)), "",
+            "| data (protocol) | seeds | metric | teacher | student alone | best other distiller | RRD | DE-RRD | "
+            "DE-RRD vs student alone | DE-RRD vs best other | DE-RRD / teacher |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def later_distillers(tables):
     """HTD and UnKD (tuned like the others, mean ± std over seeds) against the student alone and
     against DE-RRD, on the tables that ran them."""
-    lines = ["## The later distillers: HTD and UnKD", "",
-             "Tuned like the others (same budget, same seeds); relative differences of the paired "
-             "test users' means, Wilcoxon p (as above). Tables without a column did not run that "
-             "method (CPU time). seeds: of the student alone / HTD / UnKD (`-`: not run); a method "
-             "at fewer seeds than the student alone (a search whose later seeds have not run yet) "
-             "is compared over the seeds both have.", "",
-             "| data (protocol) | seeds | metric | student alone | DE-RRD | HTD | HTD vs student alone | "
-             "HTD vs DE-RRD | UnKD | UnKD vs student alone |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows, counted = [], []
     for name, table in tables:
         summary, size = table.report.summary(), table.args.sizes[0]
         if ("HTD", size) not in summary and ("UnKD", size) not in summary:
@@ -159,12 +166,21 @@ def later_distillers(tables):
         seeds = "/".join(str(summary[(method, size)]["seeds"]) if (method, size) in summary else "-"
                          for method in ("student", "HTD", "UnKD"))
         for metric in reported_metrics(student):
-            lines.append(
+            rows.append(
                 f"| {name} | {seeds} | {metric} | {cell_text(student, metric)} | "
                 f"{cell_text(summary.get(('DE-RRD', size)), metric)} | {cell_text(summary.get(('HTD', size)), metric)} | "
-                f"{versus_text(table, 'HTD', 'student', metric)} | {versus_text(table, 'HTD', 'DE-RRD', metric)} | "
-                f"{cell_text(summary.get(('UnKD', size)), metric)} | {versus_text(table, 'UnKD', 'student', metric)} |")
-    return lines + [""]
+                f"{versus_text(table, 'HTD', 'student', metric, counted)} | "
+                f"{versus_text(table, 'HTD', 'DE-RRD', metric, counted)} | "
+                f"{cell_text(summary.get(('UnKD', size)), metric)} | "
+                f"{versus_text(table, 'UnKD', 'student', metric, counted)} |")
+    return ["## The later distillers: HTD and UnKD", "",
+            "Tuned like the others (same budget, same seeds); comparisons as above. Tables without "
+            "a column did not run that method (CPU time). seeds: of the student alone / HTD / UnKD "
+            "(`-`: not run); a method at fewer seeds than the student alone (a search whose later "
+            "seeds have not run yet) is compared over the seeds both have. "
+            + multiple_comparisons_text(len(counted)), "",
+            "| data (protocol) | seeds | metric | student alone | DE-RRD | HTD | HTD vs student alone | "
+            "HTD vs DE-RRD | UnKD | UnKD vs student alone |", "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
 def run_label(setting):
@@ -180,6 +196,8 @@ def promise_table(tables):
     plugin's defaults against the student alone at RecBole's defaults, and with ``auto`` weights
     against the student alone at the same (chosen) learner settings; validation and test."""
     lines = ["## Without tuning: defaults and `auto` against the same student alone (seed 2020)", "",
+             "One seed: the seeds' variance is not measured, so these differences carry no interval "
+             "and no claim of significance.", "",
              "| data (protocol) | run | its student alone | valid score (vs alone) | test ndcg@10 (vs alone) | "
              "chosen by `auto` |", "|---|---|---|---|---|---|"]
     for name, table in tables:
@@ -259,7 +277,8 @@ def defaults_evidence(tables, backbone="BPR"):
              "`defaults` tables (no search): the values run there (the default and "
              "`--other_weights`), each at RecBole's learner defaults. DE-RRD's rows vary `lambda_de` "
              "at each searched dataset's chosen `lambda_rrd`. `worst` over the datasets where the "
-             "value was run (how many, when not all).", "",
+             "value was run (how many, when not all). One seed: no interval, no claim of "
+             "significance.", "",
              "| method | weight | " + " | ".join(names) + " | worst |",
              "|---|---|" + "---|" * len(names) + "---|"]
     best_rows = {}  # method: [(value, (datasets, worst)), ...]

@@ -20,6 +20,12 @@ from recbole_derrd.benchmark import REPO
 from recbole_derrd.benchmark.cells import PER_USER_METRICS
 from recbole_derrd.benchmark.methods import PROTOCOLS, WEIGHT_KEYS
 
+#: The plugin's early-stopping rule a new cell is trained under, recorded in the cell: early
+#: stopping counts an evaluation only once the distiller's transient phase is over (DE-RRD and
+#: DE: once DE's routing has settled, ``Distiller.early_stopping_counts``). Cells without the
+#: field were trained before it: the patience counted from the first epoch.
+EARLY_STOPPING_RULE = "after-transient"
+
 
 def config_files(args):
     """The protocol's configuration file, then the table's --config_files."""
@@ -146,5 +152,6 @@ def train_cell(args, work, method, model, parameters, seed, size, setting=None):
         "checkpoint": result["checkpoint"],
         "popularity": result.get("test_popularity_result"),  # None unless --popularity_groups
         "timing": timing_context(config.get("gpu_id")),
+        "early_stopping_rule": EARLY_STOPPING_RULE,
         "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
     }
