@@ -143,3 +143,18 @@ def derrd_run(teacher_checkpoint, tmp_path_factory):
     finally:
         os.chdir(cwd)
         sys.argv = argv
+
+
+@pytest.fixture
+def nothing_trained(monkeypatch):
+    """Fails the test if the run trains anything (a model's epoch, or an on-demand teacher):
+    the mistakes it checks must be refused before any work."""
+    from recbole.trainer import Trainer
+
+    import recbole_derrd.pipeline.training
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run must stop before anything is trained")
+
+    monkeypatch.setattr(Trainer, "_train_epoch", refuse)
+    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)

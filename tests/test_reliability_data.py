@@ -4,10 +4,6 @@ can use, are refused with one line before anything is trained."""
 
 import pytest
 
-from recbole.trainer import Trainer
-
-import recbole_derrd.pipeline.training
-
 from helpers import one_error_line, run_script_in_process
 
 HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
@@ -22,15 +18,6 @@ FLAGS = ["--dataset=mine", "--gpu_id=''", "--epochs=1", "--embedding_size=8", "-
 
 #: The columns loaded unless a test gives ``--load_col``.
 LOAD_ALL = "--load_col={'inter':['user_id','item_id','rating','timestamp']}"
-
-
-@pytest.fixture
-def nothing_trained(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the run must stop before anything is trained")
-
-    monkeypatch.setattr(Trainer, "_train_epoch", refuse)
-    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)
 
 
 def run_on(workdir, content, *flags, model="BPR"):

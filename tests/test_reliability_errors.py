@@ -11,8 +11,6 @@ import pytest
 
 from recbole.trainer import Trainer
 
-import recbole_derrd.pipeline.training
-
 from helpers import one_error_line, run_script_in_process, write_small_dataset
 
 #: run.py on the small dataset, a BPR baseline, one tiny epoch.
@@ -36,15 +34,6 @@ def overridden(flags, overrides):
     """``flags`` with ``overrides`` (``--key=value`` replacing the same key) appended."""
     keys = {flag.split("=")[0] for flag in overrides if "=" in flag}
     return [flag for flag in flags if flag.split("=")[0] not in keys] + list(overrides)
-
-
-@pytest.fixture
-def nothing_trained(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("the run must stop before anything is trained")
-
-    monkeypatch.setattr(Trainer, "_train_epoch", refuse)
-    monkeypatch.setattr(recbole_derrd.pipeline.training, "train_teacher", refuse)
 
 
 @pytest.mark.parametrize(

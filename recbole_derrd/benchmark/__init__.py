@@ -18,9 +18,26 @@ scripts of ``run_scripts/``, thin wrappers of these modules:
 """
 
 import os
+import sys
 
-#: The checkout the harness works in: its experiment configurations
-#: (``properties/experiments``), ``results/`` and ``.bench/`` are there, beside the package.
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+def find_checkout():
+    """The repository checkout the harness works in: the one holding the experiment
+    configurations (``properties/experiments``), ``results/`` and ``.bench/``. The package's
+    own parent in a source checkout or an editable install; with the package installed
+    (``pip install .``), the checkout of the script that runs (``run_scripts/<script>.py``),
+    else the current folder (the commands run from the repository root)."""
+    candidates = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
+    if sys.argv and sys.argv[0]:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.abspath(sys.argv[0]))))
+    candidates.append(os.getcwd())
+    for candidate in candidates:
+        if os.path.isdir(os.path.join(candidate, "properties", "experiments")):
+            return candidate
+    return os.getcwd()
+
+
+#: The checkout the harness works in (:func:`find_checkout`).
+REPO = find_checkout()
 #: Where the reports are written by default.
 RESULTS = os.path.join(REPO, "results")
