@@ -248,7 +248,9 @@ class AtomicFileReader:
         if len(values) != len(self.columns):
             self.fail(line_number, f"{len(values)} values, the header has {len(self.columns)} "
                                    "columns")
-        for value in values:
+        # per value only where the whole line could hold the problem (most lines cannot)
+        suspects = values if '"' in line or len(line) > FIELD_SIZE_LIMIT else ()
+        for value in suspects:
             if value.startswith('"'):
                 self.fail(line_number, f"value {value[:40]!r} starts with a double quote, which "
                                        "RecBole's reader (pandas) takes as a quoted field (it "
@@ -274,12 +276,13 @@ class AtomicFileReader:
         for part in parts:
             if part == "":
                 continue  # a missing value: RecBole fills it
-            number = float(part) if NUMBER.fullmatch(part) or _is_float(part) else None
-            if number is not None and not math.isfinite(number):
+            written_as_number = NUMBER.fullmatch(part) is not None
+            if written_as_number and math.isfinite(float(part)):
+                continue
+            if (written_as_number or _is_float(part)) and not math.isfinite(float(part)):
                 self.fail(line_number, f"{value!r} in column {column!r} is not a finite number "
                                        "(leave the value empty where it is missing)")
-            if number is None or not NUMBER.fullmatch(part):
-                self.fail(line_number, f"{value!r} in column {column!r} is not a number")
+            self.fail(line_number, f"{value!r} in column {column!r} is not a number")
 
     def finish(self):
         if self.columns is None:
