@@ -137,18 +137,12 @@ def create_checkpoint(state, model_file, resume=False):
     two runs that start in the same second (RecBole's file names have one-second resolution)
     never write to the same file, and an interrupted run leaves no empty placeholder.
     """
-    for candidate in candidate_names(model_file):
-        target, companion = (
-            (resume_path(candidate), candidate) if resume else (candidate, resume_path(candidate))
-        )
-        if os.path.lexists(companion) or os.path.lexists(target):
-            continue
-        try:
-            save_checkpoint(state, target, exclusive=True)
-            return candidate
-        except FileExistsError:
-            continue  # taken in between by another run
-    raise no_free_name(model_file)
+    def write(stream):
+        torch.save(state, stream)
+
+    if resume:  # the resume file, where the best-model name is free too
+        return write_new_file(model_file, write, written=resume_path, companion=lambda name: name)
+    return write_new_file(model_file, write, companion=resume_path)
 
 
 def read_checkpoint(path, trust=False, map_location="cpu"):

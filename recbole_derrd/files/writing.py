@@ -171,19 +171,26 @@ def unique_path(path, companion=None):
     raise no_free_name(path)
 
 
-def write_new_file(path, write):
+def write_new_file(path, write, written=None, companion=None):
     """Write a new file atomically (:func:`atomic_write`, ``write(stream)`` fills it) at
     ``path`` or, where that name is taken, the next free ``<stem>-N<ext>``; never replaces a
-    file (or a link). Returns the path written.
+    file (or a link). Returns the name chosen.
+
+    Args:
+        written (callable): maps a candidate name to the file written for it (a best-model
+            name to its resume file); default: the candidate itself.
+        companion (callable): as in :func:`unique_path`: a candidate is free only if its
+            companion is free too.
 
     Raises:
         NoFreeNameError: no free name among :data:`MAX_NAME_TRIES`.
     """
     for candidate in candidate_names(path):
-        if os.path.lexists(candidate):
+        target = written(candidate) if written else candidate
+        if os.path.lexists(target) or (companion and os.path.lexists(companion(candidate))):
             continue
         try:
-            atomic_write(candidate, write, exclusive=True)
+            atomic_write(target, write, exclusive=True)
             return candidate
         except FileExistsError:
             continue  # taken in between by another writer
