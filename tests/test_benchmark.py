@@ -564,6 +564,37 @@ def test_method_settings_run_every_cell_of_the_method_and_name_it(workdir):
     assert arguments.parse_method_settings("HTD:htd_weight_floor=1e-3", ["HTD"]) == {"HTD": {"htd_weight_floor": 0.001}}
 
 
+def test_a_teacher_of_another_model_teaches_the_tables_students(workdir):
+    """--teacher_backbone: the teacher is that model (its checkpoint, the distillers' teacher and
+    the inference timing all load it), the table's files and title name it, and its command
+    says so; a table of the same students under their own model's teacher stays apart."""
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--teacher_backbone=LightGCN"]
+    benchmark_main(argv)
+    folder = workdir / "results" / "ml-100k"
+    cells = saved_cells(folder / "BPR-from-LightGCN-recbole.cells.json")
+    teacher = read_checkpoint(cells["teacher|16|2020"]["checkpoint"])
+    assert teacher["config"]["model"] == "LightGCN"
+    rrd = next(cell for key, cell in cells.items() if key.startswith("RRD|"))
+    assert rrd["config"]["student_model"] == "BPR"
+    assert read_checkpoint(rrd["checkpoint"])["config"]["teacher_checkpoint"] == cells["teacher|16|2020"]["checkpoint"]
+    assert all("inference_seconds" in cell for cell in cells.values())  # the teacher timed as LightGCN
+    report = (folder / "BPR-from-LightGCN-recbole.md").read_text()
+    assert report.startswith("# ml-100k, BPR backbone (LightGCN teacher), recbole protocol")
+    assert "--teacher_backbone=LightGCN" in report.splitlines()[2]
+    assert not (folder / "BPR-recbole.cells.json").exists()
+    args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    assert args.teacher_backbone == "BPR" and Table(args).name == "BPR-recbole"
+
+
+def test_search_only_runs_no_row_beside_the_search(workdir):
+    """--search_only: with --tune, the first seed runs the grid and nothing beside it (no
+    defaults or ``auto`` row); without it those rows wait for the student alone's search."""
+    argv = tiny_rrd_benchmark(workdir, inference_repeats=1) + ["--tune", "--seeds=2"]
+    assert Table(arguments.parse_args(argv + ["--search_only"])).plan.beside_search_cells(2020) == []
+    with pytest.raises(RuntimeError, match="student's search has finished 0 of its 3 trials"):
+        Table(arguments.parse_args(argv)).plan.beside_search_cells(2020)
+
+
 def test_later_distillers_and_recall_by_popularity_group(workdir):
     """UnKD and HTD run when named, and --popularity_groups adds each row's test Recall@20 per
     item-popularity group, the mean of its cells' own reports."""
@@ -951,6 +982,8 @@ def test_the_benchmarks_user_mistakes_end_in_one_error_line(workdir):
     (["--tune", "--other_weights=RRD:lambda_rrd=0.1"], "error: --other_weights is for tables without --tune"),
     (["--other_weights=RRD:lambda_de=0.1"], "error: --other_weights: RRD's weights are ['lambda_rrd']"),
     (["--method_settings=RRD:rrd_topn"], "error: --method_settings: 'rrd_topn' is not key=value"),
+    (["--search_only"], "error: --search_only is for tables with --tune"),
+    (["--teacher_backbone=MF"], "error: argument --teacher_backbone: invalid choice: 'MF'"),
 ])
 def test_a_bad_option_is_one_error_line(flags, message, workdir, monkeypatch, capsys):
     """Every other mistake of the command line, at the scripts' boundary (as the script runs it)."""

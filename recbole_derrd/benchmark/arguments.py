@@ -51,6 +51,9 @@ def build_parser():
     parser.add_argument("--protocol", default="recbole", choices=sorted(PROTOCOLS))
     parser.add_argument("--sizes", default="20", help="student sizes, comma-separated")
     parser.add_argument("--teacher_size", type=int, default=200)
+    parser.add_argument("--teacher_backbone", default=None, choices=["BPR", "LightGCN", "NeuMF"],
+                        help="the teacher's model (default: --backbone), e.g. a LightGCN teacher for "
+                             "BPR students: the table is then named <backbone>-from-<teacher>-<protocol>")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated, among {','.join(METHODS)}")
@@ -66,6 +69,10 @@ def build_parser():
     parser.add_argument("--tune", action="store_true",
                         help="search each method's weights on the first seed's validation split "
                              "(TUNING_GRIDS), then run the chosen settings at every seed")
+    parser.add_argument("--search_only", action="store_true",
+                        help="with --tune: run the search and its chosen setting only, not the rows beside "
+                             "it (the defaults, 'auto'), e.g. a study of one key's effect on a tuned table "
+                             "(--method_settings) that costs no more than the rows it compares")
     parser.add_argument("--other_weights", default="",
                         help="without --tune: also run these weights besides the defaults, e.g. "
                              "'RRD:lambda_rrd=0.001;RRD:lambda_rrd=0.01' (reported apart)")
@@ -96,6 +103,7 @@ def parse_args(argv=None):
             raise UserError(f"{option}={value}: must be at least 1")
     if args.popularity_groups < 0:
         raise UserError(f"--popularity_groups={args.popularity_groups}: must be 0 (none) or more")
+    args.teacher_backbone = args.teacher_backbone or args.backbone
     args.sizes_text = args.sizes
     args.sizes = positive_integers("--sizes", args.sizes)
     args.seed_values = [2020 + index for index in range(args.seeds)]
@@ -115,6 +123,8 @@ def parse_args(argv=None):
         args.other_weights = parse_other_weights(args.other_weights, args.methods, args.backbone)
     except ValueError as error:
         raise UserError(f"--other_weights: {error}") from None
+    if args.search_only and not args.tune:
+        raise UserError("--search_only is for tables with --tune (it leaves out the rows beside the search)")
     if args.other_weights and args.tune:
         raise UserError("--other_weights is for tables without --tune (a --tune table has its grid)")
     args.method_settings_text = args.method_settings

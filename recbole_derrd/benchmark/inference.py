@@ -23,7 +23,7 @@ def cell_model(cell, args, base, dataset):
     from recbole_derrd.files.checkpoint import read_checkpoint
     from recbole_derrd.utils import get_model
 
-    backbone = args.backbone
+    backbone = args.teacher_backbone if cell["method"] == "teacher" else args.backbone
     config = Config(backbone, args.dataset, config_files(args), dict(base, **cell["config"]),
                     parse_command_line=False)
     checkpoint = read_checkpoint(cell["checkpoint"], map_location=config["device"])

@@ -153,9 +153,10 @@ class Runner:
                 return False
             self.store.reload()  # another process may have trained it while this one waited
             if missing():
-                parameters = self.size_parameters(self.args.backbone, size)
+                teacher_backbone = self.args.teacher_backbone
+                parameters = self.size_parameters(teacher_backbone, size)
                 self.cells[key] = retrained_teacher_cell(
-                    self.cells.get(key), self.run_cell("teacher", self.args.backbone, parameters, seed, size))
+                    self.cells.get(key), self.run_cell("teacher", teacher_backbone, parameters, seed, size))
                 self.store.save()
                 self.report_teacher(key)
         return True

@@ -81,10 +81,11 @@ class Plan:
     def beside_search_cells(self, seed):
         """The cells beside the search at ``seed``: at the first seed (with --tune or --auto_rows)
         DEFAULT_ROWS at the plugin's defaults and AUTO_ROWS with ``auto`` weights, and every
-        seed's --other_weights. With --tune the ``auto`` rows take the student alone's searched
+        seed's --other_weights (none of them with --search_only). With --tune the ``auto`` rows take the student alone's searched
         learner settings: a RuntimeError until that search has finished."""
         cells = []
-        if (self.args.tune or self.args.auto_rows) and seed == self.args.seed_values[0]:
+        beside = (self.args.tune and not self.args.search_only) or self.args.auto_rows
+        if beside and seed == self.args.seed_values[0]:
             for size in self.args.sizes:
                 if self.args.tune and "student" in self.args.methods:
                     self.chosen_setting("student", size)  # raises until its search has finished

@@ -57,7 +57,8 @@ def plot_teacher(by_size, by_time, args, teacher):
     """The teacher: a dashed line (and its spread) against size, a star against time."""
     metric = args.metric
     spread = teacher[metric][1] or 0.0
-    label = f"teacher (d={args.teacher_size})"
+    model = "" if args.teacher_backbone == args.backbone else f"{args.teacher_backbone}, "
+    label = f"teacher ({model}d={args.teacher_size})"
     by_size.axhline(teacher[metric][0], color="gray", linestyle="--", label=label)
     by_size.axhspan(teacher[metric][0] - spread, teacher[metric][0] + spread, color="gray", alpha=0.15)
     if teacher["inference_seconds"]:

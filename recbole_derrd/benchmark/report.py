@@ -104,7 +104,8 @@ class Report:
     def introduction(self):
         """The markdown's title and the paragraph that says how its table was made."""
         args = self.args
-        return [f"# {args.dataset}, {args.backbone} backbone, {args.protocol} protocol", "",
+        teacher = "" if args.teacher_backbone == args.backbone else f" ({args.teacher_backbone} teacher)"
+        return [f"# {args.dataset}, {args.backbone} backbone{teacher}, {args.protocol} protocol", "",
                 f"Command: `python run_scripts/benchmark.py --dataset={args.dataset} "
                 f"--backbone={args.backbone} --protocol={args.protocol} --sizes={args.sizes_text} "
                 f"--seeds={len(args.seed_values)}{self.extra_arguments()}`; protocol "
@@ -188,9 +189,11 @@ class Report:
         args = self.args
         extra = [option for option, given in (
             ("--tune", args.tune),
+            ("--search_only", args.search_only),
             (f"--data_path={args.data_path}", args.data_path),
             (f"--methods={','.join(args.methods)}", args.methods != DEFAULT_METHODS),
             (f"--teacher_size={args.teacher_size}", args.teacher_size != 200),
+            (f"--teacher_backbone={args.teacher_backbone}", args.teacher_backbone != args.backbone),
             (f"--epochs={args.epochs}", args.epochs is not None),
             (f"--popularity_groups={args.popularity_groups}", args.popularity_groups),
             (f"--other_weights=\"{args.other_weights_text}\"", args.other_weights_text),

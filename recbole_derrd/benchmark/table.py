@@ -26,7 +26,7 @@ class Table:
 
     def __init__(self, args, read_only=False):
         self.args = args
-        self.name = f"{args.backbone}-{args.protocol}"
+        self.name = table_name(args)
         self.folder = os.path.join(args.results, args.dataset)
         self.work = os.path.join(args.work, args.dataset, self.name)
         os.makedirs(self.folder, exist_ok=True)
@@ -49,13 +49,20 @@ class Table:
         return self.store.cells_file
 
 
+def table_name(args):
+    """The files' stem of a table: ``<backbone>-<protocol>``, or with a teacher of another model
+    (--teacher_backbone) ``<backbone>-from-<teacher>-<protocol>``."""
+    teacher = "" if args.teacher_backbone == args.backbone else f"-from-{args.teacher_backbone}"
+    return f"{args.backbone}{teacher}-{args.protocol}"
+
+
 def main(argv=None):
     """The benchmark command: run the table's missing cells (or, ``--report_only``, only time
     the models not timed yet), write its reports and print the markdown one."""
     args = parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config must not read the benchmark's own flags
     if args.report_only and not os.path.isfile(os.path.join(args.results, args.dataset,
-                                                            f"{args.backbone}-{args.protocol}.cells.json")):
+                                                            f"{table_name(args)}.cells.json")):
         raise UserError(f"--report_only: no cells of {args.dataset}, {args.backbone}, {args.protocol} under "
                         f"{args.results}: run the benchmark without --report_only first")
     table = Table(args)
