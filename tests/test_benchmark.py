@@ -584,6 +584,20 @@ def test_a_teacher_of_another_model_teaches_the_tables_students(workdir):
     assert not (folder / "BPR-recbole.cells.json").exists()
     args = arguments.parse_args(tiny_rrd_benchmark(workdir, inference_repeats=1))
     assert args.teacher_backbone == "BPR" and Table(args).name == "BPR-recbole"
+    # the summary shows it apart from the headline, beside the same students of a BPR teacher
+    benchmark_main(tiny_rrd_benchmark(workdir, inference_repeats=1))
+    own = saved_cells(folder / "BPR-recbole.cells.json")
+    summarize.main(["--tables=ml-100k:BPR:recbole,ml-100k:BPR:recbole:LightGCN", "--seeds=1", "--sizes=8",
+                    "--teacher_size=16", f"--results={workdir / 'results'}"])
+    summary = (workdir / "results" / "summary.md").read_text()
+    headline = summary.split("<!-- headline:start -->")[1].split("<!-- headline:end -->")[0]
+    assert "| ml-100k (recbole, defaults) | 1 | ndcg@10 |" in headline and "LightGCN" not in headline
+    section = summary.split("## A teacher of another model")[1].split("\n## ")[0]
+    for teacher, table_cells in (("LightGCN", cells), ("BPR", own)):
+        for metric in ("ndcg@10", "recall@20"):
+            gap = 100 * (table_cells["teacher|16|2020"]["test"][metric] / table_cells["student|8|2020"]["test"][metric] - 1)
+            assert f"| ml-100k (recbole, defaults) | {teacher} 16-d | 1/1/- | {metric} | " in section
+            assert f" | {gap:+.1f}% | " in section.split(f"| {teacher} 16-d | 1/1/- | {metric} |")[1].splitlines()[0]
 
 
 def test_search_only_runs_no_row_beside_the_search(workdir):

@@ -30,7 +30,9 @@ from recbole_derrd.benchmark.table import Table
 #: (dataset, backbone, protocol) of the headline tables.
 TABLES = [("ml-100k", "BPR", "recbole"), ("ml-100k", "BPR", "paper"), ("lastfm", "BPR", "fixed"),
           ("gowalla", "BPR", "fixed"), ("ml-100k", "LightGCN", "recbole"), ("lastfm", "LightGCN", "fixed"),
-          ("ml-100k", "NeuMF", "recbole")]
+          ("ml-100k", "NeuMF", "recbole"),
+          # BPR students of a LightGCN teacher (reported apart: the cross-architecture section)
+          ("ml-100k", "BPR", "recbole", "LightGCN")]
 #: Published results on the same test split, so a reader sees how strong our teachers are.
 PUBLISHED = {
     "gowalla": "LightGCN paper (He et al., SIGIR 2020), Table 3, on this test split, trained on "
@@ -44,13 +46,14 @@ SEARCHED_WEIGHT = {"RD": "lambda_rd", "CD": "lambda_cd", "RRD": "lambda_rrd", "D
 TIE_POINTS = 0.1
 
 
-def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_size=200):
+def load_table(dataset, backbone, protocol, results, seeds, sizes="20", teacher_size=200, teacher_backbone=None):
     """A finished table, read only (None where it has no cells): as run with --tune where its
     student alone has searched settings, else at the plugin's defaults, with its cells' own
-    --method_settings."""
+    --method_settings (``teacher_backbone``: a teacher of another model, --teacher_backbone)."""
     arguments = [f"--dataset={dataset}", f"--backbone={backbone}", f"--protocol={protocol}",
                  f"--seeds={seeds}", "--tune", f"--results={results}", f"--work={results}",
                  f"--sizes={sizes}", f"--teacher_size={teacher_size}"]
+    arguments += [f"--teacher_backbone={teacher_backbone}"] if teacher_backbone else []
     table = Table(parse_args(arguments), read_only=True)
     if table.cells and not any(cell["setting"] for cell in table.cells.values() if cell["method"] == "student"):
         # run without --tune: every method at the plugin's defaults
@@ -66,6 +69,11 @@ def table_name(table):
     in front where it is not BPR (the headline's): ``LightGCN ml-100k (recbole)``."""
     backbone = "" if table.args.backbone == "BPR" else f"{table.args.backbone} "
     return f"{backbone}{table.args.dataset} ({table.args.protocol}{'' if table.args.tune else ', defaults'})"
+
+
+def is_cross(table):
+    """Whether the table's teacher is another model than its students (--teacher_backbone)."""
+    return table.args.teacher_backbone != table.args.backbone
 
 
 def by_backbone(tables):
@@ -151,6 +159,55 @@ def headline(tables, backbone="BPR"):
             + multiple_comparisons_text(len(counted)), "",
             "| data (protocol) | seeds | metric | teacher | student alone | best other distiller | RRD | DE-RRD | "
             "DE-RRD vs student alone | DE-RRD vs best other | DE-RRD / teacher |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
+def relative_gap(upper, lower, metric):
+    """``+9.8%``: ``upper``'s mean over ``lower``'s (summary entries), ``-`` where one is missing."""
+    if upper is None or lower is None or metric not in upper or metric not in lower:
+        return "-"
+    return f"{100 * (upper[metric][0] - lower[metric][0]) / lower[metric][0]:+.1f}%"
+
+
+def cross_architecture(crossed, tables):
+    """Students of a teacher of another model (--teacher_backbone) beside the same students of
+    their own model's teacher (the table of the same dataset, backbone and protocol): the
+    teacher-student gap, and what DE-RRD and the best other distiller gain over the student alone."""
+    if not crossed:
+        return []
+    rows, counted = [], []
+    own = {(table.args.dataset, table.args.backbone, table.args.protocol): table for _, table in tables}
+    for name, table in crossed:
+        args = table.args
+        for teacher_name, source in ((args.teacher_backbone, table),
+                                     (args.backbone, own.get((args.dataset, args.backbone, args.protocol)))):
+            if source is None:
+                continue
+            summary, size = source.report.summary(), source.args.sizes[0]
+            teacher, student = summary.get(("teacher", source.args.teacher_size)), summary.get(("student", size))
+            for metric in [metric for metric in reported_metrics(student) if metric != "hit@10"]:
+                best = best_other_distiller(summary, size, metric)
+                seeds = "/".join(str(summary[key]["seeds"]) if key in summary else "-" for key in (
+                    ("teacher", source.args.teacher_size), ("student", size), ("DE-RRD", size)))
+                rows.append(
+                    f"| {name} | {teacher_name} {source.args.teacher_size}-d | {seeds} | {metric} | "
+                    f"{cell_text(teacher, metric)} | {cell_text(student, metric)} | "
+                    f"{relative_gap(teacher, student, metric)} | {cell_text(summary.get(('DE-RRD', size)), metric)} | "
+                    f"{versus_text(source, 'DE-RRD', 'student', metric, counted)} | "
+                    + (f"{best}: {cell_text(summary[(best, size)], metric)} | "
+                       f"{versus_text(source, best, 'student', metric, counted)} |" if best else "- | - |"))
+    first = crossed[0][1].args
+    return [f"## A teacher of another model: {first.teacher_backbone} teacher, {first.backbone} students", "",
+            f"The same {first.backbone} students ({first.sizes_text}-d, the same splits and student alone) "
+            f"distilled from a {first.teacher_size}-d {first.teacher_backbone} teacher and, below each, from "
+            f"their own model's teacher (the {first.backbone} table above). "
+            "gap: the teacher's mean over the student alone's. seeds: of the teacher / the student "
+            "alone / DE-RRD. best other distiller: among the distillers the table ran besides "
+            "DE-RRD. Tuned as the other tables (the student alone's search is the BPR table's, the "
+            "same cells); the LightGCN teacher is not tuned (its table's teacher, at RecBole's "
+            "defaults), and HTD was not run. " + COMPARISON_KEY + " " + multiple_comparisons_text(len(counted)), "",
+            "| data (protocol) | teacher | seeds | metric | teacher | student alone | gap | DE-RRD | "
+            "DE-RRD vs student alone | best other distiller | it vs student alone |",
             "|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
 
 
@@ -356,10 +413,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     tables, missing = [], []
     for spec in args.tables.split(","):
-        dataset, backbone, protocol = spec.split(":")
-        table = load_table(dataset, backbone, protocol, args.results, args.seeds, args.sizes, args.teacher_size)
+        dataset, backbone, protocol, *teacher = spec.split(":")
+        table = load_table(dataset, backbone, protocol, args.results, args.seeds, args.sizes, args.teacher_size,
+                           *teacher)
         if table is None:
-            missing.append(f"`{dataset}/{backbone}-{protocol}`")
+            missing.append(f"`{dataset}/{backbone}{''.join('-from-' + model for model in teacher)}-{protocol}`")
         else:
             tables.append((table_name(table), table))
     if not tables:
@@ -371,13 +429,15 @@ def main(argv=None):
              + (f" Not run yet: {', '.join(missing)}." if missing else ""), ""]
     published = [f"- **{dataset}**: {text}" for dataset, text in PUBLISHED.items()
                  if any(table.args.dataset == dataset for _, table in tables)]
+    crossed = [(name, table) for name, table in tables if is_cross(table)]
+    tables = [(name, table) for name, table in tables if not is_cross(table)]
     groups = by_backbone(tables)
     lines += ["<!-- headline:start -->", ""]  # the README's headline (run_scripts/make_docs.py)
     for backbone, members in groups:
         lines += headline(members, backbone)
     lines += ["<!-- headline:end -->", ""]
     lines += (["Published references:", ""] + published + [""] if published else [])
-    lines += later_distillers(tables) + promise_table(tables)
+    lines += cross_architecture(crossed, tables) + later_distillers(tables) + promise_table(tables)
     for backbone, members in groups:
         lines += defaults_evidence(members, backbone)
     lines += candidates_table(args.results)
