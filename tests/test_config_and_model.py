@@ -250,6 +250,18 @@ def test_impossible_routing_settings_fail_when_the_config_is_built(workdir, fast
         Config("DERRD", "ml-100k", config_dict=fast_config(**overrides))
 
 
+def test_de_anneals_over_the_runs_epochs_up_to_300(derrd_model):
+    """The model and the weight search's trials anneal over the same P: ``epochs`` up to 300
+    unless ``de_anneal_epochs`` is set."""
+    for overrides, length in (({"epochs": 2000}, 300), ({"epochs": 40}, 40),
+                              ({"epochs": 2000, "de_anneal_epochs": 1000}, 1000)):
+        config, model, _ = derrd_model(use_rrd=False, **overrides)
+        assert model.anneal_epochs == length
+        assert DERRD.schedule_settings(config) == {"de_anneal_epochs": length}
+        model.start_epoch(length)
+        assert model.selection_tau == pytest.approx(config["de_tau_end"])
+
+
 def test_routing_changes_the_cost_not_the_loss(derrd_model):
     """At an annealed temperature, a DERRD step's DE loss (and its gradients on the student)
     is the same through every expert as over the active pairs only; the epoch's figures say

@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_derrd.model.experts import DistillationExperts, annealed_temperature, de_loss, floor_selection
+from recbole_derrd.model.experts import (
+    DistillationExperts, anneal_length, annealed_temperature, de_loss, floor_selection,
+)
 
 
 def hand_reconstruction(experts, student_repr, selection):
@@ -100,6 +102,19 @@ def test_temperature_annealing_schedule(epochs):
     assert annealed_temperature(epochs + 5, 1.0, 1e-10, epochs) == pytest.approx(1e-10)
     half = annealed_temperature(epochs / 2, 1.0, 1e-10, epochs)
     assert half == pytest.approx(1e-5)  # geometric: tau_0 (tau_P / tau_0) ** (e / P)
+
+
+@pytest.mark.parametrize("configured, epochs, length", [
+    (None, 50, 50), (None, 300, 300), (None, 2000, 300), (1000, 2000, 1000), (20, 2000, 20), (500, 100, 500),
+])
+def test_the_default_annealing_ends_by_epoch_300_whatever_the_epoch_cap(configured, epochs, length):
+    """``de_anneal_epochs: ~`` anneals over the run's ``epochs`` up to 300: a run with a far
+    ``epochs`` cap (2,000) reaches a near one-hot selection (tau 1e-3) by epoch 90, not 600;
+    a set value is kept, longer than the run too."""
+    assert anneal_length(configured, epochs) == length
+    if configured is None and epochs == 2000:
+        assert annealed_temperature(90, 1.0, 1e-10, length) == pytest.approx(1e-3)
+        assert annealed_temperature(90, 1.0, 1e-10, epochs) == pytest.approx(10 ** -0.45)
 
 
 # ----- the weight floor and sparse routing -----

@@ -131,4 +131,15 @@ def test_a_note_where_de_cells_predate_the_early_stopping_rule(table):
     for seed in SEEDS:
         cells[methods.cell_key("DE-RRD", 20, seed, methods.default_weights("DE-RRD"))]["early_stopping_rule"] = "x"
     write_cells(str(path), cells)
-    assert "former early-stopping rule" not in report(table)
+    text = report(table)
+    assert "former early-stopping rule" not in text
+    # the schedule: none of the cells records DE's current default schedule or sets its own
+    assert "All its DE and DE-RRD cells annealed DE's selection over the run's whole `epochs`" in text
+    cells[key]["de_schedule"] = "epochs-up-to-300"
+    other = methods.cell_key("DE-RRD", 20, 2021, methods.default_weights("DE-RRD"))
+    cells[other]["config"] = {"de_anneal_epochs": 300}
+    write_cells(str(path), cells)
+    assert "1 of its 3 DE and DE-RRD cells annealed" in report(table)
+    cells[methods.cell_key("DE-RRD", 20, 2022, methods.default_weights("DE-RRD"))]["de_schedule"] = "x"
+    write_cells(str(path), cells)
+    assert "annealed DE's selection" not in report(table)

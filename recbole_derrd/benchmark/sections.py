@@ -193,17 +193,28 @@ def significance_text(report, summary):
 def early_stopping_text(report):
     """A line where the table's DE and DE-RRD cells were trained before the plugin's current
     early-stopping rule (their records have no ``early_stopping_rule``,
-    :data:`.training.EARLY_STOPPING_RULE`)."""
+    :data:`.training.EARLY_STOPPING_RULE`) or DE's current default schedule (no ``de_schedule``,
+    :data:`.training.DE_SCHEDULE`, and no ``de_anneal_epochs`` of their own)."""
     cells = [cell for cell in report.cells.values()
              if cell["method"] in ("DE", "DE-RRD") and cell["seed"] in report.args.seed_values]
     former = [cell for cell in cells if "early_stopping_rule" not in cell]
-    if not former:
-        return []
-    which = "All its" if len(former) == len(cells) else f"{len(former)} of its {len(cells)}"
-    return [f"{which} DE and DE-RRD cells were trained under the plugin's former early-stopping rule: "
+    annealed = [cell for cell in cells if "de_schedule" not in cell
+                and not dict(cell.get("config", {}), **cell.get("setting", {})).get("de_anneal_epochs")]
+    notes = []
+    if former:
+        which = "All its" if len(former) == len(cells) else f"{len(former)} of its {len(cells)}"
+        notes.append(
+            f"{which} DE and DE-RRD cells were trained under the plugin's former early-stopping rule: "
             "the patience counted from the first epoch, during DE's transient routing too; the "
             "plugin now counts it once DE's routing has settled. For a seed the former rule stopped "
-            f"too early, see {document_link(report, 'results/ml-100k/BPR-paper.seed-2022.md')}.", ""]
+            f"too early, see {document_link(report, 'results/ml-100k/BPR-paper.seed-2022.md')}.")
+    if annealed:
+        which = "All its" if len(annealed) == len(cells) else f"{len(annealed)} of its {len(cells)}"
+        notes.append(
+            f"{which} DE and DE-RRD cells annealed DE's selection over the run's whole `epochs` (the "
+            "former default of `de_anneal_epochs`); the plugin now anneals over at most 300 epochs. "
+            f"What that changes is measured in {document_link(report, 'results/anneal/study.md')}.")
+    return [" ".join(notes), ""] if notes else []
 
 
 def document_link(report, path):

@@ -25,6 +25,10 @@ from recbole_derrd.benchmark.methods import PROTOCOLS, WEIGHT_KEYS
 #: DE: once DE's routing has settled, ``Distiller.early_stopping_counts``). Cells without the
 #: field were trained before it: the patience counted from the first epoch.
 EARLY_STOPPING_RULE = "after-transient"
+#: DE's default schedule a new cell is trained under, recorded in the cell: ``de_anneal_epochs:
+#: ~`` anneals over the run's ``epochs`` up to 300 (:func:`recbole_derrd.model.experts.anneal_length`).
+#: Cells without the field were trained before it: over the run's whole ``epochs``.
+DE_SCHEDULE = "epochs-up-to-300"
 
 
 def config_files(args):
@@ -153,5 +157,6 @@ def train_cell(args, work, method, model, parameters, seed, size, setting=None):
         "popularity": result.get("test_popularity_result"),  # None unless --popularity_groups
         "timing": timing_context(config.get("gpu_id")),
         "early_stopping_rule": EARLY_STOPPING_RULE,
+        "de_schedule": DE_SCHEDULE,
         "config": {key: value for key, value in parameters.items() if key != "teacher_checkpoint"},
     }

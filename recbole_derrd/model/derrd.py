@@ -27,6 +27,7 @@ from recbole_derrd.model.backbones import backbone_class, with_side_tables
 from recbole_derrd.model.distiller import Distiller
 from recbole_derrd.model.experts import (
     DistillationExperts,
+    anneal_length,
     annealed_temperature,
     pop_routing_stats,
     routing_settled,
@@ -91,8 +92,9 @@ class DERRD(Distiller):
 
     @classmethod
     def schedule_settings(cls, config):
-        """DE's annealing lasts ``de_anneal_epochs``, by default the run's ``epochs``."""
-        return {"de_anneal_epochs": config["de_anneal_epochs"] or config["epochs"]}
+        """DE's annealing lasts ``de_anneal_epochs``, by default the run's ``epochs`` up to 300
+        (:func:`~recbole_derrd.model.experts.anneal_length`)."""
+        return {"de_anneal_epochs": anneal_length(config["de_anneal_epochs"], config["epochs"])}
 
     @classmethod
     def check_de_layer(cls, checker):
@@ -156,7 +158,7 @@ class DERRD(Distiller):
         bank on pair representations."""
         self.de_pair_layer = None
         self.tau_start, self.tau_end = config["de_tau_start"], config["de_tau_end"]
-        self.anneal_epochs = config["de_anneal_epochs"] or config["epochs"]
+        self.anneal_epochs = anneal_length(config["de_anneal_epochs"], config["epochs"])
         self.selection_tau = self.tau_start
         experts = lambda student_dim, teacher_dim: DistillationExperts(  # noqa: E731
             student_dim, teacher_dim, config["de_num_experts"], config["de_selection"],

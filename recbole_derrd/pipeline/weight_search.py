@@ -31,7 +31,7 @@ by trial runs before the run trains, and the run then trains with the chosen num
   trials are cheaper but biased: distillation speeds up the first epochs, so trials stopped
   long before convergence favour the strongest weight (on ml-100k and Last.fm, 30-epoch trials
   chose the largest weight offered, and on Last.fm a student worse than the student alone).
-  Schedules that follow ``epochs`` (DE's annealing) keep the full run's length, so a short
+  Schedules that follow ``epochs`` (DE's annealing, up to 300 epochs) keep the full run's length, so a short
   trial is the start of the run it stands for.
 - **Choice**: the best validation score (``valid_metric_bigger``), ties to the smaller weight
   (to the student alone in the last comparison).
