@@ -99,8 +99,9 @@ def row_lines(dataset, method, former, rerun, student, cap):
                     f"{min(taus):.0e} to {max(taus):.0e}, {np.mean(seconds):.0f} s "
                     f"({np.mean(ratios):.1f}x the student alone's)")
     speedup = np.mean([rerun[seed]["train_seconds"] / former[seed]["train_seconds"] for seed in seeds])
+    machines = " / ".join(sorted({cells[seed].get("timing", "?") for cells in (former, rerun, student) for seed in seeds}))
     lines.append(f"| {dataset} | {method} | {len(seeds)} | cost | {cost[0]} | {cost[1]} | "
-                 f"time {speedup:.2f}x the former's |")
+                 f"time {speedup:.2f}x the former's (timed on: {machines}) |")
     return lines
 
 
@@ -154,5 +155,6 @@ def introduction(anneal_epochs):
         "whether it excludes 0. Cost: epochs trained (mean), the temperature of the last epoch "
         "(over the seeds), training time to the early stop (evaluation excluded) and its ratio to "
         "the student alone's of the same seed, then the rerun's time over the former's (mean of the "
-        "seeds' ratios). Times: one torch thread on an AMD EPYC; the former cells and the student "
-        "alone were timed on the same kind of machine, in other sessions.", ""]
+        "seeds' ratios), and the machines the cells were timed on (their records': the former "
+        "cells and the student alone in earlier sessions than the reruns, on a machine of the same "
+        "kind, each one process per core beside another benchmark).", ""]
