@@ -205,7 +205,9 @@ def cross_architecture(crossed, tables):
             "alone / DE-RRD. best other distiller: among the distillers the table ran besides "
             "DE-RRD. Tuned as the other tables (the student alone's search is the BPR table's, the "
             "same cells); the LightGCN teacher is not tuned (its table's teacher, at RecBole's "
-            "defaults), and HTD was not run. " + COMPARISON_KEY + " " + multiple_comparisons_text(len(counted)), "",
+            "defaults), and HTD was not run. Each table's DE and DE-RRD cells ran under the plugin's DE "
+            "schedule and early-stopping rule of their day: the reports say which predate the current "
+            "ones. " + COMPARISON_KEY + " " + multiple_comparisons_text(len(counted)), "",
             "| data (protocol) | teacher | seeds | metric | teacher | student alone | gap | DE-RRD | "
             "DE-RRD vs student alone | best other distiller | it vs student alone |",
             "|---|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
