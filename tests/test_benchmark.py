@@ -785,7 +785,7 @@ def test_tuned_benchmark_and_its_summary(workdir):
     assert "| NeuMF ml-100k (recbole) | RRD auto |" in summary
     for backbone in ("BPR", "NeuMF"):
         evidence = summary.split(f"every dataset ({backbone} students)")[1].split("\n## ")[0]
-        assert f"| RRD | lambda_rrd = 0.01 |" in evidence
+        assert "| RRD | lambda_rrd = 0.01 |" in evidence
 
 
 def test_best_worst_case_lists_ties_and_prefers_values_run_everywhere():
