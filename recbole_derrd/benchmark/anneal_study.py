@@ -21,19 +21,19 @@ import argparse
 import os
 
 import numpy as np
-import yaml
 
-from recbole_derrd.benchmark.arguments import REPO, parse_args
+from recbole_derrd.benchmark.arguments import REPO, parse_args, table_settings
+from recbole_derrd.benchmark.methods import plugin_defaults
 from recbole_derrd.benchmark.seed_stats import compare_over_seeds
 from recbole_derrd.benchmark.significance import interval_text, per_seed_text
 from recbole_derrd.benchmark.table import Table
-from recbole_derrd.model.experts import annealed_temperature
+from recbole_derrd.model.experts import DEFAULT_ANNEAL_EPOCHS, annealed_temperature
 
 #: (dataset, protocol, --data_path) of each studied table (BPR students, tuned, converged.yaml).
 STUDIED = [("ml-100k", "recbole", None), ("lastfm", "fixed", ".bench/dataset")]
 METRICS = ["ndcg@10", "recall@20"]
 ROWS = ["DE", "DE-RRD"]
-TAU_START, TAU_END = 1.0, 1e-10  # the plugin's defaults, which every studied cell used
+RECBOLE_EPOCHS = 300  # RecBole's default ``epochs``
 
 
 def load(dataset, protocol, data_path, results, anneal_epochs=None):
@@ -49,12 +49,10 @@ def load(dataset, protocol, data_path, results, anneal_epochs=None):
 
 
 def epochs_cap(table):
-    """The ``epochs`` the table's configuration files set (RecBole's 300 where none does)."""
-    epochs = 300
-    for path in table.args.config_files:
-        with open(os.path.join(REPO, path) if not os.path.isabs(path) else path) as handle:
-            epochs = (yaml.safe_load(handle) or {}).get("epochs", epochs)
-    return epochs
+    """The table's ``epochs``: its --epochs, else what its protocol and configuration files set,
+    else RecBole's default."""
+    args = table.args
+    return args.epochs or table_settings(args.protocol, args.config_files).get("epochs", RECBOLE_EPOCHS)
 
 
 def by_seed(cells):
@@ -64,7 +62,8 @@ def by_seed(cells):
 def stop_temperature(cell, cap):
     """The selection temperature of the run's last epoch (0-based ``epochs - 1``)."""
     anneal = cell["config"].get("de_anneal_epochs") or cap
-    return annealed_temperature(cell["epochs"] - 1, TAU_START, TAU_END, anneal)
+    defaults = plugin_defaults("DE-RRD")  # every studied cell ran at the default temperatures
+    return annealed_temperature(cell["epochs"] - 1, defaults["de_tau_start"], defaults["de_tau_end"], anneal)
 
 
 def mean_std(values):
@@ -122,7 +121,7 @@ def study(results_root, anneal_epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description="DE's annealing schedule: the studied tables' DE and "
                                                  "DE-RRD rows, former schedule against a rerun")
-    parser.add_argument("--anneal_epochs", type=int, default=300, help="P of the rerun")
+    parser.add_argument("--anneal_epochs", type=int, default=DEFAULT_ANNEAL_EPOCHS, help="P of the rerun")
     parser.add_argument("--results", default=os.path.join(REPO, "results"))
     args = parser.parse_args(argv)
     text = "\n".join(introduction(args.anneal_epochs) + [

@@ -146,15 +146,22 @@ def positive_integers(option, text):
     return values
 
 
-def check_metric(metric, protocol, config_files):
-    """Refuse a main metric the table's runs do not report: one of the ``metrics`` at one of
-    the ``topk`` of the protocol and the table's --config_files (the last file that sets them)."""
+def table_settings(protocol, config_files):
+    """The keys the protocol's YAML file and the table's --config_files set (a later file's
+    value replaces an earlier one's)."""
     settings = {}
     for path in [os.path.join(REPO, PROTOCOLS[protocol])] + config_files:
         if not os.path.isfile(path):
             raise UserError(f"--config_files: no file {path}")
         with open(path) as handle:
             settings.update(yaml.safe_load(handle) or {})
+    return settings
+
+
+def check_metric(metric, protocol, config_files):
+    """Refuse a main metric the table's runs do not report: one of the ``metrics`` at one of
+    the ``topk`` of the protocol and the table's --config_files (the last file that sets them)."""
+    settings = table_settings(protocol, config_files)
     names = settings.get("metrics", [])
     ks = settings.get("topk", [])
     names, ks = [names] if isinstance(names, str) else names, [ks] if isinstance(ks, int) else ks

@@ -18,6 +18,7 @@ from recbole_derrd.benchmark.methods import (
 from recbole_derrd.benchmark.significance import (
     RESAMPLES, best_other_distiller, interval_text, multiple_comparisons_text, per_seed_text, verdict_text,
 )
+from recbole_derrd.model.experts import DEFAULT_ANNEAL_EPOCHS
 
 
 def gain_text(cell, reference):
@@ -200,19 +201,20 @@ def early_stopping_text(report):
     former = [cell for cell in cells if "early_stopping_rule" not in cell]
     annealed = [cell for cell in cells if "de_schedule" not in cell
                 and not dict(cell.get("config", {}), **cell.get("setting", {})).get("de_anneal_epochs")]
+    def which(part):
+        return "All its" if len(part) == len(cells) else f"{len(part)} of its {len(cells)}"
+
     notes = []
     if former:
-        which = "All its" if len(former) == len(cells) else f"{len(former)} of its {len(cells)}"
         notes.append(
-            f"{which} DE and DE-RRD cells were trained under the plugin's former early-stopping rule: "
+            f"{which(former)} DE and DE-RRD cells were trained under the plugin's former early-stopping rule: "
             "the patience counted from the first epoch, during DE's transient routing too; the "
             "plugin now counts it once DE's routing has settled. For a seed the former rule stopped "
             f"too early, see {document_link(report, 'results/ml-100k/BPR-paper.seed-2022.md')}.")
     if annealed:
-        which = "All its" if len(annealed) == len(cells) else f"{len(annealed)} of its {len(cells)}"
         notes.append(
-            f"{which} DE and DE-RRD cells annealed DE's selection over the run's whole `epochs` (the "
-            "former default of `de_anneal_epochs`); the plugin now anneals over at most 300 epochs. "
+            f"{which(annealed)} DE and DE-RRD cells annealed DE's selection over the run's whole `epochs` (the "
+            f"former default of `de_anneal_epochs`); the plugin now anneals over at most {DEFAULT_ANNEAL_EPOCHS} epochs. "
             f"What that changes is measured in {document_link(report, 'results/anneal/study.md')}.")
     return [" ".join(notes), ""] if notes else []
 
